@@ -1,0 +1,38 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Set-up is idempotent: a stamp file makes a re-run return at once.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+APT_PACKAGES := libusb-1.0-0 libgomp1
+DEMO_OUT ?= out/demo
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing later pulls a CUDA build.
+	$(PY) -m pip install -q "torch==2.13.*"
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps nuscenes-devkit==1.2.0
+	$(PY) -c "import drivesim, open3d, nuscenes.nuscenes, torch; print('setup ok: torch', torch.__version__)"
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q tests
+
+demo: setup
+	$(VENV)/bin/drivesim synth --scenes 1 --seconds 4 --size 448x256 --out $(DEMO_OUT) --overwrite \
+	  --contact-sheet $(DEMO_OUT)/contact_sheet.png
+
+bench: setup
+	$(PY) benchmarks/bench_synth.py
+
+clean:
+	rm -rf out .pytest_cache
