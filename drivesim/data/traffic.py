@@ -1,0 +1,398 @@
+"""Traffic on a town: the ego car and other agents, simulated frame by frame.
+
+Vehicles follow routes through the lane graph with the intelligent driver model
+(IDM): they keep their desired speed, slow for curves, and brake for whatever
+stands on their path ahead (pedestrians, the ego car, other vehicles).
+Pedestrians walk along sidewalks and cross at crosswalks; parked cars, cones
+and barriers stand still. The result is one pose per agent per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivesim.data.town import CURB_HEIGHT, LANE_WIDTH, SIDEWALK_WIDTH, Town
+
+
+@dataclass(frozen=True)
+class CategorySpec:
+    size: tuple[float, float, float]  # mean width, length, height (nuScenes wlh)
+    jitter: float  # relative size variation
+    speed: tuple[float, float]  # desired speed range, m/s
+
+
+CATEGORIES: dict[str, CategorySpec] = {
+    "vehicle.car": CategorySpec((1.85, 4.5, 1.55), 0.06, (8.0, 13.0)),
+    "vehicle.truck": CategorySpec((2.45, 7.0, 3.0), 0.10, (7.0, 10.0)),
+    "vehicle.bus.rigid": CategorySpec((2.9, 11.5, 3.3), 0.03, (6.5, 9.0)),
+    "vehicle.motorcycle": CategorySpec((0.8, 2.1, 1.5), 0.05, (8.0, 12.0)),
+    "vehicle.bicycle": CategorySpec((0.65, 1.75, 1.7), 0.05, (3.5, 5.5)),
+    "human.pedestrian.adult": CategorySpec((0.65, 0.7, 1.75), 0.06, (1.1, 1.6)),
+    "human.pedestrian.child": CategorySpec((0.5, 0.5, 1.2), 0.08, (0.9, 1.3)),
+    "movable_object.trafficcone": CategorySpec((0.4, 0.4, 0.75), 0.0, (0.0, 0.0)),
+    "movable_object.barrier": CategorySpec((0.5, 2.0, 1.0), 0.0, (0.0, 0.0)),
+}
+VEHICLES = ("vehicle.car", "vehicle.truck", "vehicle.bus.rigid", "vehicle.motorcycle", "vehicle.bicycle")
+EGO_SIZE = (1.73, 4.08, 1.56)  # a nuScenes-like ego car; its origin is the rear axle
+EGO_REAR_OVERHANG = 1.0  # metres from the rear axle to the rear bumper
+
+
+@dataclass
+class Agent:
+    """One traffic participant: its box size and its pose in every frame."""
+
+    id: int
+    category: str
+    size: tuple[float, float, float]  # w, l, h
+    poses: np.ndarray  # (T, 4): x, y, z of the box bottom centre, yaw
+    speeds: np.ndarray  # (T,) m/s along its heading
+    present: np.ndarray  # (T,) bool: in the world at this frame
+    parked: bool
+    style: int  # appearance variant (paint colour, clothes)
+
+
+@dataclass
+class Traffic:
+    """The ego's poses (rear axle, ground level) and every other agent, frame by frame."""
+
+    fps: float
+    ego_poses: np.ndarray  # (T, 3): x, y, yaw
+    ego_speeds: np.ndarray  # (T,)
+    ego_turns: list[str]  # connector kinds the ego drove through: "left", "right", "straight", "lane_change"
+    agents: list[Agent]
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.ego_poses)
+
+
+class Path:
+    """A polyline with arc length, position, heading and a curve speed limit."""
+
+    def __init__(self, points: np.ndarray, max_lateral_accel: float = 2.0, brake: float = 2.5):
+        keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-6])
+        self.points = points[keep]
+        seg = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
+        self.s = np.concatenate([[0.0], np.cumsum(seg)])
+        self.length = float(self.s[-1])
+        tangent = np.gradient(self.points, self.s, axis=0)
+        self.heading = np.unwrap(np.arctan2(tangent[:, 1], tangent[:, 0]))
+        curvature = np.abs(np.gradient(self.heading, self.s)) if len(self.s) > 2 else np.zeros_like(self.s)
+        limit = np.sqrt(max_lateral_accel / np.maximum(curvature, 1e-4))
+        # Backward pass: brake in time for the slowest point ahead.
+        for i in range(len(limit) - 2, -1, -1):
+            limit[i] = min(limit[i], np.sqrt(limit[i + 1] ** 2 + 2 * brake * (self.s[i + 1] - self.s[i])))
+        self.speed_limit = limit
+
+    def at(self, s) -> tuple[np.ndarray, np.ndarray]:
+        s = np.clip(s, 0.0, self.length)
+        x = np.interp(s, self.s, self.points[:, 0])
+        y = np.interp(s, self.s, self.points[:, 1])
+        return np.stack([x, y], axis=-1), np.interp(s, self.s, self.heading)
+
+    def limit_at(self, s) -> np.ndarray:
+        return np.interp(s, self.s, self.speed_limit)
+
+
+def _concat(polylines: list[np.ndarray]) -> np.ndarray:
+    out = [polylines[0]]
+    for p in polylines[1:]:
+        out.append(p[1:] if np.allclose(out[-1][-1], p[0]) else p)
+    return np.vstack(out)
+
+
+def random_route(town: Town, rng, start_lane: int, min_length: float, avoid_turns: bool = False) -> list[int]:
+    """Lanes from `start_lane` on, choosing successors at random, until `min_length` metres."""
+    route, length = [start_lane], town.lanes[start_lane].length
+    while length < min_length:
+        successors = town.lanes[route[-1]].successors
+        if not successors:
+            break
+        if avoid_turns:
+            straight = [s for s in successors if town.lanes[s].turn in ("", "straight")]
+            successors = straight or successors
+        nxt = int(rng.choice(successors))
+        route.append(nxt)
+        length += town.lanes[nxt].length
+    return route
+
+
+def _lane_change(a: np.ndarray, b: np.ndarray, start: float, length: float) -> np.ndarray:
+    """Blend from parallel lane a into lane b between arc length start and start + length."""
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(a, axis=0), axis=1))])
+    dense = np.arange(0.0, s[-1], 1.0)
+    pa = np.stack([np.interp(dense, s, a[:, i]) for i in range(2)], axis=-1)
+    pb = np.stack([np.interp(dense, s, b[:, i]) for i in range(2)], axis=-1)
+    w = np.clip((dense - start) / length, 0.0, 1.0)
+    w = w * w * (3 - 2 * w)  # smoothstep: no lateral jerk at the ends
+    return np.vstack([pa + w[:, None] * (pb - pa), b[-1:]])
+
+
+def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, list[str], float]:
+    """A route of about `distance` metres whose start is placed so the manoeuvre happens in view.
+
+    manoeuvre: "left", "right", "straight", "lane_change". Returns the path, the
+    turn kinds it contains and the start arc length.
+    """
+    road_lanes = [lane for lane in town.lanes if lane.turn == "" and lane.successors and lane.length > 40]
+    for _ in range(400):
+        lane = road_lanes[int(rng.integers(len(road_lanes)))]
+        if manoeuvre == "lane_change":
+            neighbour = lane.left if rng.random() < 0.5 else lane.right
+            if neighbour is None or lane.length < 70:
+                continue
+            neighbour_lane = town.lanes[neighbour]
+            rest = random_route(town, rng, neighbour, distance + 60, avoid_turns=True)[1:]
+            change_at = float(rng.uniform(8.0, max(10.0, lane.length - 60.0)))
+            first = _lane_change(lane.points, neighbour_lane.points, change_at, 45.0)
+            tail = [town.lanes[r].points for r in rest]
+            path = Path(_concat([first] + tail))
+            start = max(0.0, change_at - rng.uniform(10, 25))
+            turns = ["lane_change"] + [town.lanes[r].turn for r in rest if town.lanes[r].turn]
+            if path.length - start >= distance:
+                return path, turns, start
+            continue
+        route = [lane.id]
+        successors = lane.successors
+        wanted = [s for s in successors if town.lanes[s].turn == manoeuvre]
+        if not wanted:
+            continue
+        route.append(int(rng.choice(wanted)))
+        route += random_route(town, rng, town.lanes[route[-1]].successors[0], distance + 60, avoid_turns=True)
+        # Start so the intersection comes up a few seconds into the scene.
+        start = max(0.0, lane.length - rng.uniform(20.0, min(60.0, lane.length - 5)))
+        path = Path(_concat([town.lanes[r].points for r in route]))
+        if path.length - start >= distance:
+            return path, [town.lanes[r].turn for r in route if town.lanes[r].turn], start
+    raise RuntimeError(f"no ego route of {distance:.0f} m for a {manoeuvre} manoeuvre in town {town.name}")
+
+
+@dataclass
+class _Mover:
+    path: Path
+    s: float
+    v: float
+    v0: float
+    length: float
+    width: float
+    agent: Agent | None  # None for the ego
+
+
+def _idm(v, v0, gap, dv, a_max=1.5, b=2.5, s0=2.5, headway=1.3):
+    s_star = s0 + np.maximum(0.0, v * headway + v * dv / (2 * np.sqrt(a_max * b)))
+    return a_max * (1 - (v / np.maximum(v0, 0.1)) ** 4 - (s_star / np.maximum(gap, 0.1)) ** 2)
+
+
+def _new_agent(rng, agent_id: int, category: str, num_frames: int, parked: bool) -> Agent:
+    spec = CATEGORIES[category]
+    w, l, h = (float(v * (1 + spec.jitter * rng.uniform(-1, 1))) for v in spec.size)
+    return Agent(agent_id, category, (round(w, 3), round(l, 3), round(h, 3)), np.zeros((num_frames, 4)),
+                 np.zeros(num_frames), np.zeros(num_frames, dtype=bool), parked, int(rng.integers(0, 1 << 16)))
+
+
+def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, manoeuvre: str,
+             density: float = 1.0) -> Traffic:
+    """Plan the ego route, populate its surroundings, and step everyone with IDM at `fps`."""
+    num_frames = int(round(seconds * fps)) + 1
+    dt = 1.0 / fps
+    ego_speed = float(rng.uniform(7.0, 11.0))
+    ego_path, ego_turns, ego_start = plan_ego(town, rng, ego_speed * seconds + 30, manoeuvre)
+    route_xy = ego_path.points
+    agents: list[Agent] = []
+    movers: list[_Mover] = [_Mover(ego_path, ego_start, ego_speed * 0.8, ego_speed, EGO_SIZE[1], EGO_SIZE[0], None)]
+
+    def near_route(xy, radius):
+        return np.min(np.linalg.norm(route_xy[None, :, :] - np.asarray(xy)[:, None, :], axis=-1), axis=1) < radius
+
+    ego_xy0, _ = ego_path.at(ego_start)
+    # Moving vehicles on road lanes near the route, spaced along each lane.
+    vehicle_kinds = ["vehicle.car"] * 14 + ["vehicle.truck"] * 2 + ["vehicle.bus.rigid", "vehicle.motorcycle",
+                                                                     "vehicle.bicycle"]
+    for lane in town.lanes:
+        if lane.turn or not near_route(lane.points[[0, len(lane.points) // 2, -1]], 80).any():
+            continue
+        s = rng.uniform(3.0, 25.0)
+        while s < lane.length - 8.0:
+            if rng.random() < 0.4 * density:
+                category = vehicle_kinds[int(rng.integers(len(vehicle_kinds)))]
+                agent = _new_agent(rng, len(agents) + 1, category, num_frames, parked=False)
+                route = random_route(town, rng, lane.id, 200.0)
+                points = _concat([town.lanes[r].points for r in route])
+                if category == "vehicle.bicycle":  # cyclists keep to the right edge of the lane
+                    points = _offset_right(points, LANE_WIDTH / 2 - 0.7)
+                path = Path(points)
+                pos, _ = path.at(s)
+                if np.linalg.norm(pos - ego_xy0) > 14.0:
+                    lo, hi = CATEGORIES[category].speed
+                    movers.append(_Mover(path, s, 0.0, float(rng.uniform(lo, hi)), agent.size[1], agent.size[0], agent))
+                    movers[-1].v = movers[-1].v0 * 0.7
+                    agents.append(agent)
+                s += agent.size[1] + rng.uniform(10.0, 25.0)
+            s += rng.uniform(12.0, 30.0)
+    # Parked cars and a few cones or barriers in parking strips near the route.
+    spots = np.array(town.parking_spots) if town.parking_spots else np.zeros((0, 3))
+    if len(spots):
+        for x, y, yaw in spots[near_route(spots[:, :2], 90)]:
+            roll = rng.random()
+            if roll < 0.55 * density:
+                category = "vehicle.car" if rng.random() < 0.9 else "vehicle.truck"
+                agent = _new_agent(rng, len(agents) + 1, category, num_frames, parked=True)
+                agent.poses[:] = (x, y, 0.0, yaw)
+                agent.present[:] = True
+                agents.append(agent)
+            elif roll < 0.62:
+                for k in range(3):
+                    agent = _new_agent(rng, len(agents) + 1, "movable_object.trafficcone", num_frames, parked=True)
+                    agent.poses[:] = (x + np.cos(yaw) * (k - 1) * 2.0, y + np.sin(yaw) * (k - 1) * 2.0, 0.0, yaw)
+                    agent.present[:] = True
+                    agents.append(agent)
+            elif roll < 0.65:
+                agent = _new_agent(rng, len(agents) + 1, "movable_object.barrier", num_frames, parked=True)
+                agent.poses[:] = (x, y, 0.0, yaw)
+                agent.present[:] = True
+                agents.append(agent)
+    pedestrians = _spawn_pedestrians(town, rng, ego_path, ego_start, ego_speed, num_frames, seconds,
+                                     len(agents) + 1, density)
+    agents += [p[0] for p in pedestrians]
+
+    ego_poses = np.zeros((num_frames, 3))
+    ego_speeds = np.zeros(num_frames)
+    for frame in range(num_frames):
+        for m in movers:
+            xy, yaw = m.path.at(m.s)
+            if m.agent is None:
+                ego_poses[frame] = (xy[0], xy[1], yaw)
+                ego_speeds[frame] = m.v
+            elif m.s < m.path.length - 0.5:
+                m.agent.poses[frame] = (xy[0], xy[1], 0.0, yaw)
+                m.agent.speeds[frame] = m.v
+                m.agent.present[frame] = True
+        for agent, path, start_time, speed in pedestrians:
+            s = (frame * dt - start_time) * speed
+            if 0.0 <= s <= path.length:
+                xy, yaw = path.at(s)
+                ground = 0.0 if town.drivable(xy) else CURB_HEIGHT
+                agent.poses[frame] = (xy[0], xy[1], ground, yaw)
+                agent.speeds[frame] = speed
+                agent.present[frame] = True
+        _step(movers, pedestrians, frame, dt)
+    return Traffic(fps, ego_poses, ego_speeds, ego_turns, agents)
+
+
+def _offset_right(points: np.ndarray, distance: float) -> np.ndarray:
+    tangent = np.gradient(points, axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+    right = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
+    return points + right * distance
+
+
+def _step(movers: list[_Mover], pedestrians, frame: int, dt: float) -> None:
+    """Advance every vehicle one step; each brakes for the nearest obstacle on its path ahead."""
+    lookahead = np.arange(1.0, 50.0, 1.0)
+    obstacles, obstacle_speed, obstacle_half = [], [], []
+    for m in movers:
+        if m.s < m.path.length - 0.5:
+            xy, yaw = m.path.at(m.s)
+            obstacles.append(xy)
+            obstacle_speed.append(m.v * np.array([np.cos(yaw), np.sin(yaw)]))
+            obstacle_half.append(m.width / 2)
+        else:
+            obstacles.append(np.array([1e9, 1e9]))
+            obstacle_speed.append(np.zeros(2))
+            obstacle_half.append(0.0)
+    for agent, path, _, speed in pedestrians:
+        if agent.present[frame]:
+            xy = agent.poses[frame, :2]
+            yaw = agent.poses[frame, 3]
+            obstacles.append(xy + 1.2 * np.array([np.cos(yaw), np.sin(yaw)]))  # a step ahead of them
+            obstacle_speed.append(np.zeros(2))
+            obstacle_half.append(0.6)
+    obstacles = np.array(obstacles)
+    obstacle_half = np.array(obstacle_half)
+    n = len(movers)
+    gaps = np.full((n, len(obstacles)), np.inf)
+    for i, m in enumerate(movers):
+        probe, _ = m.path.at(m.s + lookahead)  # (L, 2)
+        d = np.linalg.norm(probe[:, None, :] - obstacles[None, :, :], axis=-1)  # (L, O)
+        hit = d < (m.width / 2 + obstacle_half[None, :] + 0.35)
+        hit[:, i] = False
+        first = np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
+        valid = first >= 0
+        gaps[i, valid] = lookahead[first[valid]] - m.length / 2
+    # Two vehicles that each see the other (crossing paths): the nearer one goes first.
+    mutual = np.isfinite(gaps[:, :n]) & np.isfinite(gaps[:, :n].T)
+    gaps[:, :n][mutual & (gaps[:, :n] <= gaps[:, :n].T)] = np.inf
+    for i, m in enumerate(movers):
+        j = int(np.argmin(gaps[i]))
+        gap = gaps[i, j]
+        v0 = min(m.v0, float(m.path.limit_at(m.s + 3.0)))
+        if np.isfinite(gap):
+            _, yaw = m.path.at(m.s)
+            lead_v = float(np.dot(obstacle_speed[j], [np.cos(yaw), np.sin(yaw)]))
+            accel = _idm(m.v, v0, gap, m.v - max(lead_v, 0.0))
+        else:
+            accel = _idm(m.v, v0, np.inf, 0.0)
+        m.v = float(np.clip(m.v + np.clip(accel, -7.0, 2.0) * dt, 0.0, 20.0))
+        m.s += m.v * dt
+
+
+def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_speed: float, num_frames: int,
+                       duration: float, first_id: int, density: float):
+    """Walkers along sidewalks near the route, and a few who cross at crosswalks ahead of the ego."""
+    out = []
+    route_xy = ego_path.points
+    for block in town.blocks:
+        outline = block.outline
+        centre = outline.mean(axis=0)
+        for k in range(len(outline)):
+            a, b = outline[k], outline[(k + 1) % len(outline)]
+            if np.linalg.norm(b - a) < 20:
+                continue
+            mid = (a + b) / 2
+            if np.min(np.linalg.norm(route_xy - mid, axis=1)) > 70 or rng.random() > 0.5 * density:
+                continue
+            inward = centre - mid
+            inward /= np.linalg.norm(inward)
+            offset = inward * rng.uniform(1.6, SIDEWALK_WIDTH - 0.6)
+            start, end = (a + offset, b + offset) if rng.random() < 0.5 else (b + offset, a + offset)
+            category = "human.pedestrian.adult" if rng.random() < 0.85 else "human.pedestrian.child"
+            agent = _new_agent(rng, first_id + len(out), category, num_frames, parked=False)
+            lo, hi = CATEGORIES[category].speed
+            speed = float(rng.uniform(lo, hi))
+            path = Path(np.array([start, end]))
+            # Already somewhere along the walk when the scene starts.
+            start_time = -float(rng.uniform(0, path.length / speed))
+            out.append((agent, path, start_time, speed))
+    # Crossers: at crosswalks the ego will reach within the scene.
+    horizon = ego_start + ego_speed * duration + 20
+    for crosswalk in town.crosswalks:
+        centre = crosswalk.mean(axis=0)
+        d = np.linalg.norm(route_xy - centre, axis=1)
+        nearest = int(np.argmin(d))
+        if d[nearest] > 12 or not (ego_start + 10 < ego_path.s[nearest] < horizon) or rng.random() > 0.7 * density:
+            continue
+        # Walk across the road: along the crosswalk's long axis, from curb to curb plus the sidewalk.
+        long_axis = crosswalk[1] - crosswalk[0]
+        width = np.linalg.norm(long_axis)
+        long_axis /= width
+        mid_short = (crosswalk[0] + crosswalk[3]) / 2 - crosswalk[0]
+        side = 1 if rng.random() < 0.5 else -1
+        start = centre - side * long_axis * (width / 2 + 1.5) + rng.uniform(-0.3, 0.3) * mid_short
+        end = centre + side * long_axis * (width / 2 + 1.5)
+        category = "human.pedestrian.adult" if rng.random() < 0.85 else "human.pedestrian.child"
+        agent = _new_agent(rng, first_id + len(out), category, num_frames, parked=False)
+        lo, hi = CATEGORIES[category].speed
+        speed = float(rng.uniform(lo, hi))
+        # Time the crossing to begin a little before the ego arrives at the crosswalk.
+        arrival = (ego_path.s[nearest] - ego_start) / max(ego_speed, 1.0)
+        start_time = max(0.0, arrival - rng.uniform(4.0, 9.0))
+        out.append((agent, Path(np.array([start, end])), start_time, speed))
+    return out
+
+
+def ego_box_center_offset() -> float:
+    """Distance from the rear axle (ego origin) forward to the ego car's centre."""
+    return EGO_SIZE[1] / 2 - EGO_REAR_OVERHANG
+

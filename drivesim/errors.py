@@ -1,0 +1,9 @@
+"""Errors a user can cause. The CLI prints them without a traceback and exits 2."""
+
+
+class DrivesimError(Exception):
+    """A bad input from the user: the message names the input and what is wrong."""
+
+
+class ConfigError(DrivesimError):
+    """A bad option, config value or file."""
