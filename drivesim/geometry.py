@@ -1,0 +1,460 @@
+"""Camera geometry: poses, projection, per-pixel (Plücker) rays, epipolar geometry, camera rigs.
+
+Functions take numpy arrays or torch tensors with any leading batch dims and return the type given.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from drivesim.errors import ConfigError
+
+__all__ = [
+    "Camera", "Rig", "camera_rays", "compose", "crop_intrinsics", "fundamental_matrix", "invert", "load_rig",
+    "matrix_from_quaternion", "matrix_from_yaw", "pixel_grid", "plucker_rays", "project", "quaternion_from_matrix",
+    "resize_intrinsics", "transform_from", "transform_points", "translation_rotation_from", "unproject",
+    "yaw_from_matrix",
+]
+
+
+# ---------------------------------------------------------------- numpy / torch in, same out
+
+
+def _torch_dtype(value: np.ndarray | np.generic | torch.Tensor) -> torch.dtype:
+    return value.dtype if isinstance(value, torch.Tensor) else torch.from_numpy(np.empty(0, value.dtype)).dtype
+
+
+def _float_dtype(values: list[np.ndarray | torch.Tensor]) -> torch.dtype:
+    """The floating dtype the caller's arrays promote to; integers promote to the default float."""
+    dtype = functools.reduce(torch.promote_types, map(_torch_dtype, values), torch.bool)
+    if dtype.is_floating_point:
+        return dtype
+    # numpy's default float is float64, torch's is float32: follow the caller's library.
+    return torch.get_default_dtype() if any(isinstance(v, torch.Tensor) for v in values) else torch.float64
+
+
+def _to_tensor(value, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype)
+    array = np.asarray(value)
+    # torch refuses flipped views and warns on read-only arrays (such as a Camera's): copy those.
+    if not array.flags.writeable or (array.ndim and min(array.strides) < 0):
+        array = array.copy()
+    return torch.as_tensor(array, device=device).to(dtype)
+
+
+def _numpy_or_torch(num_arrays: int | None = None):
+    """Run a torch implementation on numpy or torch inputs and answer in the caller's type.
+
+    The first `num_arrays` positional arguments (all when None) are arrays; the rest pass through.
+    Torch wins if any array is a tensor (its device is used). Half precision is computed in
+    float32, because linalg.inv and friends have no half kernels, and cast back.
+    """
+
+    def decorate(implementation):
+        @functools.wraps(implementation)
+        def wrapper(*args, **kwargs):
+            count = len(args) if num_arrays is None else num_arrays
+            arrays, rest = args[:count], args[count:]
+            tensors = [a for a in arrays if isinstance(a, torch.Tensor)]
+            typed = tensors + [a for a in arrays if isinstance(a, (np.ndarray, np.generic))]
+            out_dtype = _float_dtype(typed)
+            compute_dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
+            device = tensors[0].device if tensors else torch.device("cpu")
+            converted = [_to_tensor(a, compute_dtype, device) for a in arrays]
+            result = implementation(*converted, *rest, **kwargs)
+
+            def back(tensor: torch.Tensor):
+                tensor = tensor.to(out_dtype)
+                return tensor if tensors else tensor.detach().cpu().numpy()
+
+            return tuple(back(r) for r in result) if isinstance(result, tuple) else back(result)
+
+        return wrapper
+
+    return decorate
+
+
+# ---------------------------------------------------------------- rotations and rigid transforms
+
+
+@_numpy_or_torch()
+def matrix_from_quaternion(q):
+    """(..., 4) quaternion (w, x, y, z), normalised here -> (..., 3, 3) rotation matrix."""
+    w, x, y, z = (q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)).unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).unflatten(-1, (3, 3))
+
+
+@_numpy_or_torch()
+def quaternion_from_matrix(rotation):
+    """(..., 3, 3) rotation -> (..., 4) unit quaternion (w, x, y, z) with w >= 0.
+
+    Shepperd's method: of the four ways to read the quaternion off the matrix, use the one
+    dividing by the largest of |w|, |x|, |y|, |z|, so no branch divides by a value near zero.
+    """
+    m = rotation
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    # Each name holds 4 times that product of quaternion components: ww = 4 w^2, wx = 4 w x, ...
+    ww, xx, yy, zz = 1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22
+    wx, wy, wz = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
+    xy, xz, yz = m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2]
+    # Row i is 4 q_i q: the quaternion up to a scale, read off with q_i as the pivot.
+    rows = [[ww, wx, wy, wz], [wx, xx, xy, xz], [wy, xy, yy, yz], [wz, xz, yz, zz]]
+    candidates = torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+    best = torch.stack([ww, xx, yy, zz], dim=-1).argmax(dim=-1, keepdim=True)  # >= 1: the 4 sum to 4
+    q = torch.take_along_dim(candidates, best[..., None], dim=-2).squeeze(-2)
+    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+@_numpy_or_torch()
+def transform_from(translation, rotation_wxyz):
+    """(..., 3) translation, (..., 4) quaternion -> (..., 4, 4) rigid transform."""
+    rotation = matrix_from_quaternion(rotation_wxyz)
+    batch = torch.broadcast_shapes(translation.shape[:-1], rotation.shape[:-2])
+    top = torch.cat([rotation.expand(*batch, 3, 3), translation.expand(*batch, 3)[..., None]], dim=-1)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=top.dtype, device=top.device).expand(*batch, 1, 4)
+    return torch.cat([top, bottom], dim=-2)
+
+
+@_numpy_or_torch()
+def translation_rotation_from(transform):
+    """(..., 4, 4) rigid transform -> (translation (..., 3), quaternion (..., 4) wxyz, w >= 0)."""
+    return transform[..., :3, 3].clone(), quaternion_from_matrix(transform[..., :3, :3])
+
+
+@_numpy_or_torch()
+def matrix_from_yaw(yaw):
+    """(...,) yaw in radians -> (..., 3, 3) rotation about +z (counter-clockwise seen from above)."""
+    cos, sin = torch.cos(yaw), torch.sin(yaw)
+    zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
+    rows = [cos, -sin, zero, sin, cos, zero, zero, zero, one]
+    return torch.stack(rows, dim=-1).unflatten(-1, (3, 3))
+
+
+@_numpy_or_torch()
+def yaw_from_matrix(rotation):
+    """(..., 3, 3) rotation -> (...,) heading of its x axis in (-pi, pi]."""
+    return torch.atan2(rotation[..., 1, 0], rotation[..., 0, 0])
+
+
+@_numpy_or_torch()
+def compose(*transforms):
+    """compose(a_from_b, b_from_c, ...) -> a_from_c (matrix product, batch dims broadcast)."""
+    if not transforms:
+        raise ValueError("compose needs at least one transform")
+    # Start from a copy: with one transform, numpy callers would otherwise get their own array back.
+    return functools.reduce(torch.matmul, transforms[1:], transforms[0].clone())
+
+
+@_numpy_or_torch()
+def invert(a_from_b):
+    """Rigid (..., 4, 4) a_from_b -> b_from_a, as [R^T, -R^T t]: exact for rotations, unlike inv."""
+    rotation_t = a_from_b[..., :3, :3].transpose(-1, -2)
+    translation = -(rotation_t @ a_from_b[..., :3, 3:])
+    bottom = a_from_b[..., 3:, :].new_tensor([0.0, 0.0, 0.0, 1.0]).expand_as(a_from_b[..., 3:, :])
+    return torch.cat([torch.cat([rotation_t, translation], dim=-1), bottom], dim=-2)
+
+
+@_numpy_or_torch()
+def transform_points(a_from_b, points_b):
+    """(..., 4, 4) a_from_b, (..., N, 3) points in b -> (..., N, 3) points in a."""
+    return points_b @ a_from_b[..., :3, :3].transpose(-1, -2) + a_from_b[..., None, :3, 3]
+
+
+# ---------------------------------------------------------------- pinhole cameras
+
+
+@_numpy_or_torch()
+def project(intrinsics, points_cam):
+    """(..., 3, 3) K, (..., N, 3) camera-frame points -> (pixels (..., N, 2), depth (..., N)).
+
+    Depth is the z coordinate. Points with depth <= 0 are behind the camera and get meaningless
+    pixels: mask them with `depth > 0`.
+    """
+    homogeneous = points_cam @ intrinsics.transpose(-1, -2)
+    return homogeneous[..., :2] / homogeneous[..., 2:], points_cam[..., 2]
+
+
+@_numpy_or_torch()
+def unproject(intrinsics, pixels, depth):
+    """(..., 3, 3) K, (..., N, 2) pixels, (..., N) depth (z) -> (..., N, 3) camera-frame points."""
+    homogeneous = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)
+    return (homogeneous @ torch.linalg.inv(intrinsics).transpose(-1, -2)) * depth[..., None]
+
+
+def pixel_grid(width: int, height: int, like: np.ndarray | torch.Tensor | None = None):
+    """(H, W, 2) pixel centres (u, v) = (column, row), OpenCV convention (first centre at 0, 0).
+
+    Returns a float32 CPU torch tensor, or, given `like`, the type of `like`: a numpy array, or a
+    tensor on like's device; like's dtype when it is floating.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"pixel_grid needs a positive size, got {width}x{height}")
+    dtype = _torch_dtype(like) if like is not None else torch.float32
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    device = like.device if isinstance(like, torch.Tensor) else torch.device("cpu")
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    grid = torch.stack([cols, rows], dim=-1).to(device=device, dtype=dtype)
+    return grid.numpy() if isinstance(like, np.ndarray) else grid
+
+
+@_numpy_or_torch(num_arrays=1)
+def camera_rays(intrinsics, width: int, height: int):
+    """(..., 3, 3) K -> (..., H, W, 3) unit ray directions through pixel centres, camera frame."""
+    pixels = pixel_grid(width, height, like=intrinsics)
+    homogeneous = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)  # (H, W, 3)
+    # (H, W, 3) @ (..., 1, 3, 3) broadcasts to (..., H, W, 3) without a copy of the grid per view.
+    directions = homogeneous @ torch.linalg.inv(intrinsics).transpose(-1, -2)[..., None, :, :]
+    return directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+
+
+@_numpy_or_torch(num_arrays=2)
+def plucker_rays(intrinsics, world_from_cam, width: int, height: int):
+    """(..., 3, 3) K, (..., 4, 4) world_from_cam -> (..., H, W, 6) Plücker rays per pixel.
+
+    Channels: unit direction in the world frame (3), then moment = origin x direction (3), the
+    same for any point of the ray taken as origin. Rays carry intrinsics and pose per pixel, so
+    the world model conditions on any rig the same way.
+    """
+    directions_cam = camera_rays(intrinsics, width, height)  # (..., H, W, 3)
+    # (..., H, W, 3) @ (..., 1, 3, 3): rotate every pixel's ray into the world frame.
+    directions = directions_cam @ world_from_cam[..., None, :3, :3].transpose(-1, -2)
+    origin = world_from_cam[..., None, None, :3, 3]
+    moments = torch.linalg.cross(origin.expand_as(directions), directions, dim=-1)
+    return torch.cat([directions, moments], dim=-1)
+
+
+def _skew(vector: torch.Tensor) -> torch.Tensor:
+    """(..., 3) t -> (..., 3, 3) [t]x, so that [t]x v = t x v."""
+    x, y, z = vector.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).unflatten(-1, (3, 3))
+
+
+@_numpy_or_torch()
+def fundamental_matrix(intrinsics1, intrinsics2, cam2_from_cam1):
+    """F (..., 3, 3) with x2^T F x1 = 0 for homogeneous pixels x1 in camera 1, x2 in camera 2."""
+    essential = _skew(cam2_from_cam1[..., :3, 3]) @ cam2_from_cam1[..., :3, :3]
+    return torch.linalg.inv(intrinsics2).transpose(-1, -2) @ essential @ torch.linalg.inv(intrinsics1)
+
+
+def _remap_pixels(intrinsics, scale_x, scale_y, offset_x, offset_y):
+    """K for the image whose pixels are u' = scale_x u + offset_x, v' = scale_y v + offset_y."""
+    last = intrinsics[..., 2, :]  # (0, 0, 1): adds the offsets to the cx, cy column
+    row_u = intrinsics[..., 0, :] * scale_x[..., None] + offset_x[..., None] * last
+    row_v = intrinsics[..., 1, :] * scale_y[..., None] + offset_y[..., None] * last
+    return torch.stack(torch.broadcast_tensors(row_u, row_v, last), dim=-2)
+
+
+@_numpy_or_torch()
+def resize_intrinsics(intrinsics, scale_x, scale_y):
+    """K of the image resized by (scale_x, scale_y) (scalars or (...,)).
+
+    Pixel centres map as u' = (u + 0.5) * scale_x - 0.5, because pixel edges, not centres, scale.
+    """
+    return _remap_pixels(intrinsics, scale_x, scale_y, 0.5 * scale_x - 0.5, 0.5 * scale_y - 0.5)
+
+
+@_numpy_or_torch()
+def crop_intrinsics(intrinsics, left, top):
+    """K of the crop whose top-left pixel is (left, top) of the original image."""
+    return _remap_pixels(intrinsics, torch.ones_like(left), torch.ones_like(top), -left, -top)
+
+
+# ---------------------------------------------------------------- camera rigs
+
+
+def _frozen(array, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.array(array, dtype=np.float64).reshape(shape)
+    array.setflags(write=False)  # a frozen dataclass should not hold arrays one can edit in place
+    return array
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == on numpy arrays is ambiguous
+class Camera:
+    """One camera of a rig: pinhole intrinsics (3, 3) and pose ego_from_cam (4, 4), float64."""
+
+    name: str
+    intrinsics: np.ndarray
+    ego_from_cam: np.ndarray
+
+    def __post_init__(self):
+        object.__setattr__(self, "intrinsics", _frozen(self.intrinsics, (3, 3)))
+        object.__setattr__(self, "ego_from_cam", _frozen(self.ego_from_cam, (4, 4)))
+
+
+@dataclass(frozen=True, eq=False)
+class Rig:
+    """Cameras in view order, the image size they share, and which views neighbour which."""
+
+    name: str
+    width: int
+    height: int
+    cameras: tuple[Camera, ...]
+    neighbours: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(camera.name for camera in self.cameras)
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """(V, 3, 3) at the rig's image size."""
+        return np.stack([camera.intrinsics for camera in self.cameras])
+
+    @property
+    def ego_from_cam(self) -> np.ndarray:
+        """(V, 4, 4)."""
+        return np.stack([camera.ego_from_cam for camera in self.cameras])
+
+    def camera(self, name: str) -> Camera:
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        raise ConfigError(f"rig {self.name!r} has no camera {name!r}; it has {', '.join(self.names)}")
+
+    def resized(self, width: int, height: int) -> Rig:
+        """The rig at another image size; x and y scale independently (1600x900 -> 448x256)."""
+        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+            raise ConfigError(f"rig {self.name!r}: image size must be integers > 0, got {width}x{height}")
+        scale_x, scale_y = width / self.width, height / self.height
+        cameras = [replace(c, intrinsics=resize_intrinsics(c.intrinsics, scale_x, scale_y)) for c in self.cameras]
+        return replace(self, width=width, height=height, cameras=tuple(cameras))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."  # a whole bad list would drown the message
+
+
+class _RigFile:
+    """Strict reader of one views/*.yaml file: every error names the file and the field."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def error(self, where: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where} {problem}" if where else f"{self.path}: {problem}")
+
+    def mapping(self, value, where: str, fields: tuple[str, ...]) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(where, f"must be a mapping with fields {', '.join(fields)}, got {_show(value)}")
+        missing = [name for name in fields if name not in value]
+        if missing:
+            raise self.error(where, f"is missing field(s) {', '.join(missing)}")
+        extra = [str(name) for name in value if name not in fields]
+        if extra:
+            raise self.error(where, f"has unknown field(s) {', '.join(extra)}; expected {', '.join(fields)}")
+        return value
+
+    def number(self, value, where: str, positive: bool = False) -> float:
+        try:
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        except OverflowError:  # YAML ints are unbounded
+            number = math.inf
+        if not math.isfinite(number):
+            raise self.error(where, f"must be a finite number, got {_show(value)}")
+        if positive and value <= 0:
+            raise self.error(where, f"must be > 0, got {_show(value)}")
+        return number
+
+    def numbers(self, value, where: str, length: int) -> list[float]:
+        if not isinstance(value, list) or len(value) != length:
+            raise self.error(where, f"must be a list of {length} numbers, got {_show(value)}")
+        return [self.number(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    def name(self, value, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(where, f"must be a non-empty string, got {_show(value)}")
+        return value
+
+    def camera(self, value, where: str) -> tuple[Camera, list]:
+        fields = ("name", "intrinsics", "translation", "rotation", "neighbours")
+        value = self.mapping(value, where, fields)
+        intrinsics = self.mapping(value["intrinsics"], f"{where}.intrinsics", ("fx", "fy", "cx", "cy"))
+        fx, fy = (self.number(intrinsics[k], f"{where}.intrinsics.{k}", positive=True) for k in ("fx", "fy"))
+        cx, cy = (self.number(intrinsics[k], f"{where}.intrinsics.{k}") for k in ("cx", "cy"))
+        translation = self.numbers(value["translation"], f"{where}.translation", 3)
+        rotation = self.numbers(value["rotation"], f"{where}.rotation", 4)
+        norm = math.sqrt(sum(c * c for c in rotation))
+        # Rounded quaternions are fine; a norm far from 1 means a typo, not rounding.
+        if abs(norm - 1) > 1e-2:
+            raise self.error(f"{where}.rotation", f"must be a unit quaternion (w, x, y, z), got norm {norm:.4g}")
+        ego_from_cam = transform_from(np.array(translation), np.array(rotation) / norm)
+        k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        camera = Camera(self.name(value["name"], f"{where}.name"), k, ego_from_cam)
+        return camera, value["neighbours"]
+
+    def rig(self, document) -> Rig:
+        document = self.mapping(document, "", ("name", "image_size", "cameras"))
+        name = self.name(document["name"], "name")
+        size = self.mapping(document["image_size"], "image_size", ("width", "height"))
+        for key in ("width", "height"):
+            if not _is_int(size[key]) or size[key] <= 0:
+                raise self.error(f"image_size.{key}", f"must be an integer > 0, got {_show(size[key])}")
+        if not isinstance(document["cameras"], list) or not document["cameras"]:
+            raise self.error("cameras", f"must be a non-empty list, got {_show(document['cameras'])}")
+        parsed = [self.camera(value, f"cameras[{i}]") for i, value in enumerate(document["cameras"])]
+        names = [camera.name for camera, _ in parsed]
+        for i, camera_name in enumerate(names):
+            if camera_name in names[:i]:
+                raise self.error(f"cameras[{i}].name", f"repeats camera name {camera_name!r}")
+        neighbours = {}
+        for i, (camera, listed) in enumerate(parsed):
+            where = f"cameras[{i}].neighbours"
+            if not isinstance(listed, list):
+                raise self.error(where, f"must be a list of camera names, got {_show(listed)}")
+            for j, other in enumerate(listed):
+                if other not in names or other == camera.name:
+                    problem = f"names {_show(other)}, not another camera of the rig: {', '.join(names)}"
+                    raise self.error(f"{where}[{j}]", problem)
+                if other in listed[:j]:
+                    raise self.error(f"{where}[{j}]", f"lists {_show(other)} twice")
+            neighbours[camera.name] = tuple(listed)
+        return Rig(name, size["width"], size["height"], tuple(camera for camera, _ in parsed), neighbours)
+
+
+def _views_folder() -> Path:
+    return Path(os.environ.get("DRIVESIM_VIEWS") or Path(__file__).resolve().parents[1] / "views")
+
+
+def load_rig(name_or_path: str | os.PathLike, size: tuple[int, int] | None = None) -> Rig:
+    """Load a camera rig: a bare name ("nuscenes") from the views folder, else a YAML path.
+
+    The views folder is $DRIVESIM_VIEWS, else <repo>/views. size = (width, height) rescales it.
+    """
+    text = str(name_or_path)
+    is_name = isinstance(name_or_path, str) and Path(text).name == text and not text.endswith((".yaml", ".yml"))
+    path = _views_folder() / f"{text}.yaml" if is_name else Path(name_or_path)
+    if not path.is_file():
+        known = sorted(p.stem for p in _views_folder().glob("*.yaml"))
+        raise ConfigError(f"{path}: no such rig file; rigs in {_views_folder()}: {', '.join(known) or '(none)'}")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # PyYAML raises ValueError for some bad scalars (`!!int x`, a 13th month), not only YAMLError.
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the rig: {error}") from error
+    rig = _RigFile(path).rig(document)
+    if size is None:
+        return rig
+    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)):
+        raise ConfigError(f"{path}: size must be (width, height), positive integers, got {size!r}")
+    return rig.resized(*size)
