@@ -350,6 +350,12 @@ class NuScenesWriter:
         self._last_annotation[instance["token"]] = record
         return self._insert("sample_annotation", record)
 
+    def instance_token(self, instance_key: str) -> str:
+        """The instance token given to `instance_key` by its first annotation."""
+        if instance_key not in self._instances:
+            raise NuScenesTableError(f"instance_token: '{instance_key}' has no annotation yet")
+        return self._instances[instance_key]["token"]
+
     def end_scene(self) -> None:
         """Closes the open scene; its sample count and first/last samples are kept up to date as
         samples arrive, so this only checks that the scene has a key frame."""
