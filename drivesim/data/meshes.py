@@ -237,17 +237,19 @@ SKIN = [(0.55, 0.38, 0.28), (0.35, 0.22, 0.14), (0.6, 0.45, 0.35), (0.2, 0.12, 0
 
 
 def _car(w, l, h, paint, style) -> list[Mesh]:
-    """Sedan, hatchback or van by style: a body, a glass cabin, wheels and lamps."""
+    """SUV, wagon or sedan by style: a body, a glass cabin, wheels and lamps, filling most of the box."""
     x0, x1 = -l / 2, l / 2
-    cabin = [(-0.42, 0.24, -0.36, 0.02), (-0.47, 0.2, -0.45, -0.02), (-0.49, 0.3, -0.48, 0.12)][style % 3]
-    belt = [0.56, 0.58, 0.52][style % 3] * h
-    parts = [hexahedron([(x0 + 0.03, -w / 2, 0.16 * h), (x1 - 0.03, -w / 2, 0.16 * h), (x1 - 0.03, w / 2, 0.16 * h),
-                         (x0 + 0.03, w / 2, 0.16 * h)],
-                        [(x0 + 0.06, -w / 2, belt), (x1 - 0.15, -w / 2, belt), (x1 - 0.15, w / 2, belt),
-                         (x0 + 0.06, w / 2, belt)], Material.BODY, paint)]
+    # Cabin extent as fractions of the length: bottom rear, bottom front, top rear, top front.
+    cabin = [(-0.49, 0.36, -0.47, 0.12), (-0.48, 0.32, -0.44, 0.06), (-0.44, 0.3, -0.34, 0.08)][style % 3]
+    belt = [0.6, 0.58, 0.56][style % 3] * h
+    floor = 0.1 * h
+    parts = [hexahedron([(x0 + 0.03, -w / 2, floor), (x1 - 0.03, -w / 2, floor), (x1 - 0.03, w / 2, floor),
+                         (x0 + 0.03, w / 2, floor)],
+                        [(x0 + 0.05, -w / 2, belt), (x1 - 0.1, -w / 2, belt), (x1 - 0.1, w / 2, belt),
+                         (x0 + 0.05, w / 2, belt)], Material.BODY, paint)]
     cb0, cb1, ct0, ct1 = (c * l for c in cabin)
-    parts.append(hexahedron([(cb0, -0.47 * w, belt), (cb1, -0.47 * w, belt), (cb1, 0.47 * w, belt), (cb0, 0.47 * w, belt)],
-                            [(ct0, -0.41 * w, h), (ct1, -0.41 * w, h), (ct1, 0.41 * w, h), (ct0, 0.41 * w, h)],
+    parts.append(hexahedron([(cb0, -0.48 * w, belt), (cb1, -0.48 * w, belt), (cb1, 0.48 * w, belt), (cb0, 0.48 * w, belt)],
+                            [(ct0, -0.43 * w, h), (ct1, -0.43 * w, h), (ct1, 0.43 * w, h), (ct0, 0.43 * w, h)],
                             Material.CABIN, paint))
     radius = min(0.33, 0.21 * h)
     for x in (x0 + 0.2 * l, x1 - 0.2 * l):

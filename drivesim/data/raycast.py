@@ -14,6 +14,9 @@ from drivesim import geometry
 from drivesim.data.meshes import Material, Mesh
 
 TIMES_OF_DAY = ("day", "dusk", "night")
+# Ray-casting threads per process (0: all cores). Worker processes that render scenes side by
+# side set 1, so they do not fight over the cores.
+THREADS = 0
 WEATHERS = ("clear", "overcast", "rain", "fog")
 
 
@@ -174,7 +177,7 @@ class Renderer:
     def _shade(self, scene, attributes: Mesh, origins: np.ndarray, directions: np.ndarray):
         light = self.light
         rays = np.concatenate([origins, directions], axis=1)
-        hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=0)
+        hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=THREADS)
         t = hit["t_hit"].numpy()
         is_hit = np.isfinite(t)
         idx = np.nonzero(is_hit)[0]
@@ -201,7 +204,7 @@ class Renderer:
             if len(facing):
                 shadow_rays = np.concatenate([p[facing] + n[facing] * 0.03,
                                               np.broadcast_to(light.sun_direction, (len(facing), 3))], axis=1)
-                occluded = scene.test_occlusions(o3d.core.Tensor(shadow_rays.astype(np.float32)), nthreads=0).numpy()
+                occluded = scene.test_occlusions(o3d.core.Tensor(shadow_rays.astype(np.float32)), nthreads=THREADS).numpy()
                 lit[facing] = ~occluded
             irradiance = irradiance + light.sun * (np.clip(cos, 0, None) * lit)[:, None]
         if light.lights_on and len(self.lamps):
@@ -345,31 +348,33 @@ class Renderer:
         self._headlights = headlights if self.light.lights_on else None
 
     def visibility(self, dynamic: Mesh, world_from_cams, intrinsics, width: int, height: int,
-                   stride: int = 1) -> dict[int, tuple[int, int]]:
-        """Per agent id: (pixels where it is the first hit, pixels whose ray meets it at all),
-        summed over all cameras on a pixel grid subsampled by `stride`."""
+                   stride: int = 1) -> list[dict[int, tuple[int, int]]]:
+        """Per camera, per agent id: (pixels where it is the first hit, pixels whose ray meets it
+        at all: its unoccluded silhouette), on a pixel grid subsampled by `stride`."""
         if not len(dynamic.triangles):
-            return {}
+            return [{} for _ in world_from_cams]
         scene = self._scene(dynamic)[0]
         agents_only = o3d.t.geometry.RaycastingScene()
         agents_only.add_triangles(o3d.core.Tensor(dynamic.vertices), o3d.core.Tensor(dynamic.triangles.astype(np.uint32)))
-        visible: dict[int, int] = {}
-        total: dict[int, int] = {}
+        per_camera = []
         for v in range(len(world_from_cams)):
+            visible: dict[int, int] = {}
+            total: dict[int, int] = {}
             origins, directions = self._camera_rays(world_from_cams[v], intrinsics[v], width, height, stride)
             rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
-            first = scene.cast_rays(rays, nthreads=0)
+            first = scene.cast_rays(rays, nthreads=THREADS)
             geometry = first["geometry_ids"].numpy()
             prim = first["primitive_ids"].numpy().astype(np.int64)
             ids = dynamic.instance[prim[geometry == 1]]
             for agent, count in zip(*np.unique(ids, return_counts=True)):
                 visible[int(agent)] = visible.get(int(agent), 0) + int(count)
-            every = agents_only.list_intersections(rays, nthreads=0)
+            every = agents_only.list_intersections(rays, nthreads=THREADS)
             pairs = np.unique(np.stack([every["ray_ids"].numpy().astype(np.int64),
                                         dynamic.instance[every["primitive_ids"].numpy().astype(np.int64)]]), axis=1)
             for agent, count in zip(*np.unique(pairs[1], return_counts=True)):
                 total[int(agent)] = total.get(int(agent), 0) + int(count)
-        return {agent: (visible.get(agent, 0), count) for agent, count in total.items()}
+            per_camera.append({agent: (visible.get(agent, 0), count) for agent, count in total.items()})
+        return per_camera
 
     def lidar(self, dynamic: Mesh, world_from_lidar: np.ndarray, beams: int = 32, azimuths: int = 1084,
               max_range: float = 70.0) -> tuple[np.ndarray, np.ndarray]:
@@ -382,7 +387,7 @@ class Renderer:
         local = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
         directions = local @ world_from_lidar[:3, :3].T
         origins = np.broadcast_to(world_from_lidar[:3, 3], directions.shape)
-        hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, directions], 1).astype(np.float32)), nthreads=0)
+        hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, directions], 1).astype(np.float32)), nthreads=THREADS)
         t = hit["t_hit"].numpy()
         keep = t < max_range
         geometry = hit["geometry_ids"].numpy()[keep]
