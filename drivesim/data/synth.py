@@ -52,7 +52,7 @@ class SynthConfig:
     rig: str = "nuscenes"
     version: str = "v1.0-mini"
     overwrite: bool = False
-    workers: int = 0  # 0: one per core, at most one per scene
+    workers: int = 1  # scenes rendered side by side in processes; 0: one per core
 
     def validate(self) -> None:
         if self.scenes < 1:
@@ -99,6 +99,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def check_writable(path: Path, option: str) -> None:
+    """`path` can be created or replaced: its nearest existing ancestor is a writable folder."""
+    parent = Path(path).resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{option} {path} is not writable")
+
+
 def check_output_folder(out: Path, overwrite: bool) -> None:
     """Refuse an existing non-empty folder without --overwrite, a file, or an unwritable place."""
     out = Path(out)
@@ -106,11 +117,7 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ConfigError(f"--out {out} is not writable")
+    check_writable(out, "--out")
 
 
 @dataclass
@@ -212,7 +219,7 @@ def render_scene(config: SynthConfig, plan: ScenePlan, staging: Path, ticks=None
     world = SceneWorld(config, plan)
     rig = world.rig
     result = SceneResult(plan, "", [], np.zeros((config.frames, 4, 4)), [], [])
-    stride = max(1, config.width // 320)  # visibility on a coarser grid: a fraction, not a mask
+    stride = max(1, round(config.width / 160))  # visibility is a fraction, not a mask: a coarse grid will do
     for frame in range(config.frames):
         timestamp = world.timestamp(frame)
         world_from_ego = world.world_from_ego(frame)
@@ -276,7 +283,8 @@ def describe(plan: ScenePlan, traffic: Traffic, annotations: list[list[dict]]) -
     turn = yaw[-1] - yaw[0]
     start, end = traffic.ego_poses[0, :2], traffic.ego_poses[-1, :2]
     heading = np.array([np.cos(yaw[0]), np.sin(yaw[0])])
-    lateral = float(np.cross(heading, end - start))
+    offset = end - start
+    lateral = float(heading[0] * offset[1] - heading[1] * offset[0])  # left of the start heading
     if turn > 1.0:
         motion = "left turn at intersection"
     elif turn < -1.0:

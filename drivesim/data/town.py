@@ -321,7 +321,8 @@ def _line_block_with_buildings(town: Town, rng, inner: np.ndarray) -> None:
             d = depth * rng.uniform(0.75, 1.0)
             p0 = origin + along * s
             corners = np.array([p0, p0 + along * width, p0 + along * width + inward * d, p0 + inward * d])
-            if np.cross(corners[1] - corners[0], corners[2] - corners[1]) < 0:
+            (ax, ay), (bx, by) = corners[1] - corners[0], corners[2] - corners[1]
+            if ax * by - ay * bx < 0:  # keep footprints counter-clockwise
                 corners = corners[::-1]
             height = float(rng.choice([rng.uniform(6, 14), rng.uniform(14, 40)], p=[0.6, 0.4]))
             town.buildings.append(Building(corners, height, int(rng.integers(0, 8))))
