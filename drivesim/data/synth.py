@@ -432,7 +432,7 @@ def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneRes
     writer.write()
     side_files.write_json(staging / "drivesim" / "scenes.json", {
         "generator": "drivesim synth", "config": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in asdict(config).items() if k not in ("out", "overwrite")},
+                                                  for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")},
         "rig": config.rig, "scenes": scenes_meta})
 
 
