@@ -149,7 +149,7 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
             first = _lane_change(lane.points, neighbour_lane.points, change_at, 45.0)
             tail = [town.lanes[r].points for r in rest]
             path = Path(_concat([first] + tail))
-            start = max(0.0, change_at - rng.uniform(10, 25))
+            start = max(0.0, change_at - rng.uniform(3.0, min(25.0, 0.25 * distance)))
             turns = ["lane_change"] + [town.lanes[r].turn for r in rest if town.lanes[r].turn]
             if path.length - start >= distance:
                 return path, turns, start
@@ -161,8 +161,8 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
             continue
         route.append(int(rng.choice(wanted)))
         route += random_route(town, rng, town.lanes[route[-1]].successors[0], distance + 60, avoid_turns=True)
-        # Start so the intersection comes up a few seconds into the scene.
-        start = max(0.0, lane.length - rng.uniform(20.0, min(60.0, lane.length - 5)))
+        # Start so the intersection comes up early enough for the turn to happen in the scene.
+        start = max(0.0, lane.length - rng.uniform(4.0, max(5.0, min(60.0, 0.3 * distance, lane.length - 5))))
         path = Path(_concat([town.lanes[r].points for r in route]))
         if path.length - start >= distance:
             return path, [town.lanes[r].turn for r in route if town.lanes[r].turn], start
@@ -171,6 +171,8 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
 
 @dataclass
 class _Mover:
+    """A vehicle on its path. `s` is its reference point: the box centre, or the ego's rear axle."""
+
     path: Path
     s: float
     v: float
@@ -178,6 +180,25 @@ class _Mover:
     length: float
     width: float
     agent: Agent | None  # None for the ego
+    centre_offset: float = 0.0  # from the reference point forward to the box centre
+
+    @property
+    def active(self) -> bool:
+        return self.s < self.path.length - 0.5
+
+
+@dataclass
+class _Walker:
+    """A pedestrian on a straight walk; starts at `start_time` (negative: already walking)."""
+
+    agent: Agent
+    path: Path
+    speed: float
+    start_time: float
+    s: float = 0.0
+
+    def __post_init__(self):
+        self.s = max(0.0, -self.start_time * self.speed)
 
 
 def _idm(v, v0, gap, dv, a_max=1.5, b=2.5, s0=2.5, headway=1.3):
@@ -201,7 +222,8 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
     ego_path, ego_turns, ego_start = plan_ego(town, rng, ego_speed * seconds + 30, manoeuvre)
     route_xy = ego_path.points
     agents: list[Agent] = []
-    movers: list[_Mover] = [_Mover(ego_path, ego_start, ego_speed * 0.8, ego_speed, EGO_SIZE[1], EGO_SIZE[0], None)]
+    movers: list[_Mover] = [_Mover(ego_path, ego_start, ego_speed * 0.8, ego_speed, EGO_SIZE[1], EGO_SIZE[0], None,
+                                   centre_offset=ego_box_center_offset())]
 
     def near_route(xy, radius):
         return np.min(np.linalg.norm(route_xy[None, :, :] - np.asarray(xy)[:, None, :], axis=-1), axis=1) < radius
@@ -255,7 +277,7 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
                 agents.append(agent)
     pedestrians = _spawn_pedestrians(town, rng, ego_path, ego_start, ego_speed, num_frames, seconds,
                                      len(agents) + 1, density)
-    agents += [p[0] for p in pedestrians]
+    agents += [walker.agent for walker in pedestrians]
 
     ego_poses = np.zeros((num_frames, 3))
     ego_speeds = np.zeros(num_frames)
@@ -265,18 +287,16 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
             if m.agent is None:
                 ego_poses[frame] = (xy[0], xy[1], yaw)
                 ego_speeds[frame] = m.v
-            elif m.s < m.path.length - 0.5:
+            elif m.active:
                 m.agent.poses[frame] = (xy[0], xy[1], 0.0, yaw)
                 m.agent.speeds[frame] = m.v
                 m.agent.present[frame] = True
-        for agent, path, start_time, speed in pedestrians:
-            s = (frame * dt - start_time) * speed
-            if 0.0 <= s <= path.length:
-                xy, yaw = path.at(s)
+        for walker in pedestrians:
+            if frame * dt >= walker.start_time and walker.s <= walker.path.length:
+                xy, yaw = walker.path.at(walker.s)
                 ground = 0.0 if town.drivable(xy) else CURB_HEIGHT
-                agent.poses[frame] = (xy[0], xy[1], ground, yaw)
-                agent.speeds[frame] = speed
-                agent.present[frame] = True
+                walker.agent.poses[frame] = (xy[0], xy[1], ground, yaw)
+                walker.agent.present[frame] = True
         _step(movers, pedestrians, frame, dt)
     return Traffic(fps, ego_poses, ego_speeds, ego_turns, agents)
 
@@ -288,54 +308,108 @@ def _offset_right(points: np.ndarray, distance: float) -> np.ndarray:
     return points + right * distance
 
 
-def _step(movers: list[_Mover], pedestrians, frame: int, dt: float) -> None:
-    """Advance every vehicle one step; each brakes for the nearest obstacle on its path ahead."""
-    lookahead = np.arange(1.0, 50.0, 1.0)
-    obstacles, obstacle_speed, obstacle_half = [], [], []
-    for m in movers:
-        if m.s < m.path.length - 0.5:
-            xy, yaw = m.path.at(m.s)
-            obstacles.append(xy)
-            obstacle_speed.append(m.v * np.array([np.cos(yaw), np.sin(yaw)]))
-            obstacle_half.append(m.width / 2)
-        else:
-            obstacles.append(np.array([1e9, 1e9]))
-            obstacle_speed.append(np.zeros(2))
-            obstacle_half.append(0.0)
-    for agent, path, _, speed in pedestrians:
-        if agent.present[frame]:
-            xy = agent.poses[frame, :2]
-            yaw = agent.poses[frame, 3]
-            obstacles.append(xy + 1.2 * np.array([np.cos(yaw), np.sin(yaw)]))  # a step ahead of them
-            obstacle_speed.append(np.zeros(2))
-            obstacle_half.append(0.6)
-    obstacles = np.array(obstacles)
-    obstacle_half = np.array(obstacle_half)
+def _bodies(movers: list[_Mover]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each active vehicle as points every <= 2 m along its centre line, so long vehicles block
+    along their whole length: (points (P, 2), owner mover index (P,), velocity (P, 2), half width (P,))."""
+    points, owners, velocities, halves = [], [], [], []
+    for i, m in enumerate(movers):
+        if not m.active:
+            continue
+        centre, yaw = m.path.at(m.s + m.centre_offset)
+        heading = np.array([np.cos(yaw), np.sin(yaw)])
+        along = np.linspace(-m.length / 2, m.length / 2, max(2, int(np.ceil(m.length / 2.0)) + 1))
+        points.append(centre + along[:, None] * heading)
+        owners.append(np.full(len(along), i))
+        velocities.append(np.broadcast_to(m.v * heading, (len(along), 2)))
+        halves.append(np.full(len(along), m.width / 2))
+    if not points:
+        return np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 2)), np.zeros(0)
+    return np.concatenate(points), np.concatenate(owners), np.concatenate(velocities), np.concatenate(halves)
+
+
+def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float) -> None:
+    """Advance everyone one step. A vehicle brakes for the nearest body on its path ahead of its
+    front bumper; a pedestrian waits while a vehicle stands in their next step."""
+    points, owners, velocities, halves = _bodies(movers)
+    ego = movers[0]
+    if ego.active:  # others also keep clear of where the ego will be: they yield at merges
+        future = ego.s + ego.centre_offset + max(ego.v, 3.0) * np.arange(0.5, 3.01, 0.5)
+        predicted, yaw = ego.path.at(future)
+        points = np.concatenate([points, predicted])
+        owners = np.concatenate([owners, np.zeros(len(future), int)])
+        velocities = np.concatenate([velocities, ego.v * np.stack([np.cos(yaw), np.sin(yaw)], axis=1)])
+        halves = np.concatenate([halves, np.full(len(future), ego.width / 2)])
+    walking = [w for w in walkers if w.agent.present[frame]]
+    if walking:
+        ahead = np.array([w.agent.poses[frame, :2] + 0.9 * np.array([np.cos(w.agent.poses[frame, 3]),
+                                                                     np.sin(w.agent.poses[frame, 3])])
+                          for w in walking])
+        points = np.concatenate([points, ahead])
+        owners = np.concatenate([owners, np.full(len(walking), -1)])
+        velocities = np.concatenate([velocities, np.zeros((len(walking), 2))])
+        halves = np.concatenate([halves, np.full(len(walking), 0.6)])
+    lookahead = np.arange(0.5, 50.0, 1.0)
     n = len(movers)
-    gaps = np.full((n, len(obstacles)), np.inf)
+    gap_to = np.full((n, n + 1), np.inf)  # last column: pedestrians
+    lead_velocity = np.zeros((n, n + 1, 2))
     for i, m in enumerate(movers):
-        probe, _ = m.path.at(m.s + lookahead)  # (L, 2)
-        d = np.linalg.norm(probe[:, None, :] - obstacles[None, :, :], axis=-1)  # (L, O)
-        hit = d < (m.width / 2 + obstacle_half[None, :] + 0.35)
-        hit[:, i] = False
-        first = np.where(hit.any(axis=0), hit.argmax(axis=0), -1)
-        valid = first >= 0
-        gaps[i, valid] = lookahead[first[valid]] - m.length / 2
-    # Two vehicles that each see the other (crossing paths): the nearer one goes first.
-    mutual = np.isfinite(gaps[:, :n]) & np.isfinite(gaps[:, :n].T)
-    gaps[:, :n][mutual & (gaps[:, :n] <= gaps[:, :n].T)] = np.inf
+        if not m.active or not len(points):
+            continue
+        front = m.s + m.centre_offset + m.length / 2
+        near = (owners != i) & (np.abs(points - m.path.at(front)[0]).max(axis=1) < 55.0)
+        if not near.any():
+            continue
+        probe, _ = m.path.at(front + lookahead)
+        d = np.linalg.norm(probe[:, None, :] - points[None, near, :], axis=-1)  # (L, near)
+        hit = d < (m.width / 2 + halves[near][None, :] + 0.3)
+        if not hit.any():
+            continue
+        struck = hit.any(axis=0)
+        distance = lookahead[hit.argmax(axis=0)[struck]]
+        columns = np.where(owners[near][struck] >= 0, owners[near][struck], n)
+        order = np.argsort(-distance)  # nearest last, so it wins the assignment below
+        gap_to[i, columns[order]] = distance[order]
+        lead_velocity[i, columns[order]] = velocities[near][struck][order]
+    # Two vehicles on each other's path (crossing): the one nearer the conflict goes first.
+    pair = gap_to[:, :n]
+    mutual = np.isfinite(pair) & np.isfinite(pair.T)
+    pair[mutual & (pair <= pair.T)] = np.inf
     for i, m in enumerate(movers):
-        j = int(np.argmin(gaps[i]))
-        gap = gaps[i, j]
+        if not m.active:
+            continue
+        j = int(np.argmin(gap_to[i]))
+        gap = gap_to[i, j]
         v0 = min(m.v0, float(m.path.limit_at(m.s + 3.0)))
         if np.isfinite(gap):
             _, yaw = m.path.at(m.s)
-            lead_v = float(np.dot(obstacle_speed[j], [np.cos(yaw), np.sin(yaw)]))
+            lead_v = float(np.dot(lead_velocity[i, j], [np.cos(yaw), np.sin(yaw)]))
             accel = _idm(m.v, v0, gap, m.v - max(lead_v, 0.0))
         else:
             accel = _idm(m.v, v0, np.inf, 0.0)
         m.v = float(np.clip(m.v + np.clip(accel, -7.0, 2.0) * dt, 0.0, 20.0))
         m.s += m.v * dt
+    for walker in walkers:
+        if frame * dt < walker.start_time - 1e-9:
+            continue
+        blocked = False
+        if walker.agent.present[frame]:
+            xy, yaw = walker.agent.poses[frame, :2], walker.agent.poses[frame, 3]
+            step = xy + 0.9 * np.array([np.cos(yaw), np.sin(yaw)])
+            for m in movers:
+                if m.active and _inside(step, m, margin=0.5):
+                    blocked = True
+                    break
+        walker.agent.speeds[frame] = 0.0 if blocked else walker.speed
+        if not blocked:
+            walker.s += walker.speed * dt
+
+
+def _inside(point: np.ndarray, m: _Mover, margin: float) -> bool:
+    centre, yaw = m.path.at(m.s + m.centre_offset)
+    offset = point - centre
+    along = offset[0] * np.cos(yaw) + offset[1] * np.sin(yaw)
+    across = -offset[0] * np.sin(yaw) + offset[1] * np.cos(yaw)
+    return abs(along) <= m.length / 2 + margin and abs(across) <= m.width / 2 + margin
 
 
 def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_speed: float, num_frames: int,
@@ -363,8 +437,7 @@ def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_sp
             speed = float(rng.uniform(lo, hi))
             path = Path(np.array([start, end]))
             # Already somewhere along the walk when the scene starts.
-            start_time = -float(rng.uniform(0, path.length / speed))
-            out.append((agent, path, start_time, speed))
+            out.append(_Walker(agent, path, speed, start_time=-float(rng.uniform(0, path.length / speed))))
     # Crossers: at crosswalks the ego will reach within the scene.
     horizon = ego_start + ego_speed * duration + 20
     for crosswalk in town.crosswalks:
@@ -388,7 +461,7 @@ def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_sp
         # Time the crossing to begin a little before the ego arrives at the crosswalk.
         arrival = (ego_path.s[nearest] - ego_start) / max(ego_speed, 1.0)
         start_time = max(0.0, arrival - rng.uniform(4.0, 9.0))
-        out.append((agent, Path(np.array([start, end])), start_time, speed))
+        out.append(_Walker(agent, Path(np.array([start, end])), speed, start_time))
     return out
 
 
