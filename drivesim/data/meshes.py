@@ -119,8 +119,9 @@ def _circle(cx, cy, radius, segments=8, phase=0.0) -> np.ndarray:
     return np.column_stack([cx + radius * np.cos(a), cy + radius * np.sin(a)])
 
 
-def wheel(x, y_inner, y_outer, radius, material, albedo, segments=10) -> Mesh:
-    """A cylinder with its axis along y, standing on z = 0."""
+def wheel(x, y_inner, y_outer, radius, material, albedo, segments=12) -> Mesh:
+    """A cylinder with its axis along y, standing on z = 0. A multiple of 4 sides puts vertices
+    at its bottom, top, front and back, so it spans exactly x +- radius and z in [0, 2 radius]."""
     ring = _circle(x, radius, radius, segments, phase=-np.pi / 2)  # in the xz plane, touching z = 0
     mesh = prism(ring, y_inner, y_outer, material, albedo)
     mesh.vertices = mesh.vertices[:, [0, 2, 1]].copy()  # (x, z, y) -> (x, y, z)
@@ -326,7 +327,7 @@ def agent_mesh(agent: Agent) -> Mesh:
     elif category.startswith("human.pedestrian"):
         parts = _person(w, l, h, shirt, trousers, skin)
     elif category == "movable_object.trafficcone":
-        parts = [hexahedron([(-w / 2, -l / 2, 0), (w / 2, -l / 2, 0), (w / 2, l / 2, 0), (-w / 2, l / 2, 0)],
+        parts = [hexahedron([(-l / 2, -w / 2, 0), (l / 2, -w / 2, 0), (l / 2, w / 2, 0), (-l / 2, w / 2, 0)],
                             [(-0.04, -0.04, h), (0.04, -0.04, h), (0.04, 0.04, h), (-0.04, 0.04, h)],
                             Material.CONE, (0.8, 0.18, 0.02))]
     else:  # barrier: a jersey barrier with a sloped profile

@@ -264,13 +264,13 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
                 agent.poses[:] = (x, y, 0.0, yaw)
                 agent.present[:] = True
                 agents.append(agent)
-            elif roll < 0.62:
+            elif roll < 0.62 * density:  # cones and barriers thin out with density too
                 for k in range(3):
                     agent = _new_agent(rng, len(agents) + 1, "movable_object.trafficcone", num_frames, parked=True)
                     agent.poses[:] = (x + np.cos(yaw) * (k - 1) * 2.0, y + np.sin(yaw) * (k - 1) * 2.0, 0.0, yaw)
                     agent.present[:] = True
                     agents.append(agent)
-            elif roll < 0.65:
+            elif roll < 0.65 * density:
                 agent = _new_agent(rng, len(agents) + 1, "movable_object.barrier", num_frames, parked=True)
                 agent.poses[:] = (x, y, 0.0, yaw)
                 agent.present[:] = True
@@ -305,7 +305,14 @@ def _offset_right(points: np.ndarray, distance: float) -> np.ndarray:
     tangent = np.gradient(points, axis=0)
     tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
     right = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
-    return points + right * distance
+    shifted = points + right * distance
+    # Inside a corner tighter than `distance` the offset line folds back on itself, and a path
+    # through the fold spins its heading the wrong way round: keep only points that advance.
+    keep = [0]
+    for i in range(1, len(points)):
+        if np.dot(shifted[i] - shifted[keep[-1]], points[i] - points[keep[-1]]) > 0:
+            keep.append(i)
+    return shifted[keep]
 
 
 def _bodies(movers: list[_Mover]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
