@@ -79,6 +79,8 @@ class Town:
     parking_spots: list[tuple[float, float, float]] = field(default_factory=list)  # x, y, yaw
     lanes_per_direction_x: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     lanes_per_direction_y: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    # Connector lanes whose paths cross or merge: at most one of each pair may be in use.
+    conflicts: dict[int, frozenset[int]] = field(default_factory=dict)
 
     def road_edges(self) -> list[np.ndarray]:
         """Curb lines (closed polylines) around every block."""
@@ -266,8 +268,36 @@ def generate_town(seed: int, name: str = "drivesim-town", grid: tuple[int, int] 
                         graph.lanes[lane_in]["successors"].append(cid)
                         graph.lanes[cid]["successors"].append(lane_out)
     town.lanes = graph.freeze()
+    town.conflicts = _connector_conflicts(town.lanes)
     _lay_blocks(town, rng)
     return town
+
+
+def _connector_conflicts(lanes: list[Lane], clearance: float = 3.3) -> dict[int, frozenset[int]]:
+    """Pairs of connectors that come within `clearance` metres of each other, except connectors
+    leaving the same lane (car-following orders those). The clearance exceeds a vehicle's width
+    because long bodies swing wide on tight turns; it stays below the 3.5 m between parallel lanes."""
+    connectors = [lane for lane in lanes if lane.turn]
+    predecessor = {s: lane.id for lane in lanes for s in lane.successors if lanes[s].turn}
+    dense = {c.id: _resample(c.points, 0.5) for c in connectors}
+    conflicts: dict[int, set[int]] = {c.id: set() for c in connectors}
+    for i, a in enumerate(connectors):
+        for b in connectors[i + 1:]:
+            if predecessor[a.id] == predecessor[b.id]:
+                continue
+            if np.abs(a.points[0] - b.points[0]).max() > 45.0:  # other intersection
+                continue
+            gap = np.linalg.norm(dense[a.id][:, None, :] - dense[b.id][None, :, :], axis=-1).min()
+            if gap < clearance:
+                conflicts[a.id].add(b.id)
+                conflicts[b.id].add(a.id)
+    return {k: frozenset(v) for k, v in conflicts.items()}
+
+
+def _resample(points: np.ndarray, step: float) -> np.ndarray:
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+    dense = np.arange(0.0, s[-1] + step / 2, step)
+    return np.stack([np.interp(dense, s, points[:, k]) for k in range(2)], axis=-1)
 
 
 def _heading(direction) -> np.ndarray:

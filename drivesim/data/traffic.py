@@ -71,7 +71,10 @@ class Traffic:
 class Path:
     """A polyline with arc length, position, heading and a curve speed limit."""
 
-    def __init__(self, points: np.ndarray, max_lateral_accel: float = 2.0, brake: float = 2.5):
+    def __init__(self, points: np.ndarray, max_lateral_accel: float = 2.0, brake: float = 2.5,
+                 connectors: list[tuple[int, float, float]] = ()):
+        # (connector lane id, arc length where it starts, where it ends) along this path.
+        self.connectors = list(connectors)
         keep = np.concatenate([[True], np.linalg.norm(np.diff(points, axis=0), axis=1) > 1e-6])
         self.points = points[keep]
         seg = np.linalg.norm(np.diff(self.points, axis=0), axis=1)
@@ -101,6 +104,25 @@ def _concat(polylines: list[np.ndarray]) -> np.ndarray:
     for p in polylines[1:]:
         out.append(p[1:] if np.allclose(out[-1][-1], p[0]) else p)
     return np.vstack(out)
+
+
+def _connector_spans(town: Town, route: list[int], first_length: float | None = None):
+    """Arc-length spans of the intersection connectors along a path made of `route`'s lanes."""
+    spans, s = [], 0.0
+    for k, lane_id in enumerate(route):
+        length = first_length if k == 0 and first_length is not None else town.lanes[lane_id].length
+        if town.lanes[lane_id].turn:
+            spans.append((lane_id, s, s + length))
+        s += length
+    return spans
+
+
+def route_path(town: Town, route: list[int], first: np.ndarray | None = None) -> Path:
+    """The path along `route`'s lanes (its first lane replaced by `first` if given)."""
+    polylines = [first if first is not None else town.lanes[route[0]].points] + [town.lanes[r].points
+                                                                                 for r in route[1:]]
+    first_length = None if first is None else float(np.linalg.norm(np.diff(first, axis=0), axis=1).sum())
+    return Path(_concat(polylines), connectors=_connector_spans(town, route, first_length))
 
 
 def random_route(town: Town, rng, start_lane: int, min_length: float, avoid_turns: bool = False) -> list[int]:
@@ -147,8 +169,7 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
             rest = random_route(town, rng, neighbour, distance + 60, avoid_turns=True)[1:]
             change_at = float(rng.uniform(8.0, max(10.0, lane.length - 60.0)))
             first = _lane_change(lane.points, neighbour_lane.points, change_at, 45.0)
-            tail = [town.lanes[r].points for r in rest]
-            path = Path(_concat([first] + tail))
+            path = route_path(town, [neighbour] + rest, first=first)
             start = max(0.0, change_at - rng.uniform(3.0, min(25.0, 0.25 * distance)))
             turns = ["lane_change"] + [town.lanes[r].turn for r in rest if town.lanes[r].turn]
             if path.length - start >= distance:
@@ -163,7 +184,7 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
         route += random_route(town, rng, town.lanes[route[-1]].successors[0], distance + 60, avoid_turns=True)
         # Start so the intersection comes up early enough for the turn to happen in the scene.
         start = max(0.0, lane.length - rng.uniform(4.0, max(5.0, min(60.0, 0.3 * distance, lane.length - 5))))
-        path = Path(_concat([town.lanes[r].points for r in route]))
+        path = route_path(town, route)
         if path.length - start >= distance:
             return path, [town.lanes[r].turn for r in route if town.lanes[r].turn], start
     raise RuntimeError(f"no ego route of {distance:.0f} m for a {manoeuvre} manoeuvre in town {town.name}")
@@ -240,11 +261,12 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
             if rng.random() < 0.4 * density:
                 category = vehicle_kinds[int(rng.integers(len(vehicle_kinds)))]
                 agent = _new_agent(rng, len(agents) + 1, category, num_frames, parked=False)
-                route = random_route(town, rng, lane.id, 200.0)
-                points = _concat([town.lanes[r].points for r in route])
+                # Trucks and buses go straight on: the grid's tightest corners are too sharp for them.
+                long_vehicle = category in ("vehicle.truck", "vehicle.bus.rigid")
+                route = random_route(town, rng, lane.id, 200.0, avoid_turns=long_vehicle)
+                path = route_path(town, route)
                 if category == "vehicle.bicycle":  # cyclists keep to the right edge of the lane
-                    points = _offset_right(points, LANE_WIDTH / 2 - 0.7)
-                path = Path(points)
+                    path = Path(_offset_right(path.points, LANE_WIDTH / 2 - 0.7), connectors=path.connectors)
                 pos, _ = path.at(s)
                 if np.linalg.norm(pos - ego_xy0) > 14.0:
                     lo, hi = CATEGORIES[category].speed
@@ -281,6 +303,7 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
 
     ego_poses = np.zeros((num_frames, 3))
     ego_speeds = np.zeros(num_frames)
+    holders: dict[int, set[int]] = {}  # connector lane -> movers that reserved it
     for frame in range(num_frames):
         for m in movers:
             xy, yaw = m.path.at(m.s)
@@ -297,7 +320,7 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
                 ground = 0.0 if town.drivable(xy) else CURB_HEIGHT
                 walker.agent.poses[frame] = (xy[0], xy[1], ground, yaw)
                 walker.agent.present[frame] = True
-        _step(movers, pedestrians, frame, dt)
+        _step(movers, pedestrians, frame, dt, town.conflicts, holders)
     return Traffic(fps, ego_poses, ego_speeds, ego_turns, agents)
 
 
@@ -334,9 +357,11 @@ def _bodies(movers: list[_Mover]) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return np.concatenate(points), np.concatenate(owners), np.concatenate(velocities), np.concatenate(halves)
 
 
-def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float) -> None:
+def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float,
+          conflicts: dict[int, frozenset[int]], holders: dict[int, set[int]]) -> None:
     """Advance everyone one step. A vehicle brakes for the nearest body on its path ahead of its
-    front bumper; a pedestrian waits while a vehicle stands in their next step."""
+    front bumper, and stops before an intersection connector it could not reserve; a pedestrian
+    waits while a vehicle stands in their next step."""
     points, owners, velocities, halves = _bodies(movers)
     ego = movers[0]
     if ego.active:  # others also keep clear of where the ego will be: they yield at merges
@@ -381,15 +406,21 @@ def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float) -
     pair = gap_to[:, :n]
     mutual = np.isfinite(pair) & np.isfinite(pair.T)
     pair[mutual & (pair <= pair.T)] = np.inf
+    stop_at = _reserve_connectors(movers, gap_to.min(axis=1), conflicts, holders)
     for i, m in enumerate(movers):
         if not m.active:
             continue
         j = int(np.argmin(gap_to[i]))
         gap = gap_to[i, j]
+        if stop_at[i] < gap:  # wait at the entry of a connector someone else's path crosses
+            gap, j = stop_at[i], None
+            lead_velocity_ij = np.zeros(2)
+        else:
+            lead_velocity_ij = lead_velocity[i, j]
         v0 = min(m.v0, float(m.path.limit_at(m.s + 3.0)))
         if np.isfinite(gap):
             _, yaw = m.path.at(m.s)
-            lead_v = float(np.dot(lead_velocity[i, j], [np.cos(yaw), np.sin(yaw)]))
+            lead_v = float(np.dot(lead_velocity_ij, [np.cos(yaw), np.sin(yaw)]))
             accel = _idm(m.v, v0, gap, m.v - max(lead_v, 0.0))
         else:
             accel = _idm(m.v, v0, np.inf, 0.0)
@@ -409,6 +440,44 @@ def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float) -
         walker.agent.speeds[frame] = 0.0 if blocked else walker.speed
         if not blocked:
             walker.s += walker.speed * dt
+
+
+def _reserve_connectors(movers: list[_Mover], clear_gap: np.ndarray, conflicts: dict[int, frozenset[int]],
+                        holders: dict[int, set[int]]) -> np.ndarray:
+    """Intersection right of way. A vehicle reserves its next connector once it is within braking
+    reach of it with nothing in between, if no connector crossing it is held by another vehicle;
+    nearer vehicles ask first. It holds the connector until its rear has left it. Returns, per
+    vehicle, the distance to where it must stop (inf when it may go)."""
+    fronts = np.array([m.s + m.centre_offset + m.length / 2 for m in movers])
+    for connector in list(holders):
+        keep = set()
+        for i in holders[connector]:
+            span = next((sp for sp in movers[i].path.connectors if sp[0] == connector), None)
+            if movers[i].active and span is not None and fronts[i] - movers[i].length < span[2] + 0.5:
+                keep.add(i)
+        if keep:
+            holders[connector] = keep
+        else:
+            del holders[connector]
+    stop_at = np.full(len(movers), np.inf)
+    requests = []
+    for i, m in enumerate(movers):
+        if not m.active:
+            continue
+        rear = fronts[i] - m.length
+        upcoming = next(((c, s0) for c, s0, s1 in m.path.connectors if s1 > rear), None)
+        if upcoming is None or i in holders.get(upcoming[0], ()):
+            continue
+        distance = upcoming[1] - fronts[i]
+        if distance <= m.v**2 / (2 * 2.5) + 4.0:
+            requests.append((distance, i, upcoming[0]))
+    for distance, i, connector in sorted(requests):
+        crossing_held = any(holders.get(other, set()) - {i} for other in conflicts.get(connector, ()))
+        if distance < 0.0 or (not crossing_held and clear_gap[i] >= distance):
+            holders.setdefault(connector, set()).add(i)  # already inside: it can only go on
+        else:
+            stop_at[i] = max(distance - 0.5, 0.1)
+    return stop_at
 
 
 def _inside(point: np.ndarray, m: _Mover, margin: float) -> bool:

@@ -112,8 +112,6 @@ def test_the_ego_keeps_clear_of_every_other_agent(scenes):
         assert closest > 0.3, f"{key}: the ego comes within {closest:.2f} m of agent {where}"
 
 
-@pytest.mark.xfail(strict=True, reason="traffic bug: vehicles crossing or turning at an intersection yield "
-                   "too late (the nearer one ignores the other) and drive through each other")
 def test_no_two_vehicles_ever_overlap(scenes):
     """Moving vehicles, parked ones and the ego (id 0): no two boxes ever intersect."""
     for key, traffic in scenes.items():
