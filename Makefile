@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q tests
 
+# Until the rollout exists, the main job is the synthetic-log generator (issue 2).
 demo: setup
-	$(VENV)/bin/drivesim synth --scenes 1 --seconds 4 --size 448x256 --out $(DEMO_OUT) --overwrite \
-	  --contact-sheet $(DEMO_OUT)/contact_sheet.png
+	$(VENV)/bin/drivesim synth --scenes 2 --seconds 4 --size 448x256 --out $(DEMO_OUT) --overwrite \
+	  --contact-sheet $(DEMO_OUT)-contact-sheet.png
 
 bench: setup
 	$(PY) benchmarks/bench_synth.py

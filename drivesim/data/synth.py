@@ -8,7 +8,6 @@ options give the same files. See docs/synthetic_logs.md for the layout of the ou
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import shutil
