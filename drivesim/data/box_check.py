@@ -22,6 +22,7 @@ class BoxFit:
     category: str
     iou: float
     mask_pixels: int
+    mask_extent: int  # the smaller side of the mask's bounding rectangle, pixels
     unoccluded: float  # fraction of the object's silhouette that is the first hit (this camera)
 
 
@@ -82,7 +83,9 @@ def box_fits(dataroot: FilePath, version: str = "v1.0-mini", max_samples: int | 
                                  config.width, config.height)
                 union = np.logical_or(hull, mask).sum()
                 whole = silhouettes[v].get(agent, (0, 0))[1]
+                rows, cols = np.nonzero(mask)
+                extent = int(min(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
                 fits.append(BoxFit(scene["name"], channel, agent, box.name,
-                                   float(np.logical_and(hull, mask).sum() / union), int(mask.sum()),
+                                   float(np.logical_and(hull, mask).sum() / union), int(mask.sum()), extent,
                                    float(mask.sum() / whole) if whole else 0.0))
     return fits

@@ -241,8 +241,8 @@ def _car(w, l, h, paint, style) -> list[Mesh]:
     """SUV, wagon or sedan by style: a body, a glass cabin, wheels and lamps, filling most of the box."""
     x0, x1 = -l / 2, l / 2
     # Cabin extent as fractions of the length: bottom rear, bottom front, top rear, top front.
-    cabin = [(-0.49, 0.36, -0.47, 0.12), (-0.48, 0.32, -0.44, 0.06), (-0.44, 0.3, -0.34, 0.08)][style % 3]
-    belt = [0.6, 0.58, 0.56][style % 3] * h
+    cabin = [(-0.49, 0.4, -0.47, 0.2), (-0.48, 0.36, -0.44, 0.14), (-0.44, 0.32, -0.34, 0.1)][style % 3]
+    belt = [0.62, 0.6, 0.57][style % 3] * h
     floor = 0.1 * h
     parts = [hexahedron([(x0 + 0.03, -w / 2, floor), (x1 - 0.03, -w / 2, floor), (x1 - 0.03, w / 2, floor),
                          (x0 + 0.03, w / 2, floor)],
