@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := libusb-1.0-0 libgomp1
+# The bench's peer (open3d's Filament renderer) needs a Vulkan driver: Mesa's lavapipe without a GPU.
+BENCH_APT_PACKAGES := libvulkan1 mesa-vulkan-drivers libegl1 libgl1
 DEMO_OUT ?= out/demo
 
 .PHONY: setup test demo bench clean
@@ -33,6 +35,10 @@ demo: setup
 	  --contact-sheet $(DEMO_OUT)-contact-sheet.png
 
 bench: setup
+	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	  echo "could not install$$missing: the peer's row will say why it is unavailable"; fi
 	$(PY) benchmarks/bench_synth.py
 
 clean:
