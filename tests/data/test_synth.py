@@ -167,3 +167,12 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, 
     monkeypatch.undo()
     synth.generate(config, progress=False)
     assert not (out / "keep.txt").exists() and (out / "v1.0-mini" / "scene.json").exists()
+
+
+def test_parallel_workers_write_the_same_files_as_one_process(tmp_path):
+    def run(workers, name):
+        config = synth.SynthConfig(out=tmp_path / name, scenes=2, seconds=0.5, width=64, height=48, fps=2,
+                                   seed=9, workers=workers)
+        return _tree_digest(synth.generate(config, progress=False))
+
+    assert run(2, "parallel") == run(1, "serial")
