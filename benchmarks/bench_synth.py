@@ -34,8 +34,9 @@ RENDERERS = """\
   (`defaultUnlit`, vertices duplicated per triangle), town uploaded once, agents every frame,
   one RGB readback per camera: no shadows, textures, sky or fog, no instance ids; depth only
   through another pass (taken once, untimed, to check that both draw the same geometry).
-  On lavapipe some renders stall for tens of seconds (a driver slow path, not the scene's
-  size): the median is the number to read, the min-max column shows the stalls.
+  On lavapipe some frames stall for a minute or more, the same frames in every run: a driver
+  slow path set off by what is in view. A frame that does not finish within the time limit
+  counts as infinitely slow; "stalled" means the median frame did not finish.
 """
 PEER_MARK = "PEER_FRAME "
 SCENE = 0  # scene-0001: day, clear, so drivesim casts its shadow rays
@@ -92,8 +93,8 @@ def peer_child(width: int, height: int, frames: int, depth_out: Path) -> None:
     def render(frame: int) -> np.ndarray:
         if renderer.scene.has_geometry("agents"):
             renderer.scene.remove_geometry("agents")
-        # Padded past 65,536 vertices like the town: with fewer, Filament on lavapipe took 20-370 s
-        # for some cameras here instead of 0.1 s; padded, such stalls became rare (merged: not rarer).
+        # Padded past 65,536 vertices like the town: unpadded, Filament on lavapipe stalled 20-370 s on
+        # some cameras in every trial here; padded (or merged into the town) it stalls less often.
         agents = peer_mesh(agents_mesh(world.traffic.agents, frame, cache), min_vertices=65_538)
         renderer.scene.add_geometry("agents", agents, material)
         world_from_cams = world.world_from_ego(frame) @ world.rig.ego_from_cam
@@ -145,8 +146,7 @@ def bench_generate(out: Path) -> tuple[int, float]:
 
 
 def bench_cli(out: Path, frames_per_second: float) -> tuple[float, str]:
-    """Seconds of `drivesim synth --scenes 2 --seconds 4 --size 448x256`: measured when the
-    end-to-end rate says it takes under 3 minutes, else extrapolated from that rate."""
+    """Seconds of `drivesim synth --scenes 2 --seconds 4 --size 448x256`, measured if under 3 minutes."""
     frames = 2 * SynthConfig(out=out, scenes=2, seconds=4.0).frames
     estimate = frames / frames_per_second
     if estimate >= 180:
@@ -162,8 +162,7 @@ def bench_cli(out: Path, frames_per_second: float) -> tuple[float, str]:
 def machine() -> str:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     cpu = re.search(r"Model name:\s*(.*)", lscpu)
-    return (f"{cpu.group(1).strip() if cpu else 'unknown CPU'}, {os.cpu_count()} cores "
-            f"(load average {os.getloadavg()[0]:.1f} at the start); torch {torch.__version__}, "
+    return (f"{cpu.group(1).strip() if cpu else 'unknown CPU'}, {os.cpu_count()} cores; torch {torch.__version__}, "
             f"open3d {o3d.__version__}, numpy {np.__version__}")
 
 
@@ -198,7 +197,7 @@ def record(entry: str) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--sizes", default="448x256,1600x900", help="comma-separated WIDTHxHEIGHT")
     parser.add_argument("--frames", type=int, default=5, help="timed frames per size, after one warm-up")
     parser.add_argument("--peer-child", help=argparse.SUPPRESS)
@@ -209,7 +208,7 @@ def main() -> None:
         peer_child(*parse_size(args.peer_child), args.frames, args.depth_out)
         return
     started = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    machine_line = machine()
+    machine_line, load = machine(), os.getloadavg()[0]  # other work on the machine skews every number
     rows, checks, device, look = [], [], "none", ""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -241,7 +240,8 @@ def main() -> None:
                f"{frames} frames in {seconds:.1f} s, {frames / seconds:.2f} frames/s.\n"
                f"`drivesim synth --scenes 2 --seconds 4 --size 448x256`: {cli_seconds:.0f} s ({cli_how}).\n")
     print("\n" + result)
-    entry = f"### {started}\n\n{machine_line}; peer device: {device}.\n\n{result}"
+    entry = (f"### {started}\n\n{machine_line}; peer device: {device}; load average {load:.1f} at the start, "
+             f"{os.getloadavg()[0]:.1f} at the end.\n\n{result}")
     print(f"appended to {record(entry)}")
 
 
