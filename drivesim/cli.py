@@ -60,10 +60,78 @@ def _run_synth(args) -> int:
     return 0
 
 
+def _add_ingest(commands) -> None:
+    parser = commands.add_parser(
+        "ingest", help="curate nuScenes-format logs into the zarr clip store",
+        description="Read logs through nuscenes-devkit (key frames and sweeps), split scenes into clips, "
+                    "filter, deduplicate and caption them, and write them to a zarr clip store. "
+                    "A killed run continues where it stopped when run again.")
+    parser.add_argument("--dataroot", type=Path, required=True, help="the folder holding VERSION/ and samples/")
+    parser.add_argument("--version", default="v1.0-mini", help="table folder name (default v1.0-mini)")
+    parser.add_argument("--out", type=Path, required=True, help="the clip store (new, or one to resume)")
+    parser.add_argument("--size", default="448x256", help="stored image size WIDTHxHEIGHT (default 448x256)")
+    parser.add_argument("--frames", type=int, default=17, help="frames per clip (default 17 = 1 + 4k)")
+    parser.add_argument("--fps", type=float, default=12.0, help="clip frame rate (default 12, nuScenes cameras)")
+    parser.add_argument("--stride", type=int, help="frames between clip starts (default: --frames, no overlap)")
+    parser.add_argument("--cameras", help="comma-separated camera channels (default: all of the log's)")
+    parser.add_argument("--workers", type=int, default=1, help="scenes processed in parallel (default 1)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local processes, or Ray tasks (a local cluster, or RAY_ADDRESS)")
+    parser.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                        help="a missing or corrupt image drops its clip (skip) or stops the run (fail)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of scenes held out for validation, unless the official split covers them")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_ingest)
+
+
+def _run_ingest(args) -> int:
+    from drivesim.data.curate import CurationConfig
+    from drivesim.data.ingest import SUMMARY, IngestConfig, ingest
+    from drivesim.data.synth import parse_size
+
+    width, height = parse_size(args.size)
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None
+    if args.cameras is not None and not cameras:
+        raise ConfigError("--cameras names no camera")
+    config = IngestConfig(dataroot=args.dataroot, out=args.out, version=args.version, width=width, height=height,
+                          frames=args.frames, fps=args.fps, stride=args.stride, cameras=cameras,
+                          workers=args.workers, engine=args.engine, on_error=args.on_error,
+                          curation=CurationConfig(val_fraction=args.val_fraction))
+    report = ingest(config, progress=not args.quiet)
+    print(report.table())
+    print(f"store: {args.out} (summary: {args.out / SUMMARY})")
+    return 0
+
+
+def _add_store(commands) -> None:
+    parser = commands.add_parser("store", help="inspect a clip store")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="check every clip: checksums, shapes, finite poses",
+                                description="Read every array of every clip (zarr checks crc32c checksums) "
+                                            "and check shapes, poses and the index. Exit 1 when anything "
+                                            "is wrong, naming it.")
+    verify.add_argument("store", type=Path, help="the clip store folder")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(run=_run_verify)
+
+
+def _run_verify(args) -> int:
+    from drivesim.data.store import verify
+
+    checked, problems = verify(args.store, progress=not args.quiet)
+    for problem in problems:
+        print(problem)
+    print(f"{args.store}: {checked} clips checked, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drivesim", description="A multi-camera world simulator for driving.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_synth(commands)
+    _add_ingest(commands)
+    _add_store(commands)
     return parser
 
 

@@ -7,3 +7,7 @@ class DrivesimError(Exception):
 
 class ConfigError(DrivesimError):
     """A bad option, config value or file."""
+
+
+class DataError(DrivesimError):
+    """Bad or missing data: a log folder, a table, an image, a clip store."""

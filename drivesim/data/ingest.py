@@ -1,0 +1,286 @@
+"""`drivesim ingest`: driving logs -> curated clips in the zarr store, one task per scene on local
+processes or Ray, resumable: a finished scene leaves a record, a killed run picks up where it stopped."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.data import curate
+from drivesim.data import nuscenes as logs
+from drivesim.data import store
+from drivesim.errors import ConfigError, DataError
+
+SCENES = ".scenes"     # per-scene records of finished scenes: what makes a run resumable
+SUMMARY = "curation.json"
+CAPTION_RANGE_M = 50.0  # agents farther than this from the ego are not counted in the caption
+
+
+@dataclass
+class IngestConfig:
+    dataroot: Path
+    out: Path
+    version: str = "v1.0-mini"
+    width: int = 448
+    height: int = 256
+    frames: int = 17
+    fps: float = 12.0
+    stride: int | None = None  # None: clips do not overlap (stride = frames)
+    cameras: list[str] | None = None  # None: every camera of the log
+    workers: int = 1
+    engine: str = "local"
+    on_error: str = "skip"
+    curation: curate.CurationConfig = field(default_factory=curate.CurationConfig)
+
+    def validate(self) -> None:
+        positive = {"--frames": self.frames, "--workers": self.workers, "--size width": self.width,
+                    "--size height": self.height}
+        for option, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{option} must be an integer >= 1, got {value!r}")
+        if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
+            raise ConfigError(f"--stride must be an integer >= 1, got {self.stride!r}")
+        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= 1000):
+            raise ConfigError(f"--fps must be a number in (0, 1000], got {self.fps!r}")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.on_error not in ("skip", "fail"):
+            raise ConfigError(f"--on-error must be skip or fail, got {self.on_error!r}")
+        self.curation.validate()
+
+    @property
+    def clip_stride(self) -> int:
+        return self.stride or self.frames
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    """Everything a worker needs for one scene: plain data, so it pickles to processes and Ray."""
+
+    dataroot: str
+    version: str
+    out: str
+    scene: str
+    split: str
+    settings: dict
+    curation: curate.CurationConfig
+    on_error: str
+
+
+def _scene_record_path(out: Path, scene: str) -> Path:
+    return Path(out) / SCENES / (scene.replace(os.sep, "_") + ".json")
+
+
+def _write_json(path: Path, payload) -> None:
+    """Write JSON via a temporary file and a rename: a reader sees the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+class _Images:
+    """Decoded frames of one scene, kept only while later clip windows still need them."""
+
+    def __init__(self, nusc, size: tuple[int, int]):
+        self.nusc, self.size, self.cache = nusc, size, {}
+
+    def window(self, tokens: list[list[str]], first: int) -> np.ndarray:
+        for index in [i for i in self.cache if i < first]:
+            del self.cache[index]
+        rows = []
+        for offset, row in enumerate(tokens):
+            if first + offset not in self.cache:
+                self.cache[first + offset] = np.stack(
+                    [logs.load_image(logs.image_path(self.nusc, token), self.size) for token in row])
+            rows.append(self.cache[first + offset])
+        return np.stack(rows)  # [T, V, H, W, 3]
+
+
+def _boxes(track: logs.BoxTrack, timestamps: np.ndarray):
+    boxes, categories, tracks, offsets = [], [], [], [0]
+    for when in timestamps:
+        b, c, t = track.at(int(when))
+        boxes.append(b), categories.append(c), tracks.append(t)
+        offsets.append(offsets[-1] + len(b))
+    return (np.concatenate(boxes), np.concatenate(categories), np.concatenate(tracks),
+            np.asarray(offsets, np.int32))
+
+
+def _nearby_tracks(boxes, categories, tracks, offsets, world_from_ego) -> dict[int, str]:
+    """Track id -> category name for agents within CAPTION_RANGE_M of the ego in some frame."""
+    nearby = {}
+    for t in range(len(world_from_ego)):
+        rows = slice(offsets[t], offsets[t + 1])
+        distance = np.linalg.norm(boxes[rows, :2] - world_from_ego[t, :2, 3], axis=1)
+        for track, category in zip(tracks[rows][distance <= CAPTION_RANGE_M], categories[rows][distance <= CAPTION_RANGE_M]):
+            nearby[int(track)] = logs.CATEGORIES[int(category)]
+    return nearby
+
+
+def ingest_scene(task: SceneTask) -> dict:
+    """Split one scene into clips, filter, caption and write them; record the scene as done."""
+    nusc = logs.cached_log(task.dataroot, task.version)
+    settings, config = task.settings, task.curation
+    size, frames = (settings["width"], settings["height"]), settings["frames"]
+    timeline = logs.scene_timeline(nusc, task.scene, settings["cameras"], settings["fps"])
+    report = curate.CurationReport(scenes=1)
+    starts = curate.clip_starts(len(timeline.timestamps), frames, settings["stride"])
+    report.windows = len(starts)
+    track = logs.BoxTrack(nusc, task.scene) if starts else None
+    poses = logs.world_from_ego(nusc, [row[0] for row in timeline.tokens]) if starts else None
+    images, clips = _Images(nusc, size), {}
+    for start in starts:
+        clip_id = f"{task.scene}-{start:04d}"
+        tokens = timeline.tokens[start:start + frames]
+        world_from_ego = poses[start:start + frames]
+        if any(token is None for row in tokens for token in row):
+            report.drop("missing camera")
+            continue
+        if reason := curate.static_ego(world_from_ego, config):
+            report.drop(reason)
+            continue
+        try:
+            video = images.window(tokens, start)
+        except FileNotFoundError as error:
+            if task.on_error == "fail":
+                raise DataError(f"{error} (clip {clip_id}; --on-error skip drops such clips)") from None
+            report.drop("missing image")
+            continue
+        except DataError as error:
+            if task.on_error == "fail":
+                raise DataError(f"{error} (clip {clip_id}; --on-error skip drops such clips)") from None
+            report.drop("corrupt image")
+            continue
+        if reason := curate.exposure(video, config) or curate.blur(video, config):
+            report.drop(reason)
+            continue
+        timestamps = timeline.timestamps[start:start + frames]
+        boxes, categories, tracks, offsets = _boxes(track, timestamps)
+        caption = curate.caption(timeline.description, world_from_ego, timestamps,
+                                 _nearby_tracks(boxes, categories, tracks, offsets, world_from_ego))
+        polylines, poly_offsets, poly_type = logs.polylines_near(task.dataroot, timeline.location, world_from_ego)
+        intrinsics, ego_from_cam = logs.calibration(nusc, tokens[0], size)
+        attrs = {"source": settings["source"], "scene": task.scene, "split": task.split, "caption": caption,
+                 "description": timeline.description, "location": timeline.location,
+                 "cameras": settings["cameras"], "fps": settings["fps"], "start": start}
+        store.write_clip(Path(task.out), store.Clip(
+            clip_id, video, intrinsics, ego_from_cam, world_from_ego, timestamps, boxes, offsets, categories,
+            tracks, polylines, poly_offsets, poly_type, attrs))
+        clips[clip_id] = {"hashes": [str(h) for h in curate.clip_hashes(video)], "caption": caption}
+        report.kept += 1
+    record = {"scene": task.scene, "split": task.split, "report": report.to_dict(), "clips": clips}
+    _write_json(_scene_record_path(Path(task.out), task.scene), record)
+    return record
+
+
+def _run_local(tasks: list[SceneTask], workers: int, bar) -> None:
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            ingest_scene(task)
+            bar.update(1)
+        return
+    context = multiprocessing.get_context("spawn")  # the parent holds threads (zarr, open3d): no fork
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending = {pool.submit(ingest_scene, task) for task in tasks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+                bar.update(1)
+
+
+def _run_ray(tasks: list[SceneTask], workers: int, bar) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray: pip install 'drivesim[ray]' (or use --engine local)") from None
+    started = not ray.is_initialized()
+    if started:
+        # A local cluster; with RAY_ADDRESS set, ray.init joins that cluster instead.
+        ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else workers, include_dashboard=False,
+                 logging_level="WARNING", log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(ingest_scene)
+        pending = [remote.remote(task) for task in tasks]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except ray.exceptions.RayTaskError as error:
+                for other in pending:
+                    ray.cancel(other)
+                cause = getattr(error, "cause", None)
+                raise cause if isinstance(cause, Exception) else error from None
+            bar.update(1)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _finish(out: Path, root, scenes: list[str], config: IngestConfig) -> curate.CurationReport:
+    """Whole-store stages, recomputed from the scene records on every run: deduplicate, index, summarise."""
+    records = [json.loads(_scene_record_path(out, scene).read_text()) for scene in scenes]
+    report = curate.CurationReport()
+    for record in records:
+        report.merge(curate.CurationReport.from_dict(record["report"]))
+    kept = {clip: (record, entry) for record in records for clip, entry in record["clips"].items()}
+    duplicates = curate.near_duplicates({clip: [int(h) for h in entry["hashes"]] for clip, (_, entry) in kept.items()},
+                                        config.curation.max_hash_distance)
+    for clip in sorted(duplicates):
+        store.remove_clip(out, clip)
+        report.drop("near duplicate")
+        report.kept -= 1
+    index = {clip: {"scene": record["scene"], "split": record["split"], "caption": entry["caption"]}
+             for clip, (record, entry) in sorted(kept.items()) if clip not in duplicates}
+    report.by_split = {split: sum(1 for e in index.values() if e["split"] == split) for split in store.SPLITS}
+    root.attrs.update({"clips": index, "curation": report.to_dict()})
+    _write_json(out / SUMMARY, {"settings": dict(root.attrs["settings"]), "curation": report.to_dict(),
+                                "duplicates": dict(sorted(duplicates.items())),
+                                "scenes": {r["scene"]: {"split": r["split"], **r["report"]} for r in records}})
+    return report
+
+
+def ingest(config: IngestConfig, progress: bool = True) -> curate.CurationReport:
+    """Ingest every scene of the log into the store at config.out; returns the curation report."""
+    from tqdm import tqdm
+
+    config.validate()
+    nusc = logs.open_log(config.dataroot, config.version)
+    available = logs.camera_channels(nusc)
+    cameras = list(config.cameras or available)
+    unknown = [c for c in cameras if c not in available]
+    if unknown:
+        raise ConfigError(f"--cameras {','.join(unknown)}: not in the log (cameras: {', '.join(available)})")
+    source = "drivesim-synth" if logs.is_synthetic(config.dataroot) else "nuscenes"
+    settings = {"source": source, "dataroot": str(Path(config.dataroot).resolve()), "version": config.version,
+                "width": config.width, "height": config.height, "frames": config.frames, "fps": config.fps,
+                "stride": config.clip_stride, "cameras": cameras, "curation": asdict(config.curation)}
+    out = Path(config.out)
+    root = store.create_store(out, settings, list(logs.CATEGORIES), list(logs.POLY_TYPES))
+    cleared = store.clear_partial(out)
+    if cleared and progress:
+        print(f"resuming: removed {cleared} unfinished write(s) of an interrupted run")
+    scenes = [scene["name"] for scene in nusc.scene]
+    official = None if source == "drivesim-synth" else curate.official_splits(config.version)
+    splits = curate.assign_splits(scenes, config.curation.val_fraction, official)
+    pending = [SceneTask(str(config.dataroot), config.version, str(out), scene, splits[scene], settings,
+                         config.curation, config.on_error)
+               for scene in scenes if not _scene_record_path(out, scene).is_file()]
+    if progress and len(pending) < len(scenes):
+        print(f"resuming: {len(scenes) - len(pending)} of {len(scenes)} scenes already done")
+    with tqdm(total=len(pending), desc="ingest", unit="scene", disable=not progress) as bar:
+        if config.engine == "ray":
+            _run_ray(pending, config.workers, bar)
+        else:
+            _run_local(pending, config.workers, bar)
+    return _finish(out, root, scenes, config)

@@ -1,0 +1,377 @@
+"""Reading driving logs in nuScenes v1.0 format through nuscenes-devkit: frames on a common
+timeline, calibration, ego poses, boxes interpolated between key frames, and map polylines."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.errors import DataError
+from drivesim.geometry import matrix_from_quaternion, resize_intrinsics, transform_from
+
+TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+          "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+
+# The 23 nuScenes categories; a log's other names are stored as "other" (index 23).
+CATEGORIES = (
+    "animal", "human.pedestrian.adult", "human.pedestrian.child", "human.pedestrian.construction_worker",
+    "human.pedestrian.personal_mobility", "human.pedestrian.police_officer", "human.pedestrian.stroller",
+    "human.pedestrian.wheelchair", "movable_object.barrier", "movable_object.debris",
+    "movable_object.pushable_pullable", "movable_object.trafficcone", "static_object.bicycle_rack",
+    "vehicle.bicycle", "vehicle.bus.bendy", "vehicle.bus.rigid", "vehicle.car", "vehicle.construction",
+    "vehicle.emergency.ambulance", "vehicle.emergency.police", "vehicle.motorcycle", "vehicle.trailer",
+    "vehicle.truck", "other")
+CATEGORY_INDEX = {name: index for index, name in enumerate(CATEGORIES)}
+
+POLY_TYPES = ("lane", "road_edge", "lane_divider", "crosswalk", "stop_line")
+
+# The order of the nuScenes rig (views/nuscenes.yaml); other camera names follow alphabetically.
+CAMERA_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+
+
+def _check_tables(table_root: Path) -> None:
+    """Name the first missing or unreadable table before the devkit fails with a bare assertion."""
+    for table in TABLES:
+        path = table_root / f"{table}.json"
+        if not path.is_file():
+            raise DataError(f"{path}: table missing (a nuScenes version folder holds {len(TABLES)} tables)")
+    for table in TABLES:
+        path = table_root / f"{table}.json"
+        try:
+            with open(path, "rb") as file:
+                document = json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(document, list):
+            raise DataError(f"{path}: expected a JSON list of records, got {type(document).__name__}")
+
+
+def open_log(dataroot: str | Path, version: str):
+    """Load a nuScenes log with nuscenes-devkit; raise DataError naming the folder or table at fault."""
+    dataroot = Path(dataroot)
+    if not dataroot.is_dir():
+        raise DataError(f"--dataroot {dataroot}: no such folder")
+    table_root = dataroot / version
+    if not table_root.is_dir():
+        found = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and (p / "scene.json").exists())
+        raise DataError(f"--version {version}: {table_root} does not exist "
+                        f"(versions in {dataroot}: {', '.join(found) or 'none'})")
+    _check_tables(table_root)
+    from nuscenes.nuscenes import NuScenes
+
+    try:
+        return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except (KeyError, AssertionError, TypeError, IndexError) as error:
+        raise DataError(f"{table_root}: the tables do not fit together ({type(error).__name__}: {error})") from None
+
+
+@lru_cache(maxsize=2)
+def cached_log(dataroot: str, version: str):
+    """One loaded log per worker process: Ray and process pools reuse workers across scenes."""
+    return open_log(dataroot, version)
+
+
+def camera_channels(nusc) -> list[str]:
+    """The log's camera channels in the nuScenes rig order, others alphabetically after."""
+    names = {s["channel"] for s in nusc.sensor if s["modality"] == "camera"}
+    known = [name for name in CAMERA_ORDER if name in names]
+    return known + sorted(names - set(known))
+
+
+def is_synthetic(dataroot: str | Path) -> bool:
+    """drivesim's own synthetic logs carry drivesim/scenes.json beside the tables."""
+    return (Path(dataroot) / "drivesim" / "scenes.json").is_file()
+
+
+@dataclass
+class SceneTimeline:
+    """A scene's frames on one timeline: per frame the reference timestamp and each camera's sample_data."""
+
+    name: str
+    description: str
+    location: str
+    timestamps: np.ndarray          # int64 [T] microseconds, of the reference camera
+    tokens: list[list[str | None]]  # [T][V] sample_data token, None where a camera has no frame near in time
+    cameras: list[str]
+
+
+def _camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
+    """All sample_data (key frames and sweeps) of one camera between the scene's first and last key frame."""
+    first = nusc.get("sample", scene["first_sample_token"])
+    last = nusc.get("sample", scene["last_sample_token"])
+    if channel not in first["data"]:
+        return []
+    record = nusc.get("sample_data", first["data"][channel])
+    # Walk back to sweeps that precede the first key frame but fall inside the window (rare).
+    while record["prev"] and nusc.get("sample_data", record["prev"])["timestamp"] >= first["timestamp"]:
+        record = nusc.get("sample_data", record["prev"])
+    chain = []
+    while record is not None and record["timestamp"] <= last["timestamp"]:
+        chain.append(record)
+        record = nusc.get("sample_data", record["next"]) if record["next"] else None
+    return chain
+
+
+def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> SceneTimeline:
+    """Frames at `fps` from the first camera's chain; each camera takes its nearest frame within half a period."""
+    scene = next((s for s in nusc.scene if s["name"] == scene_name), None)
+    if scene is None:
+        raise DataError(f"scene {scene_name!r} is not in the log")
+    location = nusc.get("log", scene["log_token"])["location"]
+    chains = {channel: _camera_chain(nusc, scene, channel) for channel in cameras}
+    reference = chains[cameras[0]]
+    if not reference:
+        return SceneTimeline(scene_name, scene["description"], location, np.zeros(0, np.int64), [], cameras)
+    period = 1e6 / fps
+    start, end = reference[0]["timestamp"], reference[-1]["timestamp"]
+    targets = start + period * np.arange(int((end - start) // period + 1e-6) + 1)
+    times = {channel: [r["timestamp"] for r in chain] for channel, chain in chains.items()}
+    timestamps, tokens, used = [], [], set()
+    for target in targets:
+        reference_record = _nearest(chains[cameras[0]], times[cameras[0]], target, period / 2)
+        if reference_record is None:
+            continue  # a gap in the reference camera: no frame at this time
+        if reference_record["token"] in used:
+            raise DataError(f"--fps {fps:g} is faster than the log's {cameras[0]} "
+                            f"(about {_rate(times[cameras[0]]):.1f} Hz in {scene_name})")
+        used.add(reference_record["token"])
+        when = reference_record["timestamp"]
+        row = [reference_record["token"]]
+        for channel in cameras[1:]:
+            record = _nearest(chains[channel], times[channel], when, period / 2)
+            row.append(None if record is None else record["token"])
+        timestamps.append(when)
+        tokens.append(row)
+    return SceneTimeline(scene_name, scene["description"], location, np.asarray(timestamps, np.int64), tokens,
+                         cameras)
+
+
+def _rate(times: list[int]) -> float:
+    return (len(times) - 1) / max((times[-1] - times[0]) / 1e6, 1e-9)
+
+
+def _nearest(chain: list[dict], times: list[int], when: float, tolerance: float) -> dict | None:
+    index = bisect.bisect_left(times, when)
+    best = min((i for i in (index - 1, index) if 0 <= i < len(times)), key=lambda i: abs(times[i] - when),
+               default=None)
+    if best is None or abs(times[best] - when) > tolerance:
+        return None
+    return chain[best]
+
+
+def pose_matrix(record: dict) -> np.ndarray:
+    """A 4x4 transform from a nuScenes record with translation and rotation (w, x, y, z)."""
+    return transform_from(np.asarray(record["translation"], np.float64), np.asarray(record["rotation"], np.float64))
+
+
+def world_from_ego(nusc, tokens: list[str]) -> np.ndarray:
+    """float64 [T, 4, 4]: the ego pose at each given sample_data."""
+    return np.stack([pose_matrix(nusc.get("ego_pose", nusc.get("sample_data", t)["ego_pose_token"]))
+                     for t in tokens])
+
+
+def calibration(nusc, tokens: list[str], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(intrinsics [V, 3, 3] rescaled to `size` (w, h), ego_from_cam [V, 4, 4]) from one frame's sample_data."""
+    intrinsics, ego_from_cam = [], []
+    for token in tokens:
+        record = nusc.get("sample_data", token)
+        sensor = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
+        if not sensor["camera_intrinsic"]:
+            raise DataError(f"calibrated_sensor {sensor['token']}: no camera_intrinsic for {record['filename']}")
+        k = np.asarray(sensor["camera_intrinsic"], np.float64)
+        intrinsics.append(resize_intrinsics(k, size[0] / record["width"], size[1] / record["height"]))
+        ego_from_cam.append(pose_matrix(sensor))
+    return np.stack(intrinsics).astype(np.float32), np.stack(ego_from_cam).astype(np.float32)
+
+
+def _yaw(rotation_wxyz) -> float:
+    matrix = matrix_from_quaternion(np.asarray(rotation_wxyz, np.float64))
+    return math.atan2(matrix[1, 0], matrix[0, 0])
+
+
+@dataclass
+class _KeyFrame:
+    timestamp: int
+    boxes: dict[str, np.ndarray]   # instance token -> [10]
+    categories: dict[str, str]
+
+
+class BoxTrack:
+    """A scene's annotations, interpolated to any time between its key frames."""
+
+    def __init__(self, nusc, scene_name: str):
+        scene = next(s for s in nusc.scene if s["name"] == scene_name)
+        self.track_ids = {}  # instance token -> index in the log's instance table: stable across clips
+        instance_index = getattr(nusc, "_drivesim_instance_index", None)
+        if instance_index is None:
+            instance_index = {record["token"]: i for i, record in enumerate(nusc.instance)}
+            nusc._drivesim_instance_index = instance_index
+        self.instance_index = instance_index
+        self.key_frames: list[_KeyFrame] = []
+        token = scene["first_sample_token"]
+        while token:
+            sample = nusc.get("sample", token)
+            boxes, categories = {}, {}
+            for ann_token in sample["anns"]:
+                ann = nusc.get("sample_annotation", ann_token)
+                velocity = np.nan_to_num(nusc.box_velocity(ann_token)[:2])
+                boxes[ann["instance_token"]] = np.array(
+                    [*ann["translation"], *ann["size"], _yaw(ann["rotation"]), *velocity, 1.0], np.float64)
+                categories[ann["instance_token"]] = ann["category_name"]
+            self.key_frames.append(_KeyFrame(sample["timestamp"], boxes, categories))
+            token = sample["next"]
+        self.times = [k.timestamp for k in self.key_frames]
+
+    def at(self, when: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes float32 [N, 10], category int16 [N], track int32 [N]) at time `when` (microseconds).
+
+        Objects in both bracketing key frames are interpolated (centre, size and velocity linearly,
+        yaw along the shorter arc); the last column is 1 on a key frame and 0 when interpolated.
+        An object in only one of them is held while that key frame is the nearer one.
+        """
+        index = bisect.bisect_right(self.times, when) - 1
+        index = min(max(index, 0), len(self.key_frames) - 1)
+        before = self.key_frames[index]
+        after = self.key_frames[min(index + 1, len(self.key_frames) - 1)]
+        span = after.timestamp - before.timestamp
+        amount = 0.0 if span <= 0 else min(max((when - before.timestamp) / span, 0.0), 1.0)
+        rows, categories, tracks = [], [], []
+        for instance in sorted(set(before.boxes) | set(after.boxes), key=self.instance_index.__getitem__):
+            a, b = before.boxes.get(instance), after.boxes.get(instance)
+            if a is not None and b is not None:
+                box = a + (b - a) * amount
+                turn = (b[6] - a[6] + math.pi) % (2 * math.pi) - math.pi
+                box[6] = (a[6] + turn * amount + math.pi) % (2 * math.pi) - math.pi
+            elif a is not None and amount < 0.5:
+                box = a.copy()
+            elif b is not None and amount >= 0.5:
+                box = b.copy()
+            else:
+                continue
+            box[9] = 1.0 if amount in (0.0, 1.0) else 0.0
+            category = (before.categories.get(instance) or after.categories[instance])
+            rows.append(box)
+            categories.append(CATEGORY_INDEX.get(category, CATEGORY_INDEX["other"]))
+            tracks.append(self.instance_index[instance])
+        if not rows:
+            return np.zeros((0, 10), np.float32), np.zeros(0, np.int16), np.zeros(0, np.int32)
+        return np.stack(rows).astype(np.float32), np.asarray(categories, np.int16), np.asarray(tracks, np.int32)
+
+
+def image_path(nusc, token: str) -> Path:
+    return Path(nusc.dataroot) / nusc.get("sample_data", token)["filename"]
+
+
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H, W, 3] at `size` (w, h). Raises FileNotFoundError or DataError (corrupt) naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image missing")
+    try:
+        with Image.open(path) as image:
+            # JPEG decodes straight to a smaller power-of-two scale: much less work for 1600x900 -> 448x256.
+            image.draft("RGB", (size[0], size[1]))
+            image = image.convert("RGB")
+            if image.size != tuple(size):
+                image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+            return np.asarray(image, np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{path}: corrupt image ({error})") from None
+
+
+def _runs_near(points: np.ndarray, centres: np.ndarray, radius: float) -> list[np.ndarray]:
+    """Pieces of a polyline whose vertices lie within `radius` of any centre, at least 2 points long."""
+    if len(points) < 2:
+        return []
+    distance = np.min(np.linalg.norm(points[:, None, :2] - centres[None, :, :2], axis=-1), axis=1)
+    near = distance <= radius
+    pieces, start = [], None
+    for i, flag in enumerate([*near, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            if i - start >= 2:
+                pieces.append(points[start:i])
+            start = None
+    return pieces
+
+
+def _synthetic_polylines(dataroot: Path, location: str) -> list[tuple[str, np.ndarray]] | None:
+    path = dataroot / "drivesim" / "towns" / f"{location}.json"
+    if not path.is_file():
+        return None
+    from drivesim.data.side_files import read_town_json
+
+    try:
+        town = read_town_json(path)
+    except (ValueError, KeyError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: unreadable town side file ({error})") from None
+    lines = [("lane", np.asarray(lane["centerline"], np.float64)) for lane in town["lanes"]]
+    kinds = {"dashed_white": "lane_divider", "solid_white": "lane_divider", "double_yellow": "lane_divider",
+             "stop_line": "stop_line"}
+    lines += [(kinds[m["kind"]], np.asarray(m["points"], np.float64)) for m in town["markings"] if m["kind"] in kinds]
+    lines += [("road_edge", _closed(np.asarray(edge, np.float64))) for edge in town["road_edges"]]
+    lines += [("crosswalk", _closed(np.asarray(c, np.float64))) for c in town["crosswalks"]]
+    return lines
+
+
+def _closed(points: np.ndarray) -> np.ndarray:
+    return points if np.allclose(points[0], points[-1]) else np.concatenate([points, points[:1]])
+
+
+def _expansion_polylines(dataroot: Path, location: str) -> list[tuple[str, np.ndarray]] | None:
+    """Lanes and edges from the nuScenes map expansion (maps/expansion/<location>.json), when installed."""
+    if not (dataroot / "maps" / "expansion" / f"{location}.json").is_file():
+        return None
+    from nuscenes.map_expansion.arcline_path_utils import discretize_lane
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    nmap = NuScenesMap(dataroot=str(dataroot), map_name=location)
+    lines = []
+    for record in nmap.lane + nmap.lane_connector:
+        arcline = nmap.arcline_path_3.get(record["token"])
+        if arcline:
+            lines.append(("lane", np.asarray(discretize_lane(arcline, resolution_meters=1.0))[:, :2]))
+    for layer, kind in (("lane_divider", "lane_divider"), ("road_divider", "lane_divider")):
+        for record in getattr(nmap, layer):
+            line = nmap.extract_line(record["line_token"])
+            lines.append((kind, np.asarray(line.coords, np.float64)))
+    for layer, kind in (("drivable_area", "road_edge"), ("ped_crossing", "crosswalk"), ("stop_line", "stop_line")):
+        for record in getattr(nmap, layer):
+            for polygon_token in record.get("polygon_tokens", [record.get("polygon_token")]):
+                if polygon_token:
+                    polygon = nmap.extract_polygon(polygon_token)
+                    lines.append((kind, np.asarray(polygon.exterior.coords, np.float64)))
+    return lines
+
+
+@lru_cache(maxsize=8)
+def map_polylines(dataroot: str, location: str) -> tuple[tuple[str, np.ndarray], ...]:
+    """All polylines of a location (synthetic side file, else map expansion, else none) in the world frame."""
+    root = Path(dataroot)
+    lines = _synthetic_polylines(root, location)
+    if lines is None:
+        lines = _expansion_polylines(root, location)
+    return tuple(lines or ())
+
+
+def polylines_near(dataroot: str, location: str, world_from_ego: np.ndarray, radius: float = 60.0):
+    """(points float32 [P, 3], offsets int32 [K+1], types int16 [K]) within `radius` of the ego path."""
+    centres = world_from_ego[:, :3, 3]
+    points, offsets, types = [], [0], []
+    for kind, line in map_polylines(str(dataroot), location):
+        for piece in _runs_near(line, centres, radius):
+            xyz = np.zeros((len(piece), 3), np.float32)
+            xyz[:, :piece.shape[1]] = piece[:, :3]
+            points.append(xyz)
+            offsets.append(offsets[-1] + len(piece))
+            types.append(POLY_TYPES.index(kind))
+    stacked = np.concatenate(points) if points else np.zeros((0, 3), np.float32)
+    return stacked, np.asarray(offsets, np.int32), np.asarray(types, np.int16)

@@ -1,0 +1,274 @@
+"""The zarr v3 clip store (schema: ../shared/DESIGN.md): write a clip atomically, read it, list,
+remove, keep the root index, and verify every clip against its checksums and shapes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.errors import DataError
+
+SCHEMA = "drivesim-clips/1"
+PARTIAL = ".partial"  # clips being written; never listed, cleared when ingest starts
+SPLITS = ("train", "val")
+
+
+@dataclass
+class Clip:
+    """One clip in memory, all geometry in the world frame, arrays as in the store."""
+
+    clip_id: str
+    frames: np.ndarray          # uint8 [T, V, H, W, 3]
+    intrinsics: np.ndarray      # float32 [V, 3, 3]
+    ego_from_cam: np.ndarray    # float32 [V, 4, 4]
+    world_from_ego: np.ndarray  # float64 [T, 4, 4]
+    timestamps: np.ndarray      # int64 [T] microseconds
+    boxes: np.ndarray           # float32 [N, 10]: centre xyz, size wlh, yaw, velocity xy, 1 = key frame
+    box_offsets: np.ndarray     # int32 [T+1]
+    box_category: np.ndarray    # int16 [N]
+    box_track: np.ndarray       # int32 [N]
+    polylines: np.ndarray       # float32 [P, 3]
+    poly_offsets: np.ndarray    # int32 [K+1]
+    poly_type: np.ndarray       # int16 [K]
+    attrs: dict = field(default_factory=dict)  # source, scene, split, caption, cameras, fps, start
+
+
+ARRAY_DTYPES = {"frames": np.uint8, "intrinsics": np.float32, "ego_from_cam": np.float32,
+                "world_from_ego": np.float64, "timestamps": np.int64, "boxes": np.float32,
+                "box_offsets": np.int32, "box_category": np.int16, "box_track": np.int32,
+                "polylines": np.float32, "poly_offsets": np.int32, "poly_type": np.int16}
+
+
+def _codecs(level: int):
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    # zstd keeps decoding far faster than JPEG; crc32c lets `store verify` catch any flipped byte.
+    return [ZstdCodec(level=level), Crc32cCodec()]
+
+
+def _is_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file() and (path / "clips").is_dir()
+
+
+def create_store(path: Path, settings: dict, categories: list[str], poly_types: list[str]):
+    """Open the store at `path` for writing, creating it; an existing store must have the same settings."""
+    import zarr
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {path} is a file, not a clip store folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not _is_store(path):
+            raise DataError(f"--out {path} is a non-empty folder that is not a clip store")
+        root = zarr.open_group(str(path), mode="r+")
+        if root.attrs.get("schema") != SCHEMA:
+            raise DataError(f"--out {path}: store schema {root.attrs.get('schema')!r}, expected {SCHEMA!r}")
+        stored = root.attrs.get("settings", {})
+        changed = [f"{key}: store has {stored.get(key)!r}, this run {value!r}"
+                   for key, value in settings.items() if stored.get(key) != value]
+        if changed:
+            raise DataError(f"--out {path} was ingested with other settings ({'; '.join(changed)}); "
+                            "use a new --out")
+        return root
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs.update({"schema": SCHEMA, "settings": settings, "categories": list(categories),
+                       "poly_types": list(poly_types), "clips": {}})
+    root.create_group("clips")
+    return root
+
+
+def open_store(path: str | os.PathLike, mode: str = "r"):
+    """The root group of an existing store; DataError naming the path if it is not one."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"store {path}: no such folder")
+    if not _is_store(path):
+        raise DataError(f"store {path}: not a clip store (no zarr.json and clips/)")
+    root = zarr.open_group(str(path), mode=mode)
+    if root.attrs.get("schema") != SCHEMA:
+        raise DataError(f"store {path}: schema {root.attrs.get('schema')!r}, expected {SCHEMA!r}")
+    return root
+
+
+def clear_partial(path: Path) -> int:
+    """Remove what an interrupted run left half-written; returns how many entries went."""
+    partial = Path(path) / PARTIAL
+    if not partial.is_dir():
+        return 0
+    entries = list(partial.iterdir())
+    shutil.rmtree(partial)
+    return len(entries)
+
+
+def clip_exists(path: Path, clip_id: str) -> bool:
+    return (Path(path) / "clips" / clip_id / "zarr.json").is_file()
+
+
+def write_clip(path: Path, clip: Clip, level: int = 3) -> bool:
+    """Write `clip` whole into a private folder, then rename it into clips/: readers never see part of it.
+
+    Returns False (and writes nothing) when the clip is already there: ingest is deterministic, so
+    the existing clip is what this call would have written.
+    """
+    import zarr
+
+    path = Path(path)
+    target = path / "clips" / clip.clip_id
+    if clip_exists(path, clip.clip_id):
+        return False
+    staging = path / PARTIAL / f"{clip.clip_id}.{uuid.uuid4().hex}"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(staging), mode="w", zarr_format=3)
+    group.attrs.update(clip.attrs)
+    for spec in fields(Clip):
+        if spec.name not in ARRAY_DTYPES:
+            continue
+        data = np.ascontiguousarray(getattr(clip, spec.name), dtype=ARRAY_DTYPES[spec.name])
+        if spec.name == "frames":
+            # One chunk per image, one shard per clip: a clip is one file, an image one decode.
+            group.create_array("frames", data=data, chunks=(1, 1, *data.shape[2:]), shards=data.shape,
+                               compressors=_codecs(level))
+        else:
+            group.create_array(spec.name, data=data, chunks=data.shape if data.size else "auto",
+                               compressors=_codecs(level))
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if not clip_exists(path, clip.clip_id):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # another worker finished the same clip first
+        return False
+    return True
+
+
+def remove_clip(path: Path, clip_id: str) -> None:
+    """Take a clip out of the store: renamed away first, so it vanishes at once even if the delete stops."""
+    source = Path(path) / "clips" / clip_id
+    if not source.exists():
+        return
+    trash = Path(path) / PARTIAL / f"removed.{clip_id}.{uuid.uuid4().hex}"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, trash)
+    shutil.rmtree(trash)
+
+
+def stored_clip_ids(path: Path) -> list[str]:
+    """Every complete clip in clips/, sorted."""
+    clips = Path(path) / "clips"
+    return sorted(p.name for p in clips.iterdir() if (p / "zarr.json").is_file()) if clips.is_dir() else []
+
+
+def read_clip(root, clip_id: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The clip's arrays (all, or `names`) as numpy, plus its attributes under "attrs"."""
+    group = root["clips"][clip_id]
+    out = {name: group[name][...] for name in (names or ARRAY_DTYPES)}
+    out["attrs"] = dict(group.attrs)
+    return out
+
+
+@dataclass
+class Problem:
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+def _expected_shapes(settings: dict, shapes: dict[str, tuple]) -> dict[str, tuple]:
+    frames, width, height = settings["frames"], settings["width"], settings["height"]
+    views = len(settings["cameras"])
+    n, p, k = shapes["boxes"][0], shapes["polylines"][0], shapes["poly_type"][0]
+    return {"frames": (frames, views, height, width, 3), "intrinsics": (views, 3, 3),
+            "ego_from_cam": (views, 4, 4), "world_from_ego": (frames, 4, 4), "timestamps": (frames,),
+            "boxes": (n, 10), "box_offsets": (frames + 1,), "box_category": (n,), "box_track": (n,),
+            "polylines": (p, 3), "poly_offsets": (k + 1,), "poly_type": (k,)}
+
+
+def _check_offsets(offsets: np.ndarray, total: int) -> str | None:
+    if offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0):
+        return f"offsets must rise from 0 to {total}, got {offsets[0]}..{offsets[-1]}"
+    return None
+
+
+def _check_rigid(name: str, transforms: np.ndarray) -> str | None:
+    if not np.all(np.isfinite(transforms)):
+        return f"{name} has non-finite values"
+    rotation = transforms[..., :3, :3].astype(np.float64)
+    error = np.abs(rotation @ np.swapaxes(rotation, -1, -2) - np.eye(3)).max() if len(rotation) else 0.0
+    if error > 1e-3 or np.any(np.abs(transforms[..., 3, :] - [0, 0, 0, 1]) > 1e-6):
+        return f"{name} is not a rigid transform (rotation off by {error:.2g})"
+    return None
+
+
+def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
+    """Read every array of one clip (zarr checks each chunk's crc32c) and check shapes and values."""
+    where = f"clips/{clip_id}"
+    try:
+        group = root["clips"][clip_id]
+    except Exception as error:  # zarr raises several types for a broken zarr.json
+        return [Problem(where, f"cannot open ({type(error).__name__}: {error})")]
+    data, problems = {}, []
+    for name, dtype in ARRAY_DTYPES.items():
+        try:
+            array = group[name]
+            if array.dtype != np.dtype(dtype):
+                problems.append(Problem(f"{where}/{name}", f"dtype {array.dtype}, expected {np.dtype(dtype)}"))
+            data[name] = array[...]
+        except Exception as error:  # checksum mismatch, missing chunk, unreadable metadata
+            problems.append(Problem(f"{where}/{name}", f"unreadable ({type(error).__name__}: {error})"))
+    if problems:
+        return problems
+    expected = _expected_shapes(settings, {name: value.shape for name, value in data.items()})
+    for name, shape in expected.items():
+        if data[name].shape != shape:
+            problems.append(Problem(f"{where}/{name}", f"shape {data[name].shape}, expected {shape}"))
+    if problems:
+        return problems
+    checks = {
+        "world_from_ego": _check_rigid("world_from_ego", data["world_from_ego"]),
+        "ego_from_cam": _check_rigid("ego_from_cam", data["ego_from_cam"]),
+        "intrinsics": None if np.all(np.isfinite(data["intrinsics"])) and np.all(data["intrinsics"][:, 0, 0] > 0)
+        else "intrinsics are not finite with positive focal lengths",
+        "timestamps": None if np.all(np.diff(data["timestamps"]) > 0) else "timestamps do not increase",
+        "boxes": None if np.all(np.isfinite(data["boxes"])) else "boxes have non-finite values",
+        "box_offsets": _check_offsets(data["box_offsets"], len(data["boxes"])),
+        "poly_offsets": _check_offsets(data["poly_offsets"], len(data["polylines"])),
+    }
+    problems += [Problem(f"{where}/{name}", what) for name, what in checks.items() if what]
+    attrs = dict(group.attrs)
+    if attrs.get("cameras") != settings["cameras"]:
+        problems.append(Problem(where, f"cameras {attrs.get('cameras')!r}, store has {settings['cameras']!r}"))
+    if attrs.get("split") not in SPLITS:
+        problems.append(Problem(where, f"split {attrs.get('split')!r} is not one of {SPLITS}"))
+    if not isinstance(attrs.get("caption"), str) or not attrs["caption"]:
+        problems.append(Problem(where, "caption missing"))
+    return problems
+
+
+def verify(path: str | os.PathLike, progress: bool = False) -> tuple[int, list[Problem]]:
+    """(clips checked, problems) for the whole store: index against clips/, then every clip."""
+    path = Path(path)
+    root = open_store(path)
+    settings, index = root.attrs.get("settings"), root.attrs.get("clips", {})
+    if not isinstance(settings, dict) or not {"frames", "width", "height", "cameras"} <= set(settings):
+        return 0, [Problem("zarr.json", "settings missing or incomplete")]
+    stored = stored_clip_ids(path)
+    problems = [Problem(f"clips/{c}", "in the index but not in the store") for c in sorted(set(index) - set(stored))]
+    problems += [Problem(f"clips/{c}", "in the store but not in the index (ingest did not finish: run it again)")
+                 for c in sorted(set(stored) - set(index))]
+    partial = path / PARTIAL
+    if partial.is_dir() and any(partial.iterdir()):
+        problems.append(Problem(PARTIAL, "an interrupted ingest left unfinished writes (run ingest again)"))
+    from tqdm import tqdm
+
+    for clip_id in tqdm(stored, desc="verify", unit="clip", disable=not progress):
+        problems += verify_clip(root, clip_id, settings)
+    return len(stored), problems
