@@ -88,7 +88,7 @@ def _add_ingest(commands) -> None:
 def _run_ingest(args) -> int:
     from drivesim.data.curate import CurationConfig
     from drivesim.data.ingest import SUMMARY, IngestConfig, ingest
-    from drivesim.data.synth import parse_size
+    from drivesim.geometry import parse_size
 
     width, height = parse_size(args.size)
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None

@@ -458,3 +458,14 @@ def load_rig(name_or_path: str | os.PathLike, size: tuple[int, int] | None = Non
     if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)):
         raise ConfigError(f"{path}: size must be (width, height), positive integers, got {size!r}")
     return rig.resized(*size)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'448x256' -> (448, 256); a clear error names --size otherwise."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must be WIDTHxHEIGHT in pixels, like 448x256, got '{text}'") from None
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"--size must be positive, got {width}x{height}")
+    return width, height

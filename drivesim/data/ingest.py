@@ -134,15 +134,14 @@ def ingest_scene(task: SceneTask) -> dict:
     starts = curate.clip_starts(len(timeline.timestamps), frames, settings["stride"])
     report.windows = len(starts)
     track = logs.BoxTrack(nusc, task.scene) if starts else None
-    poses = logs.world_from_ego(nusc, [row[0] for row in timeline.tokens]) if starts else None
     images, clips = _Images(nusc, size), {}
     for start in starts:
         clip_id = f"{task.scene}-{start:04d}"
         tokens = timeline.tokens[start:start + frames]
-        world_from_ego = poses[start:start + frames]
         if any(token is None for row in tokens for token in row):
             report.drop("missing camera")
             continue
+        world_from_ego = logs.world_from_ego(nusc, [row[0] for row in tokens])
         if reason := curate.static_ego(world_from_ego, config):
             report.drop(reason)
             continue

@@ -96,7 +96,7 @@ class SceneTimeline:
     name: str
     description: str
     location: str
-    timestamps: np.ndarray          # int64 [T] microseconds, of the reference camera
+    timestamps: np.ndarray          # int64 [T] microseconds, of the reference camera (or the target time in a gap)
     tokens: list[list[str | None]]  # [T][V] sample_data token, None where a camera has no frame near in time
     cameras: list[str]
 
@@ -132,15 +132,14 @@ def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> Sce
     start, end = reference[0]["timestamp"], reference[-1]["timestamp"]
     targets = start + period * np.arange(int((end - start) // period + 1e-6) + 1)
     times = {channel: [r["timestamp"] for r in chain] for channel, chain in chains.items()}
-    timestamps, tokens, used = [], [], set()
+    timestamps, tokens = [], []
     for target in targets:
         reference_record = _nearest(chains[cameras[0]], times[cameras[0]], target, period / 2)
         if reference_record is None:
-            continue  # a gap in the reference camera: no frame at this time
-        if reference_record["token"] in used:
-            raise DataError(f"--fps {fps:g} is faster than the log's {cameras[0]} "
-                            f"(about {_rate(times[cameras[0]]):.1f} Hz in {scene_name})")
-        used.add(reference_record["token"])
+            # A gap in the reference camera: the frame stays, empty, so no clip spans it.
+            timestamps.append(int(round(target)))
+            tokens.append([None] * len(cameras))
+            continue
         when = reference_record["timestamp"]
         row = [reference_record["token"]]
         for channel in cameras[1:]:
@@ -148,6 +147,9 @@ def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> Sce
             row.append(None if record is None else record["token"])
         timestamps.append(when)
         tokens.append(row)
+    if sum(row[0] is None for row in tokens) > len(tokens) / 2:
+        raise DataError(f"--fps {fps:g} is faster than the log's {cameras[0]} "
+                        f"(about {_rate(times[cameras[0]]):.1f} Hz in {scene_name})")
     return SceneTimeline(scene_name, scene["description"], location, np.asarray(timestamps, np.int64), tokens,
                          cameras)
 
@@ -352,14 +354,28 @@ def _expansion_polylines(dataroot: Path, location: str) -> list[tuple[str, np.nd
     return lines
 
 
+def _densify(points: np.ndarray, step: float) -> np.ndarray:
+    """Extra vertices so no segment is longer than `step`: cropping by vertex keeps long straight lines."""
+    if len(points) < 2:
+        return points
+    lengths = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    pieces = [points[:1]]
+    for start, end, length in zip(points[:-1], points[1:], lengths):
+        count = max(int(np.ceil(length / step)), 1)
+        amounts = np.arange(1, count + 1)[:, None] / count
+        pieces.append(start + (end - start) * amounts)
+    return np.concatenate(pieces)
+
+
 @lru_cache(maxsize=8)
-def map_polylines(dataroot: str, location: str) -> tuple[tuple[str, np.ndarray], ...]:
-    """All polylines of a location (synthetic side file, else map expansion, else none) in the world frame."""
+def map_polylines(dataroot: str, location: str, step: float = 2.0) -> tuple[tuple[str, np.ndarray], ...]:
+    """All polylines of a location (synthetic side file, else map expansion, else none) in the world frame,
+    with vertices at most `step` metres apart."""
     root = Path(dataroot)
     lines = _synthetic_polylines(root, location)
     if lines is None:
         lines = _expansion_polylines(root, location)
-    return tuple(lines or ())
+    return tuple((kind, _densify(points, step)) for kind, points in lines or ())
 
 
 def polylines_near(dataroot: str, location: str, world_from_ego: np.ndarray, radius: float = 60.0):

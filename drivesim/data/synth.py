@@ -28,6 +28,7 @@ from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
 from drivesim.errors import ConfigError
+from drivesim.geometry import parse_size  # noqa: F401  (the CLI and the benchmark import it from here)
 
 KEY_FRAME_HZ = 2
 LOCATIONS = 4
@@ -85,17 +86,6 @@ class SynthConfig:
     @property
     def frames(self) -> int:
         return (self.key_frames - 1) * self.frames_per_key + 1
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'448x256' -> (448, 256); a clear error names --size otherwise."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--size must be WIDTHxHEIGHT in pixels, like 448x256, got '{text}'") from None
-    if width <= 0 or height <= 0:
-        raise ConfigError(f"--size must be positive, got {width}x{height}")
-    return width, height
 
 
 def check_writable(path: Path, option: str) -> None:

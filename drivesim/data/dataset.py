@@ -1,0 +1,182 @@
+"""The torch Dataset and DataLoader over a clip store: clips as tensors per the batch contract
+(../shared/DESIGN.md), with temporal crops, view subsets and resizing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from drivesim.data import store as clip_store
+from drivesim.errors import ConfigError
+from drivesim.geometry import compose, invert, resize_intrinsics
+
+__all__ = ["ClipDataset", "make_loader"]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of a store as tensors per the batch contract."""
+
+    def __init__(self, store, split: str | None = "train", frames: int | None = None,
+                 views: Sequence[str] | None = None, num_views: int | None = None,
+                 size: tuple[int, int] | None = None, random_crop: bool = True):
+        self.path = os.fspath(store)
+        root = clip_store.open_store(self.path)  # DataError naming the path if it is not a store
+        self._settings = dict(root.attrs.get("settings", {}))
+        index = dict(root.attrs.get("clips", {}))
+        del root  # workers open their own handle: see _root
+        self._cameras = list(self._settings.get("cameras", []))
+        self._clip_frames = int(self._settings.get("frames", 0))
+
+        if split is not None and split not in clip_store.SPLITS:
+            raise ConfigError(f"split={split!r} is not one of {', '.join(map(repr, clip_store.SPLITS))} "
+                              "(or None for all clips)")
+        # Sorted, so item i is the same clip in every process and every run.
+        self.clip_ids = sorted(c for c, entry in index.items() if split is None or entry.get("split") == split)
+        if not self.clip_ids:
+            raise ConfigError(f"split={split!r}: store {self.path} has no {repr(split) + ' ' if split else ''}clips")
+        self._captions = {c: str(index[c].get("caption", "")) for c in self.clip_ids}
+
+        if frames is None:
+            frames = self._clip_frames
+        if not _is_int(frames) or not 1 <= frames <= self._clip_frames:
+            raise ConfigError(f"frames={frames!r} must be an integer from 1 to {self._clip_frames} "
+                              f"(the clip length of store {self.path})")
+        self.frames = int(frames)
+
+        self._view_indices = self._check_views(views, num_views)
+        self._num_views = num_views
+
+        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2
+                                     and all(_is_int(s) and s > 0 for s in size)):
+            raise ConfigError(f"size={size!r} must be (width, height), two positive integers")
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.random_crop = bool(random_crop)
+        self._root = None
+        self._root_pid = None
+
+    def _check_views(self, views, num_views) -> list[int] | None:
+        """Store indices of the fixed `views` (None when num_views or all cameras apply)."""
+        if views is not None and num_views is not None:
+            raise ConfigError("views and num_views cannot both be set: views fixes the cameras, "
+                              "num_views draws them at random")
+        if num_views is not None and (not _is_int(num_views) or not 1 <= num_views <= len(self._cameras)):
+            raise ConfigError(f"num_views={num_views!r} must be an integer from 1 to {len(self._cameras)} "
+                              f"(the cameras of store {self.path})")
+        if views is None:
+            return None
+        # A bare string is a Sequence[str] too, of single letters: almost surely a mistake.
+        if isinstance(views, str) or not isinstance(views, Sequence) or not views:
+            raise ConfigError(f"views={views!r} must be a non-empty list of camera names")
+        unknown = [name for name in views if name not in self._cameras]
+        if unknown:
+            raise ConfigError(f"views: unknown camera(s) {', '.join(map(repr, unknown))}; "
+                              f"store {self.path} has {', '.join(self._cameras)}")
+        if len(set(views)) != len(views):
+            raise ConfigError(f"views={list(views)!r} names a camera twice")
+        return [self._cameras.index(name) for name in views]
+
+    @property
+    def cameras(self) -> list[str]:
+        """The store's camera names, in store order."""
+        return list(self._cameras)
+
+    @property
+    def settings(self) -> dict:
+        """The store's settings (width, height, frames, fps, cameras, ...)."""
+        return dict(self._settings)
+
+    @property
+    def _clips(self):
+        """The store's clips group, opened once per process."""
+        # A forked worker inherits the parent's handle; reopening keeps each process on its own.
+        if self._root is None or self._root_pid != os.getpid():
+            self._root = clip_store.open_store(self.path)["clips"]
+            self._root_pid = os.getpid()
+        return self._root
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_root"] = state["_root_pid"] = None  # zarr handles do not travel to worker processes
+        return state
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def _choose_views(self) -> list[int]:
+        if self._view_indices is not None:
+            return self._view_indices
+        if self._num_views is not None:
+            # Kept in store order so neighbouring cameras stay neighbours along the view axis.
+            return sorted(torch.randperm(len(self._cameras))[:self._num_views].tolist())
+        return list(range(len(self._cameras)))
+
+    def _choose_start(self) -> int:
+        starts = self._clip_frames - self.frames + 1
+        # torch's global RNG: DataLoader seeds it per worker from the loader's generator.
+        return int(torch.randint(starts, ()).item()) if self.random_crop and starts > 1 else 0
+
+    def __getitem__(self, i: int) -> dict:
+        clip_id = self.clip_ids[i]
+        group = self._clips[clip_id]
+        start, views = self._choose_start(), self._choose_views()
+        stop = start + self.frames
+        # Frames are chunked per image: orthogonal indexing decodes only the images returned.
+        frames = group["frames"].oindex[start:stop, views]  # (T, V, H, W, 3) uint8
+        intrinsics = group["intrinsics"][...][views].astype(np.float64)
+        ego_from_cam = group["ego_from_cam"][...][views]
+        world_from_ego = group["world_from_ego"][start:stop]
+        timestamps = group["timestamps"][start:stop]
+
+        video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)).float(), "t v h w c -> (v t) c h w")
+        if self.size is not None:
+            width, height = self.size
+            stored_height, stored_width = frames.shape[2:4]
+            video = F.interpolate(video, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            # Bilinear weights are convex, but float rounding can step just outside [0, 255].
+            video = video.clamp(0, 255)
+            intrinsics = resize_intrinsics(intrinsics, width / stored_width, height / stored_height)
+        video = rearrange(video / 127.5 - 1, "(v t) c h w -> v t c h w", v=len(views))
+
+        # In float64: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
+        ego0_from_ego = compose(invert(world_from_ego[0]), world_from_ego)
+        return {
+            "video": video.contiguous(),
+            "intrinsics": torch.from_numpy(intrinsics.astype(np.float32)),
+            "ego_from_cam": torch.from_numpy(np.asarray(ego_from_cam, dtype=np.float32)),
+            "ego0_from_ego": torch.from_numpy(ego0_from_ego.astype(np.float32)),
+            "time": torch.from_numpy(((timestamps - timestamps[0]) / 1e6).astype(np.float32)),
+            "caption": self._captions[clip_id],
+            "clip_id": clip_id,
+        }
+
+
+def make_loader(store, split: str | None = "train", batch_size: int = 1, num_workers: int = 0,
+                shuffle: bool | None = None, seed: int = 0, drop_last: bool = False,
+                **dataset_options) -> torch.utils.data.DataLoader:
+    """A DataLoader over ClipDataset(store, split, **dataset_options), repeatable for a given seed.
+
+    shuffle defaults to True for "train" only. `seed` drives the shuffle order and the workers'
+    seeds, so with num_workers > 0 two loaders with the same seed give the same batches, crops and
+    view subsets included; with num_workers=0 crops and view subsets come from this process's global
+    torch RNG (seed it with torch.manual_seed to repeat them). Batches hold the contract's video,
+    intrinsics, ego_from_cam, ego0_from_ego and caption (plus time and clip_id); the layout maps
+    of the batch contract are added by the renderer in a later issue.
+    """
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1")
+    if not _is_int(num_workers) or num_workers < 0:
+        raise ConfigError(f"num_workers={num_workers!r} must be an integer >= 0")
+    dataset = ClipDataset(store, split, **dataset_options)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=(split == "train") if shuffle is None else shuffle,
+        num_workers=num_workers, generator=torch.Generator().manual_seed(seed), drop_last=drop_last,
+        persistent_workers=num_workers > 0)

@@ -1,0 +1,43 @@
+"""Shared logs and stores for the data tests: built once per session, copied where a test damages them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from drivesim.data import synth
+
+TINY = Path(__file__).parent / "fixtures" / "tiny_nuscenes"
+
+
+@pytest.fixture(scope="session")
+def synthetic_logs(tmp_path_factory) -> Path:
+    """Three short synthetic scenes at 12 Hz (day, night, rain), small images."""
+    out = tmp_path_factory.mktemp("synthetic") / "logs"
+    synth.generate(synth.SynthConfig(out=out, scenes=3, seconds=2.0, width=192, height=112, fps=12, seed=0),
+                   progress=False)
+    return out
+
+
+@pytest.fixture
+def tiny_logs(tmp_path) -> Path:
+    """A private copy of the hand-written nuScenes fixture, free to damage."""
+    return Path(shutil.copytree(TINY, tmp_path / "tiny"))
+
+
+def store_contents(path: Path) -> dict:
+    """Everything a reader of the store sees: root attributes, and per clip its attributes and array digests."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    contents = {"root": dict(root.attrs)}
+    for clip_id in sorted(root["clips"].group_keys()):
+        group = root["clips"][clip_id]
+        arrays = {name: (group[name].shape, group[name].dtype.str,
+                         hashlib.sha256(group[name][...].tobytes()).hexdigest())
+                  for name in sorted(group.array_keys())}
+        contents[clip_id] = {"attrs": dict(group.attrs), "arrays": arrays}
+    return contents
