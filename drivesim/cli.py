@@ -94,6 +94,8 @@ def _run_ingest(args) -> int:
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None
     if args.cameras is not None and not cameras:
         raise ConfigError("--cameras names no camera")
+    if not 0 <= args.val_fraction <= 1:  # also false for NaN
+        raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     config = IngestConfig(dataroot=args.dataroot, out=args.out, version=args.version, width=width, height=height,
                           frames=args.frames, fps=args.fps, stride=args.stride, cameras=cameras,
                           workers=args.workers, engine=args.engine, on_error=args.on_error,

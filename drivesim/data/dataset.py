@@ -124,32 +124,41 @@ class ClipDataset(torch.utils.data.Dataset):
         # torch's global RNG: DataLoader seeds it per worker from the loader's generator.
         return int(torch.randint(starts, ()).item()) if self.random_crop and starts > 1 else 0
 
+    @staticmethod
+    def _read_frames(array, start: int, stop: int, views: list[int]) -> np.ndarray:
+        """Frames [start, stop) of `views`, decoding only those images (a chunk is one image)."""
+        if views == list(range(views[0], views[-1] + 1)):
+            return array[start:stop, views[0]:views[-1] + 1]
+        # Not one slice: read view by view, as zarr 3.1's integer-array (oindex) path is ~15x slower.
+        return np.stack([array[start:stop, view] for view in views], axis=1)
+
     def __getitem__(self, i: int) -> dict:
         clip_id = self.clip_ids[i]
         group = self._clips[clip_id]
         start, views = self._choose_start(), self._choose_views()
         stop = start + self.frames
-        # Frames are chunked per image: orthogonal indexing decodes only the images returned.
-        frames = group["frames"].oindex[start:stop, views]  # (T, V, H, W, 3) uint8
+        frames = self._read_frames(group["frames"], start, stop, views)  # (T, V, H, W, 3) uint8
         intrinsics = group["intrinsics"][...][views].astype(np.float64)
         ego_from_cam = group["ego_from_cam"][...][views]
         world_from_ego = group["world_from_ego"][start:stop]
         timestamps = group["timestamps"][start:stop]
 
-        video = rearrange(torch.from_numpy(np.ascontiguousarray(frames)).float(), "t v h w c -> (v t) c h w")
+        # Reorder the bytes before widening them: a quarter of the memory traffic of reordering floats.
+        video = rearrange(torch.from_numpy(frames), "t v h w c -> v t c h w").contiguous().float()
         if self.size is not None:
             width, height = self.size
             stored_height, stored_width = frames.shape[2:4]
-            video = F.interpolate(video, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+            flat = rearrange(video, "v t c h w -> (v t) c h w")
+            flat = F.interpolate(flat, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
             # Bilinear weights are convex, but float rounding can step just outside [0, 255].
-            video = video.clamp(0, 255)
+            video = rearrange(flat.clamp_(0, 255), "(v t) c h w -> v t c h w", v=len(views))
             intrinsics = resize_intrinsics(intrinsics, width / stored_width, height / stored_height)
-        video = rearrange(video / 127.5 - 1, "(v t) c h w -> v t c h w", v=len(views))
+        video = video.div_(127.5).sub_(1)
 
         # In float64: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
         ego0_from_ego = compose(invert(world_from_ego[0]), world_from_ego)
         return {
-            "video": video.contiguous(),
+            "video": video,
             "intrinsics": torch.from_numpy(intrinsics.astype(np.float32)),
             "ego_from_cam": torch.from_numpy(np.asarray(ego_from_cam, dtype=np.float32)),
             "ego0_from_ego": torch.from_numpy(ego0_from_ego.astype(np.float32)),
