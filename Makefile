@@ -29,10 +29,13 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q tests
 
-# Until the rollout exists, the main job is the synthetic-log generator (issue 2).
+# Until the rollout exists, the main job is the data path: synthetic logs, then the clip store.
 demo: setup
 	$(VENV)/bin/drivesim synth --scenes 2 --seconds 4 --size 448x256 --out $(DEMO_OUT) --overwrite \
 	  --contact-sheet $(DEMO_OUT)-contact-sheet.png
+	rm -rf $(DEMO_OUT)-store
+	$(VENV)/bin/drivesim ingest --dataroot $(DEMO_OUT) --out $(DEMO_OUT)-store --frames 17 --stride 8
+	$(VENV)/bin/drivesim store verify $(DEMO_OUT)-store --quiet
 
 bench: setup
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -40,6 +43,7 @@ bench: setup
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "could not install$$missing: the peer's row will say why it is unavailable"; fi
 	$(PY) benchmarks/bench_synth.py
+	$(PY) benchmarks/bench_store.py
 
 clean:
 	rm -rf out .pytest_cache

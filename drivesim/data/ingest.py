@@ -141,7 +141,7 @@ def ingest_scene(task: SceneTask) -> dict:
         if any(token is None for row in tokens for token in row):
             report.drop("missing camera")
             continue
-        world_from_ego = logs.world_from_ego(nusc, [row[0] for row in tokens])
+        world_from_ego = logs.world_from_ego(nusc, [row[timeline.reference] for row in tokens])
         if reason := curate.static_ego(world_from_ego, config):
             report.drop(reason)
             continue

@@ -99,6 +99,7 @@ class SceneTimeline:
     timestamps: np.ndarray          # int64 [T] microseconds, of the reference camera (or the target time in a gap)
     tokens: list[list[str | None]]  # [T][V] sample_data token, None where a camera has no frame near in time
     cameras: list[str]
+    reference: int = 0              # the camera whose frames set the timeline and the ego poses
 
 
 def _camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
@@ -118,40 +119,49 @@ def _camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
     return chain
 
 
+def reference_camera(cameras: list[str]) -> int:
+    """CAM_FRONT where the rig has it (as nuScenes' own ego poses are read), else the first camera."""
+    return cameras.index("CAM_FRONT") if "CAM_FRONT" in cameras else 0
+
+
 def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> SceneTimeline:
-    """Frames at `fps` from the first camera's chain; each camera takes its nearest frame within half a period."""
+    """Frames at `fps` from the reference camera's chain; every other camera takes its nearest frame
+    within half a period."""
     scene = next((s for s in nusc.scene if s["name"] == scene_name), None)
     if scene is None:
         raise DataError(f"scene {scene_name!r} is not in the log")
     location = nusc.get("log", scene["log_token"])["location"]
     chains = {channel: _camera_chain(nusc, scene, channel) for channel in cameras}
-    reference = chains[cameras[0]]
-    if not reference:
-        return SceneTimeline(scene_name, scene["description"], location, np.zeros(0, np.int64), [], cameras)
+    reference = reference_camera(cameras)
+    leader = cameras[reference]
+    if not chains[leader]:
+        return SceneTimeline(scene_name, scene["description"], location, np.zeros(0, np.int64), [], cameras,
+                             reference)
     period = 1e6 / fps
-    start, end = reference[0]["timestamp"], reference[-1]["timestamp"]
+    start, end = chains[leader][0]["timestamp"], chains[leader][-1]["timestamp"]
     targets = start + period * np.arange(int((end - start) // period + 1e-6) + 1)
     times = {channel: [r["timestamp"] for r in chain] for channel, chain in chains.items()}
     timestamps, tokens = [], []
     for target in targets:
-        reference_record = _nearest(chains[cameras[0]], times[cameras[0]], target, period / 2)
+        reference_record = _nearest(chains[leader], times[leader], target, period / 2)
         if reference_record is None:
             # A gap in the reference camera: the frame stays, empty, so no clip spans it.
             timestamps.append(int(round(target)))
             tokens.append([None] * len(cameras))
             continue
         when = reference_record["timestamp"]
-        row = [reference_record["token"]]
-        for channel in cameras[1:]:
-            record = _nearest(chains[channel], times[channel], when, period / 2)
+        row = []
+        for channel in cameras:
+            record = reference_record if channel == leader else _nearest(chains[channel], times[channel], when,
+                                                                         period / 2)
             row.append(None if record is None else record["token"])
         timestamps.append(when)
         tokens.append(row)
-    if sum(row[0] is None for row in tokens) > len(tokens) / 2:
-        raise DataError(f"--fps {fps:g} is faster than the log's {cameras[0]} "
-                        f"(about {_rate(times[cameras[0]]):.1f} Hz in {scene_name})")
+    if sum(row[reference] is None for row in tokens) > len(tokens) / 2:
+        raise DataError(f"--fps {fps:g} is faster than the log's {leader} "
+                        f"(about {_rate(times[leader]):.1f} Hz in {scene_name})")
     return SceneTimeline(scene_name, scene["description"], location, np.asarray(timestamps, np.int64), tokens,
-                         cameras)
+                         cameras, reference)
 
 
 def _rate(times: list[int]) -> float:

@@ -125,7 +125,7 @@ def test_key_frame_boxes_equal_the_devkit_annotations(synthetic_logs):
 def test_synthetic_logs_give_lanes_and_road_edges_near_the_ego(synthetic_logs):
     nusc = logs.open_log(synthetic_logs, "v1.0-mini")
     timeline = logs.scene_timeline(nusc, nusc.scene[0]["name"], list(logs.CAMERA_ORDER), fps=12)
-    poses = logs.world_from_ego(nusc, [row[0] for row in timeline.tokens])
+    poses = logs.world_from_ego(nusc, [row[timeline.reference] for row in timeline.tokens])
     points, offsets, types = logs.polylines_near(str(synthetic_logs), timeline.location, poses, radius=40.0)
     kinds = {logs.POLY_TYPES[t] for t in types}
     assert {"lane", "road_edge", "lane_divider"} <= kinds
