@@ -22,7 +22,8 @@ import open3d as o3d
 import torch
 
 from drivesim.data.meshes import Mesh, agents_mesh
-from drivesim.data.synth import SceneWorld, SynthConfig, generate, parse_size, plan_scene
+from drivesim.data.synth import SceneWorld, SynthConfig, generate, plan_scene
+from drivesim.geometry import parse_size
 
 HEADING = "## bench_synth: camera rendering of the synthetic-log generator"
 RENDERERS = """\

@@ -42,7 +42,8 @@ def _check_png_target(path: Path, option: str) -> None:
 
 
 def _run_synth(args) -> int:
-    from drivesim.data.synth import SynthConfig, generate, parse_size
+    from drivesim.data.synth import SynthConfig, generate
+    from drivesim.geometry import parse_size
 
     width, height = parse_size(args.size)
     config = SynthConfig(out=args.out, scenes=args.scenes, seconds=args.seconds, width=width, height=height,
@@ -82,7 +83,7 @@ def _add_ingest(commands) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share of scenes held out for validation, unless the official split covers them")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_ingest)
+    parser.set_defaults(run=_run_ingest, interrupted="finished clips are kept: run the same command to resume")
 
 
 def _run_ingest(args) -> int:
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drivesim {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"drivesim {args.command}: interrupted; nothing was published", file=sys.stderr)
+        print(f"drivesim {args.command}: interrupted; {getattr(args, 'interrupted', 'nothing was published')}",
+              file=sys.stderr)
         return 130
 
 

@@ -118,8 +118,8 @@ def _nearby_tracks(boxes, categories, tracks, offsets, world_from_ego) -> dict[i
     nearby = {}
     for t in range(len(world_from_ego)):
         rows = slice(offsets[t], offsets[t + 1])
-        distance = np.linalg.norm(boxes[rows, :2] - world_from_ego[t, :2, 3], axis=1)
-        for track, category in zip(tracks[rows][distance <= CAPTION_RANGE_M], categories[rows][distance <= CAPTION_RANGE_M]):
+        near = np.linalg.norm(boxes[rows, :2] - world_from_ego[t, :2, 3], axis=1) <= CAPTION_RANGE_M
+        for track, category in zip(tracks[rows][near], categories[rows][near]):
             nearby[int(track)] = logs.CATEGORIES[int(category)]
     return nearby
 

@@ -28,7 +28,6 @@ from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
 from drivesim.errors import ConfigError
-from drivesim.geometry import parse_size  # noqa: F401  (the CLI and the benchmark import it from here)
 
 KEY_FRAME_HZ = 2
 LOCATIONS = 4
