@@ -43,7 +43,7 @@ bench: setup
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "could not install$$missing: the peer's row will say why it is unavailable"; fi
 	$(PY) benchmarks/bench_synth.py
-	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_store.py --record
 
 clean:
 	rm -rf out .pytest_cache
