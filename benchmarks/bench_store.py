@@ -25,7 +25,6 @@ import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,9 @@ from drivesim.data.nuscenes import calibration, open_log, scene_timeline
 from drivesim.data.store import open_store
 from drivesim.data.synth import SynthConfig, generate
 from drivesim.errors import DataError
+from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
+
+PACKAGES = ("torch", "zarr", "pillow", "nuscenes-devkit")
 
 HEADING = "## bench_store: clips from the zarr store against JPEGs through nuscenes-devkit"
 SIDES = """\
@@ -123,28 +125,6 @@ def rate(make, count: int) -> float:
     for i in range(count):
         make(i)
     return count / (time.perf_counter() - start)
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               "unknown CPU")
-    versions = ", ".join(f"{name} {package_version(name)}" for name in ("torch", "zarr", "pillow", "nuscenes-devkit"))
-    return f"{cpu}, {os.cpu_count()} cores; {versions}"
-
-
-def record(entry: str) -> Path:
-    """Append under this benchmark's heading (created with the description of the sides if missing)."""
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{SIDES}"
-    start = text.index(HEADING)
-    end = text.find("\n## ", start + len(HEADING))
-    end = len(text) if end < 0 else end + 1
-    text = text[:end].rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else "")
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def main() -> None:
@@ -247,10 +227,10 @@ def main() -> None:
                    f"5x goal {'holds' if speedup >= 5 else 'does not hold'} here ({best:.1f}x the fastest peer "
                    f"variant); its clips take {store_bytes / jpeg_bytes:.2f}x the bytes of the JPEGs they come from.")
         command = shlex.join([".venv/bin/python", *sys.argv])
-        entry = (f"### {started}\n\n{machine()}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        entry = (f"### {started}\n\n{machine(PACKAGES)}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
                  f"the end.\n\n`{command}` (log {dataroot}, {len(timelines)} scene(s), {clips} clips)\n\n{markdown}\n\n"
                  f"{size_line}.\n\n{agree_line}.\n\n{verdict}.\n\n{reading}\n")
-        print(f"appended to {record(entry)}")
+        print(f"appended to {record(HEADING, SIDES, entry)}")
 
 
 if __name__ == "__main__":

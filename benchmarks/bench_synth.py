@@ -24,6 +24,7 @@ import torch
 from drivesim.data.meshes import Mesh, agents_mesh
 from drivesim.data.synth import SceneWorld, SynthConfig, generate, plan_scene
 from drivesim.geometry import parse_size
+from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 
 HEADING = "## bench_synth: camera rendering of the synthetic-log generator"
 RENDERERS = """\
@@ -160,13 +161,6 @@ def bench_cli(out: Path, frames_per_second: float) -> tuple[float, str]:
     return time.perf_counter() - start, f"measured, {frames} frames"
 
 
-def machine() -> str:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = re.search(r"Model name:\s*(.*)", lscpu)
-    return (f"{cpu.group(1).strip() if cpu else 'unknown CPU'}, {os.cpu_count()} cores; torch {torch.__version__}, "
-            f"open3d {o3d.__version__}, numpy {np.__version__}")
-
-
 def table(rows: list[tuple], look: str) -> str:
     lines = ["| size | renderer | ms per six-camera frame (median) | min-max ms | frames/s | speed vs peer |",
              "|---|---|---|---|---|---|"]
@@ -183,20 +177,6 @@ def table(rows: list[tuple], look: str) -> str:
     return "\n".join(lines) + f"\n\nScene {SCENE + 1:04d} ({look}), torch threads 2.\n"
 
 
-def record(entry: str) -> Path:
-    """Append under this benchmark's heading (created with the renderer notes if missing)."""
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if HEADING not in text:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n\n{RENDERERS}"
-    start = text.index(HEADING)
-    end = text.find("\n## ", start + len(HEADING))
-    end = len(text) if end < 0 else end + 1
-    text = text[:end].rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else "")
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--sizes", default="448x256,1600x900", help="comma-separated WIDTHxHEIGHT")
@@ -209,7 +189,7 @@ def main() -> None:
         peer_child(*parse_size(args.peer_child), args.frames, args.depth_out)
         return
     started = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    machine_line, load = machine(), os.getloadavg()[0]  # other work on the machine skews every number
+    machine_line, load = machine(("torch", "open3d-cpu", "numpy")), os.getloadavg()[0]  # other work on the machine skews every number
     rows, checks, device, look = [], [], "none", ""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -243,7 +223,7 @@ def main() -> None:
     print("\n" + result)
     entry = (f"### {started}\n\n{machine_line}; peer device: {device}; load average {load:.1f} at the start, "
              f"{os.getloadavg()[0]:.1f} at the end.\n\n{result}")
-    print(f"appended to {record(entry)}")
+    print(f"appended to {record(HEADING, RENDERERS, entry)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,36 @@
+"""Shared by the benchmarks: the machine line and appending a dated entry to RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine(packages: tuple[str, ...]) -> str:
+    """'<CPU model>, <n> cores; torch 2.13.0, ...': what a reader needs to compare two entries."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+               "unknown CPU")
+    versions = []
+    for name in packages:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"
+
+
+def record(heading: str, preamble: str, entry: str) -> Path:
+    """Append `entry` at the end of the section `heading`, creating it with `preamble` if missing."""
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+    if heading not in text:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{preamble}"
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    end = len(text) if end < 0 else end + 1
+    text = text[:end].rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else "")
+    RESULTS.write_text(text, encoding="utf-8")
+    return RESULTS
