@@ -36,6 +36,7 @@ demo: setup
 	rm -rf $(DEMO_OUT)-store
 	$(VENV)/bin/drivesim ingest --dataroot $(DEMO_OUT) --out $(DEMO_OUT)-store --frames 17 --stride 8
 	$(VENV)/bin/drivesim store verify $(DEMO_OUT)-store --quiet
+	$(VENV)/bin/drivesim store sheet $(DEMO_OUT)-store --out $(DEMO_OUT)-clip-sheet.png
 
 bench: setup
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

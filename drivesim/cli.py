@@ -117,6 +117,24 @@ def _add_store(commands) -> None:
     verify.add_argument("store", type=Path, help="the clip store folder")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=_run_verify)
+    sheet = actions.add_parser("sheet", help="draw a clip's cameras with its boxes and lanes projected",
+                               description="Draw a few frames of every camera of one clip, with the clip's boxes "
+                                           "and map polylines projected through its own poses and calibration.")
+    sheet.add_argument("store", type=Path, help="the clip store folder")
+    sheet.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
+    sheet.add_argument("--clip", help="clip id (default: the first in the index)")
+    sheet.add_argument("--frames", type=int, default=3, help="frames shown, evenly spaced (default 3)")
+    sheet.set_defaults(run=_run_sheet)
+
+
+def _run_sheet(args) -> int:
+    from drivesim.data.clip_sheet import clip_sheet
+
+    if args.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    _check_png_target(args.out, "--out")
+    print(f"clip sheet: {clip_sheet(args.store, args.out, args.clip, args.frames)}")
+    return 0
 
 
 def _run_verify(args) -> int:

@@ -271,3 +271,47 @@ def test_bad_options_are_named_and_write_nothing(tiny_logs, tmp_path_factory, ca
     assert code == 2
     assert option in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_stored_boxes_project_where_the_devkit_projects_them(reference_store, synthetic_logs):
+    """The clip's poses, calibration and boxes, chained from the world frame, land on the same pixels
+    as the devkit's own projection of the log (scaled to the stored size)."""
+    from nuscenes.nuscenes import NuScenes
+
+    from drivesim.data.clip_sheet import box_corners, cam_from_world
+    from drivesim.geometry import project, transform_points
+
+    nusc = NuScenes("v1.0-mini", dataroot=str(synthetic_logs), verbose=False)
+    root = store.open_store(reference_store)
+    clip = store.read_clip(root, "scene-0001-0000")
+    sample = nusc.get("sample", nusc.scene[0]["first_sample_token"])
+    cameras = clip["attrs"]["cameras"]
+    compared = 0
+    for v, camera in enumerate(cameras):
+        path, devkit_boxes, devkit_k = nusc.get_sample_data(sample["data"][camera])
+        record = nusc.get("sample_data", sample["data"][camera])
+        scale = np.array([96 / record["width"], 56 / record["height"]])
+        expected = {round(float(b.wlh[0]), 3): b.center for b in devkit_boxes}  # camera-frame centres
+        rows = slice(clip["box_offsets"][0], clip["box_offsets"][1])
+        for box in clip["boxes"][rows].astype(np.float64):
+            centre = transform_points(cam_from_world(clip, 0, v), box[None, :3])[0]
+            match = expected.get(round(float(box[3]), 3))
+            if match is None or centre[2] < 1.0 or np.linalg.norm(centre - match) > 0.05:
+                continue
+            pixel = project(clip["intrinsics"][v].astype(np.float64), centre[None])[0][0]
+            reference = (np.asarray(devkit_k) @ match)[:2] / match[2]
+            np.testing.assert_allclose(pixel, (reference + 0.5) * scale - 0.5, atol=0.05)
+            compared += 1
+    assert compared >= 3
+    assert box_corners(clip["boxes"][:1].astype(np.float64)).shape == (1, 8, 3)
+
+
+def test_clip_sheet_draws_a_clip(reference_store, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "sheet.png"
+    assert main(["store", "sheet", str(reference_store), "--out", str(out), "--clip", "scene-0002-0006"]) == 0
+    with Image.open(out) as image:
+        assert image.size == (6 * 96, 3 * 56 + 22)
+    assert main(["store", "sheet", str(reference_store), "--out", str(out), "--clip", "scene-9999-0000"]) == 2
+    assert "--clip scene-9999-0000: not in store" in capsys.readouterr().err
