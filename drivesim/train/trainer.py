@@ -270,7 +270,9 @@ class Trainer:
                                                      or self.step == config.steps):
                         self._write_samples(writer)  # every rank runs the model: FSDP gathers across ranks
                     stopping = stop.agreed(self.world)
-                    if self.step % config.checkpoint_every == 0 or self.step == config.steps or stopping:
+                    periodic = self.step % config.checkpoint_every == 0 or self.step == config.steps
+                    # Not inside a run of bad steps: the newest checkpoint stays the last good one.
+                    if (periodic and self.bad_in_row == 0) or stopping:
                         path = self.save()
                         if path is not None and self.progress:
                             bar.write(f"checkpoint: {path}")

@@ -1,0 +1,194 @@
+"""The training stack on the toy task: processes agree, runs survive kill -9 and damaged checkpoints,
+bad losses are skipped and counted, signals save and stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from drivesim.errors import ConfigError
+from drivesim.train import checkpoint as ckpt
+from drivesim.train.config import TrainConfig, apply_overrides, from_dict
+from drivesim.train.trainer import Trainer, TrainingStopped, checkpoint_blocks, train, warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_task import ToyTask  # noqa: E402
+
+RUNNER = Path(__file__).parent / "run_toy.py"
+COMMON = ["val_every=10", "log_every=5", "sample_every=20", "optim.warmup_steps=5", "optim.lr=0.01"]
+
+
+def _config(out: Path, *overrides: str) -> TrainConfig:
+    return from_dict(TrainConfig, apply_overrides({"task": "toy", "out": str(out)}, [*COMMON, *overrides]))
+
+
+def _weights(run: Path, step: int, name: str = "model") -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / ckpt.checkpoint_name(step) / f"{name}.safetensors"))
+
+
+def _assert_same(a: dict, b: dict, atol: float) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(out: Path, *overrides: str) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", str(_free_port()), str(RUNNER), f"out={out}", *COMMON, *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory) -> Path:
+    """One process, global batch 4, 30 steps: the reference for the multi-process runs."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    train(_config(out, "steps=30", "batch_size=4", "checkpoint_every=10"), ToyTask(), progress=False)
+    return out
+
+
+def test_training_lowers_the_loss_and_writes_a_whole_checkpoint(single_run):
+    final = single_run / "checkpoints" / ckpt.checkpoint_name(30)
+    assert {p.name for p in final.iterdir()} == {"config.yaml", "model.safetensors", "ema.safetensors",
+                                                 "training.pt", "rng-rank0.pt", "manifest.json"}
+    state = torch.load(final / "training.pt", weights_only=True)
+    assert state["step"] == 30 and state["skipped"] == 0
+    torch.manual_seed(0)
+    first = ToyTask().build_model({})  # the run's initial weights (seeded like the trainer)
+    points = ToyTask().datasets({})[1]
+    batch = {"x": points.x, "y": points.y}
+    trained = ToyTask().build_model({})
+    trained.load_state_dict(_weights(single_run, 30))
+    assert ToyTask().loss(trained, batch)[0] < 0.5 * ToyTask().loss(first, batch)[0]
+    assert (single_run / "tensorboard").is_dir() and any((single_run / "tensorboard").iterdir())
+
+
+def test_keep_last_keeps_the_newest_checkpoints(single_run):
+    names = [p.name for p in ckpt.complete_checkpoints(single_run / "checkpoints")]
+    assert names == [ckpt.checkpoint_name(s) for s in (10, 20, 30)]  # keep_last=3 of 10, 20, 30
+
+
+def test_two_ddp_processes_end_with_the_weights_of_one_with_the_same_global_batch(single_run, tmp_path):
+    _torchrun(tmp_path / "ddp", "steps=30", "batch_size=2", "checkpoint_every=30")
+    _assert_same(_weights(tmp_path / "ddp", 30), _weights(single_run, 30), atol=1e-5)
+    _assert_same(_weights(tmp_path / "ddp", 30, "ema"), _weights(single_run, 30, "ema"), atol=1e-5)
+
+
+def test_two_fsdp2_processes_end_with_the_weights_of_one(single_run, tmp_path):
+    _torchrun(tmp_path / "fsdp", "steps=30", "batch_size=2", "checkpoint_every=30", "parallel=fsdp")
+    _assert_same(_weights(tmp_path / "fsdp", 30), _weights(single_run, 30), atol=1e-5)
+
+
+def test_gradient_accumulation_equals_the_whole_batch(single_run, tmp_path):
+    train(_config(tmp_path / "accum", "steps=30", "batch_size=2", "grad_accum=2", "checkpoint_every=30"),
+          ToyTask(), progress=False)
+    _assert_same(_weights(tmp_path / "accum", 30), _weights(single_run, 30), atol=1e-5)
+
+
+def test_kill_9_at_a_random_step_then_resume_reaches_the_same_weights(single_run, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, str(RUNNER), f"out={out}", *COMMON, "steps=30", "batch_size=4", "checkpoint_every=3"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = random.Random(os.getpid()).randint(1, 8)  # kill once this many checkpoints exist
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline:
+        if len(ckpt.complete_checkpoints(out / "checkpoints", verify=False)) >= min(target, 3):
+            if target <= 3 or (out / "checkpoints" / ckpt.checkpoint_name(3 * target)).exists():
+                break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    subprocess.run([*command, "--resume"], check=True, timeout=120, capture_output=True)
+    _assert_same(_weights(out, 30), _weights(single_run, 30), atol=1e-6)
+
+
+def test_a_damaged_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, "steps=20", "checkpoint_every=10"), ToyTask(), progress=False)
+    weights = out / "checkpoints" / ckpt.checkpoint_name(20) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    trainer = Trainer(_config(out, "steps=20"), ToyTask(), resume=True, progress=True)
+    trainer.close()
+    assert trainer.step == 10
+    assert "model.safetensors does not match its checksum" in capsys.readouterr().out
+
+
+def test_resume_without_a_checkpoint_and_a_new_run_over_an_old_one_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        Trainer(_config(tmp_path / "empty"), ToyTask(), resume=True)
+    train(_config(tmp_path / "run", "steps=2", "checkpoint_every=1"), ToyTask(), progress=False)
+    with pytest.raises(ConfigError, match="already has checkpoints: pass --resume"):
+        Trainer(_config(tmp_path / "run", "steps=4"), ToyTask())
+
+
+def test_a_non_finite_loss_skips_the_step_and_is_counted(tmp_path):
+    # Sample 0 carries a NaN target; with batch 64 every step sees it, with batch 1 only some do.
+    result = train(_config(tmp_path / "some", "steps=12", "batch_size=1", "checkpoint_every=12",
+                           "data.poison=[0]", "data.size=8"), ToyTask(), progress=False)
+    assert 0 < result["skipped_steps"] < 12
+    weights = _weights(tmp_path / "some", 12)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_too_many_bad_steps_in_a_row_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
+    out = tmp_path / "bad"
+    train(_config(out, "steps=4", "checkpoint_every=2", "data.size=8"), ToyTask(), progress=False)
+    before = _weights(out, 4)
+    config = _config(out, "steps=20", "checkpoint_every=2", "data.size=8", "batch_size=8",
+                     "data.poison=[0]", "max_bad_steps=3")
+    with pytest.raises(TrainingStopped, match="3 non-finite losses in a row at step 7"):
+        train(config, ToyTask(), resume=True, progress=False)
+    assert ckpt.latest_checkpoint(out / "checkpoints").name == ckpt.checkpoint_name(4)
+    _assert_same(_weights(out, 4), before, atol=0)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "term"
+    command = [sys.executable, str(RUNNER), f"out={out}", *COMMON, "steps=100000", "checkpoint_every=100000"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "tensorboard").is_dir() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    child.send_signal(signal.SIGTERM)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr[-2000:]
+    saved = ckpt.latest_checkpoint(out / "checkpoints")
+    assert saved is not None and 0 < int(saved.name.split("-")[1]) < 100000
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain, checkpointed = ToyTask().build_model({}), ToyTask().build_model({})
+    checkpointed.load_state_dict(plain.state_dict())
+    assert checkpoint_blocks(checkpointed, ToyTask.block_types) == 2
+    x = torch.randn(5, 4)
+    plain(x).square().sum().backward()
+    checkpointed(x).square().sum().backward()
+    for a, b in zip(plain.parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    factors = [warmup_cosine(s, warmup=10, total=100, min_ratio=0.1) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1, abs=1e-3)
