@@ -1,6 +1,11 @@
-"""Suite-wide settings."""
+"""Suite-wide settings, and the synthetic logs and clip store several test folders share (built once)."""
 
+import os
+from pathlib import Path
+
+import pytest
 from hypothesis import settings
+
 
 # CI runs a fresh clone with no example database: derandomised, every run tries the same examples,
 # so a red build means a change broke something, not that a new random draw was unlucky. Run with
@@ -8,6 +13,25 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 
-import os  # noqa: E402
-
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_logs(tmp_path_factory) -> Path:
+    """Three short synthetic scenes at 12 Hz (day, night, rain), small images."""
+    from drivesim.data import synth
+
+    out = tmp_path_factory.mktemp("synthetic") / "logs"
+    synth.generate(synth.SynthConfig(out=out, scenes=3, seconds=2.0, width=192, height=112, fps=12, seed=0),
+                   progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(synthetic_logs, tmp_path_factory) -> Path:
+    """Those logs as 9-frame clips at 96x64 (divisible by the tokenizers' 8 and 16)."""
+    from drivesim.data.ingest import IngestConfig, ingest
+
+    out = tmp_path_factory.mktemp("store") / "store"
+    ingest(IngestConfig(dataroot=synthetic_logs, out=out, width=96, height=64, frames=9, stride=8), progress=False)
+    return out

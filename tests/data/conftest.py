@@ -8,18 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drivesim.data import synth
 
 TINY = Path(__file__).parent / "fixtures" / "tiny_nuscenes"
-
-
-@pytest.fixture(scope="session")
-def synthetic_logs(tmp_path_factory) -> Path:
-    """Three short synthetic scenes at 12 Hz (day, night, rain), small images."""
-    out = tmp_path_factory.mktemp("synthetic") / "logs"
-    synth.generate(synth.SynthConfig(out=out, scenes=3, seconds=2.0, width=192, height=112, fps=12, seed=0),
-                   progress=False)
-    return out
 
 
 @pytest.fixture

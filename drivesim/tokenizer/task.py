@@ -1,0 +1,146 @@
+"""The `tokenizer` training task: clips from the store, cropped to single-view windows; L1 plus an
+edge (image-gradient) and SSIM loss, as no pretrained perceptual network can be had; PSNR and SSIM
+on validation clips; reconstructions beside their originals for TensorBoard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from einops import rearrange
+
+from drivesim.errors import ConfigError
+from drivesim.tokenizer.layers import ResBlock
+from drivesim.tokenizer.metrics import gradient_loss, psnr, ssim
+from drivesim.tokenizer.model import PRESETS, CausalVideoTokenizer, TokenizerConfig
+from drivesim.train.config import from_dict
+
+
+@dataclass
+class TokenizerData:
+    """Which clips, and the window each training item is cut to."""
+
+    store: str = ""
+    frames: int = 9                                       # 1 + 4k for 4x temporal compression
+    crop: list[int] = field(default_factory=lambda: [128, 128])  # width, height; random in train, centred in val
+    size: list[int] | None = None                         # resize the stored frames first (width, height)
+    gradient_weight: float = 0.5
+    ssim_weight: float = 0.2
+
+
+class CroppedViews(torch.utils.data.Dataset):
+    """One random camera of a clip, a random (or centred) crop: video [3, T, h, w] in [-1, 1]."""
+
+    def __init__(self, config: TokenizerData, split: str, random_crop: bool):
+        from drivesim.data.dataset import ClipDataset
+
+        size = tuple(config.size) if config.size else None
+        self.clips = ClipDataset(config.store, split=split, frames=config.frames, num_views=1, size=size,
+                                 random_crop=random_crop)
+        width, height = size or (self.clips.settings["width"], self.clips.settings["height"])
+        self.crop, self.random = config.crop, random_crop
+        if config.crop[0] > width or config.crop[1] > height:
+            raise ConfigError(f"data.crop={config.crop} is larger than the frames ({width}x{height})")
+        self.width, self.height = width, height
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        video = self.clips[index]["video"][0]  # [T, 3, H, W] of the one chosen view
+        crop_w, crop_h = self.crop
+        if self.random:
+            left = int(torch.randint(self.width - crop_w + 1, ()))
+            top = int(torch.randint(self.height - crop_h + 1, ()))
+        else:
+            left, top = (self.width - crop_w) // 2, (self.height - crop_h) // 2
+        window = video[:, :, top:top + crop_h, left:left + crop_w]
+        return {"video": rearrange(window, "t c h w -> c t h w").contiguous()}
+
+
+def model_config(section: dict) -> TokenizerConfig:
+    """`model: {preset: small, temporal_compression: 4, ...}` -> a validated TokenizerConfig."""
+    section = dict(section)
+    preset = section.pop("preset", "small")
+    if preset not in PRESETS:
+        raise ConfigError(f"model.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    known = set(TokenizerConfig.__dataclass_fields__)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"model: unknown key {unknown[0]!r} (known: preset, {', '.join(sorted(known))})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    return PRESETS[preset](**values)
+
+
+class TokenizerTask:
+    name = "tokenizer"
+    block_types = (ResBlock,)
+
+    def build_model(self, model_section: dict) -> torch.nn.Module:
+        return CausalVideoTokenizer(model_config(model_section))
+
+    def datasets(self, data_section: dict):
+        config = from_dict(TokenizerData, data_section, "data")
+        if not config.store:
+            raise ConfigError("data.store is required: a clip store made by `drivesim ingest`")
+        train = CroppedViews(config, "train", random_crop=True)
+        self.weights = (config.gradient_weight, config.ssim_weight)
+        try:
+            val = CroppedViews(config, "val", random_crop=False)
+        except ConfigError:
+            val = None  # a store without val clips: train only
+        return train, val
+
+    def loss(self, model, batch):
+        video = batch["video"]
+        reconstruction, _, _ = model(video)
+        gradient_weight, ssim_weight = getattr(self, "weights", (0.5, 0.2))
+        l1 = (reconstruction - video).abs().mean()
+        edges = gradient_loss(reconstruction, video)
+        structure = 1 - ssim(reconstruction, video).mean()
+        loss = l1 + gradient_weight * edges + ssim_weight * structure
+        return loss, {"l1": float(l1.detach()), "psnr": float(psnr(reconstruction.detach(), video).mean())}
+
+    def validate(self, model, batches: Iterable[dict]) -> dict[str, float]:
+        scores = {"psnr": [], "ssim": [], "l1": []}
+        for batch in batches:
+            reconstruction = model(batch["video"])[0].clamp(-1, 1)
+            scores["psnr"].append(psnr(reconstruction, batch["video"]))
+            scores["ssim"].append(ssim(reconstruction, batch["video"]))
+            scores["l1"].append((reconstruction - batch["video"]).abs().flatten(1).mean(1))
+        return {name: float(torch.cat(values).mean()) for name, values in scores.items()}
+
+    def samples(self, model, batch):
+        video = batch["video"][:1]
+        reconstruction = model(video)[0].clamp(-1, 1)
+        frames = torch.linspace(0, video.shape[2] - 1, 3).round().long()
+        pair = torch.cat([video[:, :, frames], reconstruction[:, :, frames]], dim=-2)  # original above
+        image = rearrange(pair[0], "c t h w -> c h (t w)")
+        return {"original_over_reconstruction": (image + 1) / 2}
+
+
+def load_trained(path: str | Path, ema: bool = True, device: str = "cpu") -> CausalVideoTokenizer:
+    """A tokenizer from a training checkpoint folder (or a run folder: its newest checkpoint)."""
+    from drivesim.train.checkpoint import latest_checkpoint, load_weights, verify_checkpoint
+
+    path = Path(path)
+    if (path / "checkpoints").is_dir():
+        found = latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise ConfigError(f"--checkpoint {path}: no complete checkpoint in {path / 'checkpoints'}")
+        path = found
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"--checkpoint {path}: not a checkpoint folder (no config.yaml)")
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise ConfigError(f"--checkpoint {path}: {problem}")
+    document = yaml.safe_load((path / "config.yaml").read_text())
+    if document.get("task") != "tokenizer":
+        raise ConfigError(f"--checkpoint {path}: a {document.get('task')!r} checkpoint, not a tokenizer one")
+    model = CausalVideoTokenizer(model_config(document.get("model", {})))
+    weights = path / ("ema.safetensors" if ema and (path / "ema.safetensors").is_file() else "model.safetensors")
+    model.load_state_dict(load_weights(weights))
+    return model.to(device).eval()
