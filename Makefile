@@ -45,6 +45,9 @@ bench: setup
 	  echo "could not install$$missing: the peer's row will say why it is unavailable"; fi
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_store.py --record
+	$(PY) -m pip install -q -e ".[bench]"
+	test -d $(DEMO_OUT)-store || $(MAKE) demo
+	$(PY) benchmarks/bench_tokenizer.py --store $(DEMO_OUT)-store --record
 
 clean:
 	rm -rf out .pytest_cache

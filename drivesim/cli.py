@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -173,8 +174,9 @@ def _run_train(args) -> int:
         raise ConfigError(f"the config is for task {document['task']!r}, not {args.task!r}")
     config = from_dict(TrainConfig, document)
     result = train(config, task, resume=args.resume, progress=not args.quiet)
-    shown = ", ".join(f"{name} {value:.4g}" for name, value in sorted(result.items()))
-    print(f"done: {shown}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary, not one per process
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in sorted(result.items()))
+        print(f"done: {shown}")
     return 0
 
 

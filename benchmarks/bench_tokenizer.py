@@ -1,0 +1,283 @@
+"""drivesim's causal video tokenizer (the `small` preset, 4x8x8, 16 latent channels) against diffusers'
+AutoencoderKLCosmos at a matched size, side by side in one run: encode+decode throughput and peak memory
+on the same video, then PSNR and SSIM on the same val clips after the same training on the same batches.
+
+    .venv/bin/python benchmarks/bench_tokenizer.py [--store out/tok-store] [--steps 300] [--batch 2]
+        [--frames 9] [--crop 128] [--eval-clips 4] [--threads 2] [--repeats 5] [--record] [--quick]
+
+Needs diffusers without torchvision or another torch:
+`pip install --no-deps diffusers && pip install huggingface-hub regex importlib-metadata`.
+
+Throughput: one video, the front camera of the first val clip, whole stored frame (448x256 on a store
+from `drivesim ingest`), its first 1 + 4k frames up to 17; `model(video)` under torch.no_grad (encode,
+then decode the latents: the peer's posterior mode), a warm-up then the median of --repeats. Each model
+runs in its own subprocess of this script (--child): "peak MB" is that process's ru_maxrss (imports
+included), "+MB in run" the peak RSS during the passes (VmHWM, reset through /proc/self/clear_refs just
+before them) less the RSS after imports, model and input. Both use fresh seeded weights: the compute
+does not depend on them.
+
+Training parity: both start from scratch (seed 0) and take --steps AdamW steps on identical batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from drivesim.data.dataset import ClipDataset
+from drivesim.errors import DrivesimError
+from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, small
+from drivesim.tokenizer.task import CroppedViews, TokenizerData, TokenizerTask
+from drivesim.train.config import OptimConfig
+from drivesim.train.trainer import warmup_cosine
+from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
+
+PACKAGES = ("torch", "diffusers")
+OURS, PEER = "drivesim tokenizer small", "diffusers AutoencoderKLCosmos (peer)"
+# The peer at drivesim small's shape: the same 2-level Haar patching (patch_size 4), then 64 channels at
+# 1/4 and 128 at 1/8 resolution, one resnet per encoder stage (diffusers' decoder adds one per stage),
+# no attention outside the bottleneck (its mid block keeps spatial + causal temporal attention, drivesim's
+# spatial only). 3,224,960 parameters against drivesim small's 3,105,840 at 4x8x8: +3.8%.
+PEER_KWARGS = dict(latent_channels=16, encoder_block_out_channels=(64, 64, 128),
+                   decode_block_out_channels=(64, 64, 128), attention_resolutions=(), num_layers=1,
+                   patch_size=4, patch_type="haar", spatial_compression_ratio=8, temporal_compression_ratio=4)
+LR, WARMUP, SEED = 1e-3, 50, 0
+
+HEADING = "## bench_tokenizer: drivesim tokenizer against diffusers' AutoencoderKLCosmos"
+SIDES = f"""\
+- drivesim: `CausalVideoTokenizer(small())`, 4x8x8, 16 continuous latent channels (factorized causal
+  convolutions, channel RMSNorm, spatial attention in the bottleneck).
+- peer: diffusers `AutoencoderKLCosmos({", ".join(f"{k}={v!r}" for k, v in PEER_KWARGS.items())})`:
+  the same compression, latent channels and stage widths, parameters within 4%.
+  Reconstruction = `decode(encode(x).latent_dist.mode())`; its posterior is an `IdentityDistribution`
+  (Cosmos' continuous tokenizer is a plain autoencoder), so there is no KL term to add: both train with
+  the identical loss, drivesim's tokenizer task's L1 + 0.5 gradient + 0.2 (1 - SSIM).
+- both: videos [N, 3, 1 + 4k, H, W] in [-1, 1], first frame encoded alone; AdamW lr 1e-3 (betas, weight
+  decay and min-lr ratio from drivesim's OptimConfig), 50 warm-up steps then cosine, gradients clipped at
+  1.0, no EMA; PSNR and SSIM from drivesim.tokenizer.metrics on the reconstruction clamped to [-1, 1].
+"""
+
+
+class Peer(torch.nn.Module):
+    """AutoencoderKLCosmos behind the drivesim tokenizer's forward: video -> (reconstruction, latents, {})."""
+
+    def __init__(self):
+        super().__init__()
+        from diffusers import AutoencoderKLCosmos
+
+        self.vae = AutoencoderKLCosmos(**PEER_KWARGS)
+
+    def forward(self, video: torch.Tensor):
+        latents = self.vae.encode(video).latent_dist.mode()  # the latents themselves: deterministic
+        return self.vae.decode(latents).sample, latents, {}
+
+
+def build(name: str) -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    return CausalVideoTokenizer(small()) if name == "ours" else Peer()
+
+
+def parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def status_mb(field: str) -> float:
+    """VmRSS or VmHWM of this process in MB, from /proc/self/status."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def child(args) -> None:
+    """--child ours|peer: time model(video) on the saved input; the last stdout line is JSON."""
+    torch.set_num_threads(args.threads)
+    video = torch.load(args.child_input)
+    model = build(args.child).eval()
+    try:  # restart the high-water mark, so VmHWM below is the passes' peak (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before, high = status_mb("VmRSS"), lambda: status_mb("VmHWM")
+    except OSError:  # no reset: the rise of ru_maxrss, a lower bound
+        before, high = peak_mb(), peak_mb
+    times = []
+    with torch.no_grad():
+        for _ in range(args.repeats + 1):  # the first pass is the warm-up
+            start = time.perf_counter()
+            model(video)
+            times.append(time.perf_counter() - start)
+    print(json.dumps({"ms": 1000 * statistics.median(times[1:]), "peak_mb": peak_mb(), "run_mb": high() - before,
+                      "parameters": parameters(model)}))
+
+
+def measure(name: str, path: str, threads: int, repeats: int) -> dict:
+    command = [sys.executable, __file__, "--child", name, "--child-input", path, "--threads", str(threads),
+               "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"bench_tokenizer: the {name} throughput child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def seeded(dataset, index: int, seed: int) -> torch.Tensor:
+    """Item `index` with its random view (and crop) drawn from `seed`: the same for both models."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return dataset[index]["video"]
+
+
+def train(name: str, batch, eval_batches: list, steps: int, warmup: int) -> dict:
+    model, task, optim = build(name).train(), TokenizerTask(), OptimConfig()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=optim.betas, weight_decay=optim.weight_decay)
+    factor = functools.partial(warmup_cosine, warmup=warmup, total=steps, min_ratio=optim.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    seconds, every = 0.0, max(1, steps // 10)
+    for step in range(steps):
+        video = batch(step)  # read outside the clock
+        start = time.perf_counter()
+        loss, values = task.loss(model, {"video": video})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seconds += time.perf_counter() - start
+        if (step + 1) % every == 0 or step + 1 == steps:
+            print(f"  {name} step {step + 1}/{steps}: loss {float(loss.detach()):.4f}, train PSNR {values['psnr']:.2f} dB, "
+                  f"{seconds / (step + 1):.2f} s/step", flush=True)
+    with torch.no_grad():
+        scores = task.validate(model.eval(), eval_batches)
+    return {"psnr": scores["psnr"], "ssim": scores["ssim"], "s_per_step": seconds / max(1, steps)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser.add_argument("--store", type=Path, help="a clip store from `drivesim ingest` (default: out/tok-store)")
+    parser.add_argument("--steps", type=int, help="training steps for both models (default 300, 3 with --quick)")
+    parser.add_argument("--batch", type=int, help="training batch size (default 2, 1 with --quick)")
+    parser.add_argument("--frames", type=int, help="frames per training and eval window, 1 + 4k (default 9, 5 with --quick)")
+    parser.add_argument("--crop", type=int, help="training crop, square (default 128, 64 with --quick)")
+    parser.add_argument("--eval-clips", type=int, help="val clips scored, whole frame (default 4, 1 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed encode+decode passes (default 5, 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, for every part of the run")
+    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 3 steps, tiny windows and throughput input")
+    parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-input", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    q = args.quick
+    for name, full, quick in (("steps", 300, 3), ("batch", 2, 1), ("frames", 9, 5), ("crop", 128, 64),
+                              ("eval_clips", 4, 1), ("repeats", 5, 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if q else full)
+    torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args)
+    args.store = args.store or Path(__file__).resolve().parents[1] / "out" / "tok-store"
+    if (args.frames - 1) % 4 or args.frames < 1:
+        raise SystemExit(f"bench_tokenizer: --frames {args.frames}: both models take 1 + 4k frames (e.g. 9 or 17)")
+    if not args.store.exists():
+        raise SystemExit(f"bench_tokenizer: no clip store at {args.store}; make one with `drivesim ingest "
+                         f"--dataroot LOGS --out {args.store}`, or run `make demo` and pass --store out/demo-store")
+    try:
+        import diffusers  # noqa: F401  (fail here, not in a child)
+    except ImportError:
+        raise SystemExit("bench_tokenizer: needs diffusers: .venv/bin/pip install --no-deps diffusers && "
+                         ".venv/bin/pip install huggingface-hub regex importlib-metadata") from None
+
+    try:
+        data = functools.partial(TokenizerData, store=str(args.store), frames=args.frames)
+        train_set = CroppedViews(data(crop=[args.crop] * 2), "train", random_crop=True)
+        width, height = train_set.width, train_set.height
+        eval_crop = [args.crop] * 2 if q else [width, height]
+        val_set = CroppedViews(data(crop=eval_crop), "val", random_crop=False)
+        clip_frames = val_set.clips.settings["frames"]
+        bench_frames = 5 if q else 1 + 4 * ((min(17, clip_frames) - 1) // 4)
+        cameras = val_set.clips.cameras
+        view = "CAM_FRONT" if "CAM_FRONT" in cameras else cameras[0]
+        bench = ClipDataset(args.store, "val", frames=bench_frames, views=[view], random_crop=False)[0]
+    except DrivesimError as error:
+        raise SystemExit(f"bench_tokenizer: {error}") from None
+    video = flatten_views(bench["video"][None])  # [1, 3, T, H, W]
+    if q:  # a centred 128x128 (or smaller) window
+        h, w = min(128, height) // 8 * 8, min(128, width) // 8 * 8
+        top, left = (height - h) // 2, (width - w) // 2
+        video = video[..., top:top + h, left:left + w].contiguous()
+    bench_shape = f"{video.shape[2]} frames x {video.shape[3]}x{video.shape[4]} (HxW)"
+    started, load = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime()), os.getloadavg()[0]
+
+    print(f"throughput: 1 video, {bench_shape}, {view} of val clip {bench['clip_id']}, {args.threads} threads, "
+          f"median of {args.repeats} after a warm-up, each model in a subprocess ...", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "video.pt")
+        torch.save(video, path)
+        speed = {name: measure(name, path, args.threads, args.repeats) for name in ("ours", "peer")}
+    for name, value in speed.items():
+        print(f"  {name}: {value['ms']:.0f} ms, peak {value['peak_mb']:.0f} MB (+{value['run_mb']:.0f} in run)", flush=True)
+
+    eval_count = min(args.eval_clips, len(val_set))
+    eval_batches = [{"video": seeded(val_set, i, SEED + i)[None]} for i in range(eval_count)]
+
+    def batch(step: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(SEED * 1_000_003 + step)
+        indices = torch.randint(len(train_set), (args.batch,), generator=generator).tolist()
+        return torch.stack([seeded(train_set, index, SEED * 1_000_003 + step * 64 + k) for k, index in enumerate(indices)])
+
+    warmup = min(WARMUP, max(1, args.steps // 2))
+    print(f"training both for {args.steps} steps (batch {args.batch}, {args.frames} frames x {args.crop}x{args.crop} "
+          f"crops of {len(train_set)} train clips), then scoring {eval_count} val clip(s) at "
+          f"{args.frames} frames x {eval_crop[1]}x{eval_crop[0]} ...", flush=True)
+    quality = {name: train(name, batch, eval_batches, args.steps, warmup) for name in ("ours", "peer")}
+
+    rows = [("model", "parameters", "encode+decode ms", "videos/s", "peak MB", "+MB in run", "train s/step",
+             "PSNR dB", "SSIM")]
+    for name, label in (("ours", OURS), ("peer", PEER)):
+        s, r = speed[name], quality[name]
+        rows.append((label, f"{s['parameters']:,}", f"{s['ms']:.0f}", f"{1000 / s['ms']:.3f}", f"{s['peak_mb']:.0f}",
+                     f"{s['run_mb']:.0f}", f"{r['s_per_step']:.2f}", f"{r['psnr']:.2f}",
+                     f"{r['ssim']:.4f}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    plain = "\n".join(row[0].ljust(widths[0]) + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:]))
+                      for row in rows)
+    markdown = "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                         + ["| " + " | ".join(row) + " |" for row in rows[1:]])
+    speedup = speed["peer"]["ms"] / speed["ours"]["ms"]
+    gap = quality["ours"]["psnr"] - quality["peer"]["psnr"]
+    fast, sharp = speedup >= 1.5, gap >= 0
+    goals = (f"goal throughput (>= 1.5x the peer's videos/s): {'met' if fast else 'NOT met'}, {speedup:.2f}x\n"
+             f"goal PSNR (no lower than the peer's after {args.steps} steps): {'met' if sharp else 'NOT met'}, "
+             f"{quality['ours']['psnr']:.2f} vs {quality['peer']['psnr']:.2f} dB ({gap:+.2f})")
+    setup = (f"throughput input: 1 video, {bench_shape}, {view} of val clip {bench['clip_id']}, torch.no_grad, "
+             f"{args.threads} threads, median of {args.repeats} after a warm-up, each model in its own process "
+             f"(peak MB: its ru_maxrss; +MB in run: its peak RSS during the passes less its RSS before them). "
+             f"Training: {args.steps} steps, "
+             f"batch {args.batch}, {args.frames} frames x {args.crop}x{args.crop} random crops of one random camera "
+             f"of {len(train_set)} train clips, identical batches for both, {warmup} warm-up step(s); scores on "
+             f"{eval_count} val clip(s), {args.frames} frames x {eval_crop[1]}x{eval_crop[0]}, one camera each")
+    print(f"\n{plain}\n{setup}\n{goals}")
+    if args.record:
+        reading = (f"drivesim's tokenizer encodes and decodes {speedup:.2f}x as fast as the matched Cosmos VAE "
+                   f"({'meeting' if fast else 'missing'} the 1.5x goal) and reaches {gap:+.2f} dB PSNR against it "
+                   f"after {args.steps} identical steps ({'meeting' if sharp else 'missing'} the PSNR goal).")
+        command = shlex.join([".venv/bin/python", *sys.argv])
+        entry = (f"### {started}\n\n{machine(PACKAGES)}; load average {load:.1f} at the start, "
+                 f"{os.getloadavg()[0]:.1f} at the end.\n\n`{command}` (store {args.store})\n\n{markdown}\n\n"
+                 f"{setup}.\n\n" + goals.replace("\n", ".\n") + f".\n\n{reading}\n")
+        print(f"appended to {record(HEADING, SIDES, entry)}")
+
+
+if __name__ == "__main__":
+    main()
