@@ -13,6 +13,7 @@ import yaml
 from einops import rearrange
 
 from drivesim.errors import ConfigError
+from drivesim.tokenizer.discriminator import PatchDiscriminator, TokenizerGAN
 from drivesim.tokenizer.layers import ResBlock
 from drivesim.tokenizer.metrics import gradient_loss, psnr, ssim
 from drivesim.tokenizer.model import PRESETS, CausalVideoTokenizer, TokenizerConfig
@@ -27,8 +28,24 @@ class TokenizerData:
     frames: int = 9                                       # 1 + 4k for 4x temporal compression
     crop: list[int] = field(default_factory=lambda: [128, 128])  # width, height; random in train, centred in val
     size: list[int] | None = None                         # resize the stored frames first (width, height)
+
+
+@dataclass
+class TokenizerLoss:
+    """L1 + gradient_weight * edge L1 + ssim_weight * (1 - SSIM) [+ adversarial_weight * hinge GAN]."""
+
     gradient_weight: float = 0.5
     ssim_weight: float = 0.2
+    adversarial_weight: float = 0.0   # > 0 adds a patch discriminator (see discriminator.py)
+    discriminator_channels: int = 32
+
+    def validate(self) -> "TokenizerLoss":
+        for name in ("gradient_weight", "ssim_weight", "adversarial_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
+        if self.discriminator_channels < 1:
+            raise ConfigError(f"loss.discriminator_channels must be >= 1, got {self.discriminator_channels}")
+        return self
 
 
 class CroppedViews(torch.utils.data.Dataset):
@@ -79,15 +96,23 @@ class TokenizerTask:
     name = "tokenizer"
     block_types = (ResBlock,)
 
+    def __init__(self):
+        self.weights = TokenizerLoss()
+
+    def configure_loss(self, loss_section: dict) -> None:
+        self.weights = from_dict(TokenizerLoss, loss_section, "loss").validate()
+
     def build_model(self, model_section: dict) -> torch.nn.Module:
-        return CausalVideoTokenizer(model_config(model_section))
+        tokenizer = CausalVideoTokenizer(model_config(model_section))
+        if self.weights.adversarial_weight > 0:
+            return TokenizerGAN(tokenizer, PatchDiscriminator(self.weights.discriminator_channels))
+        return tokenizer
 
     def datasets(self, data_section: dict):
         config = from_dict(TokenizerData, data_section, "data")
         if not config.store:
             raise ConfigError("data.store is required: a clip store made by `drivesim ingest`")
         train = CroppedViews(config, "train", random_crop=True)
-        self.weights = (config.gradient_weight, config.ssim_weight)
         try:
             val = CroppedViews(config, "val", random_crop=False)
         except ConfigError:
@@ -95,14 +120,20 @@ class TokenizerTask:
         return train, val
 
     def loss(self, model, batch):
-        video = batch["video"]
-        reconstruction, _, _ = model(video)
-        gradient_weight, ssim_weight = getattr(self, "weights", (0.5, 0.2))
+        video, weights = batch["video"], self.weights
+        adversarial = weights.adversarial_weight > 0
+        reconstruction, _, extras = model(video, adversarial=True) if adversarial else model(video)
         l1 = (reconstruction - video).abs().mean()
         edges = gradient_loss(reconstruction, video)
         structure = 1 - ssim(reconstruction, video).mean()
-        loss = l1 + gradient_weight * edges + ssim_weight * structure
-        return loss, {"l1": float(l1.detach()), "psnr": float(psnr(reconstruction.detach(), video).mean())}
+        loss = l1 + weights.gradient_weight * edges + weights.ssim_weight * structure
+        values = {"l1": float(l1.detach()), "psnr": float(psnr(reconstruction.detach(), video).mean())}
+        if adversarial:
+            # One sum, one optimizer step: the two terms reach disjoint weights (see TokenizerGAN).
+            loss = loss + weights.adversarial_weight * extras["generator_loss"] + extras["discriminator_loss"]
+            values.update(generator=float(extras["generator_loss"].detach()),
+                          discriminator=float(extras["discriminator_loss"].detach()))
+        return loss, values
 
     def validate(self, model, batches: Iterable[dict]) -> dict[str, float]:
         scores = {"psnr": [], "ssim": [], "l1": []}
@@ -142,5 +173,8 @@ def load_trained(path: str | Path, ema: bool = True, device: str = "cpu") -> Cau
         raise ConfigError(f"--checkpoint {path}: a {document.get('task')!r} checkpoint, not a tokenizer one")
     model = CausalVideoTokenizer(model_config(document.get("model", {})))
     weights = path / ("ema.safetensors" if ema and (path / "ema.safetensors").is_file() else "model.safetensors")
-    model.load_state_dict(load_weights(weights))
+    state = load_weights(weights)
+    if any(name.startswith("tokenizer.") for name in state):  # trained with a discriminator: drop it
+        state = {name[len("tokenizer."):]: t for name, t in state.items() if name.startswith("tokenizer.")}
+    model.load_state_dict(state)
     return model.to(device).eval()

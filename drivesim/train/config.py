@@ -53,6 +53,7 @@ class TrainConfig:
     max_bad_steps: int = 5             # consecutive non-finite losses before the run stops
     model: dict = field(default_factory=dict)  # the task's model config, checked by the task
     data: dict = field(default_factory=dict)   # the task's data config, checked by the task
+    loss: dict = field(default_factory=dict)   # the task's loss weights, checked by the task
 
     def validate(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "log_every", "val_every", "val_batches", "sample_every",

@@ -13,6 +13,9 @@ class Task(Protocol):
     name: str
     block_types: tuple[type, ...]  # sharded one by one under FSDP, checkpointed when asked
 
+    def configure_loss(self, loss_config: dict) -> None:
+        """Take the config's `loss` section (weights); called before build_model."""
+
     def build_model(self, model_config: dict) -> torch.nn.Module:
         """The model from the config's `model` section (raise ConfigError naming a bad key)."""
 

@@ -109,6 +109,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.run_dir = Path(config.out)
         self.checkpoints = self.run_dir / "checkpoints"
+        if hasattr(task, "configure_loss"):
+            task.configure_loss(config.loss)
         model = task.build_model(config.model).to(self.world.device)
         if config.activation_checkpointing:
             checkpoint_blocks(model, task.block_types)

@@ -95,3 +95,32 @@ def test_task_loss_is_finite_and_gives_gradients():
     loss.backward()
     assert torch.isfinite(loss) and {"l1", "psnr"} <= set(values)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_adversarial_terms_reach_disjoint_weights():
+    task = TokenizerTask()
+    task.configure_loss({"adversarial_weight": 0.1, "discriminator_channels": 8})
+    model = task.build_model({"preset": "tiny"})
+    video = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    _, _, extras = model(video, adversarial=True)
+    extras["generator_loss"].backward(retain_graph=True)
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.tokenizer.parameters())
+    model.zero_grad(set_to_none=True)
+    extras["discriminator_loss"].backward()
+    assert all(p.grad is None for p in model.tokenizer.parameters())
+    assert all(p.grad is not None for p in model.discriminator.parameters())
+    loss, values = task.loss(model, {"video": video})
+    assert torch.isfinite(loss) and {"generator", "discriminator"} <= set(values)
+
+
+def test_a_run_with_the_adversarial_term_gives_a_loadable_tokenizer(synthetic_store, tmp_path):
+    out = tmp_path / "gan"
+    assert main(["train", "tokenizer", "--config", str(CONFIG), f"data.store={synthetic_store}", f"out={out}",
+                 "steps=2", "checkpoint_every=2", "val_every=2", "sample_every=2", "loss.adversarial_weight=0.1",
+                 "--quiet"]) == 0
+    model = load_trained(out)
+    assert not hasattr(model, "discriminator")
+    assert model(torch.zeros(1, 3, 5, 32, 32))[0].shape == (1, 3, 5, 32, 32)
+    with pytest.raises(ConfigError, match="loss.ssim_weight must be >= 0"):
+        TokenizerTask().configure_loss({"ssim_weight": -1})
