@@ -39,7 +39,7 @@ from drivesim.data.nuscenes import calibration, open_log, scene_timeline
 from drivesim.data.store import open_store
 from drivesim.data.synth import SynthConfig, generate
 from drivesim.errors import DataError
-from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
+from results import heading, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 
 PACKAGES = ("torch", "zarr", "pillow", "nuscenes-devkit")
 
@@ -227,8 +227,8 @@ def main() -> None:
                    f"5x goal {'holds' if speedup >= 5 else 'does not hold'} here ({best:.1f}x the fastest peer "
                    f"variant); its clips take {store_bytes / jpeg_bytes:.2f}x the bytes of the JPEGs they come from.")
         command = shlex.join([".venv/bin/python", *sys.argv])
-        entry = (f"### {started}\n\n{machine(PACKAGES)}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
-                 f"the end.\n\n`{command}` (log {dataroot}, {len(timelines)} scene(s), {clips} clips)\n\n{markdown}\n\n"
+        entry = (f"{heading(started, PACKAGES, load, command)} (log {dataroot}, {len(timelines)} scene(s), "
+                 f"{clips} clips)\n\n{markdown}\n\n"
                  f"{size_line}.\n\n{agree_line}.\n\n{verdict}.\n\n{reading}\n")
         print(f"appended to {record(HEADING, SIDES, entry)}")
 

@@ -42,7 +42,7 @@ from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, small
 from drivesim.tokenizer.task import CroppedViews, TokenizerData, TokenizerTask
 from drivesim.train.config import OptimConfig
 from drivesim.train.trainer import warmup_cosine
-from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
+from results import heading, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 
 PACKAGES = ("torch", "diffusers")
 OURS, PEER = "drivesim tokenizer small", "diffusers AutoencoderKLCosmos (peer)"
@@ -273,8 +273,7 @@ def main() -> None:
                    f"({'meeting' if fast else 'missing'} the 1.5x goal) and reaches {gap:+.2f} dB PSNR against it "
                    f"after {args.steps} identical steps ({'meeting' if sharp else 'missing'} the PSNR goal).")
         command = shlex.join([".venv/bin/python", *sys.argv])
-        entry = (f"### {started}\n\n{machine(PACKAGES)}; load average {load:.1f} at the start, "
-                 f"{os.getloadavg()[0]:.1f} at the end.\n\n`{command}` (store {args.store})\n\n{markdown}\n\n"
+        entry = (f"{heading(started, PACKAGES, load, command)} (store {args.store})\n\n{markdown}\n\n"
                  f"{setup}.\n\n" + goals.replace("\n", ".\n") + f".\n\n{reading}\n")
         print(f"appended to {record(HEADING, SIDES, entry)}")
 

@@ -34,3 +34,9 @@ def record(heading: str, preamble: str, entry: str) -> Path:
     text = text[:end].rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else "")
     RESULTS.write_text(text, encoding="utf-8")
     return RESULTS
+
+
+def heading(started: str, packages: tuple[str, ...], load_at_start: float, command: str) -> str:
+    """The first lines of an entry: when, on what, how busy the machine was, and the command."""
+    return (f"### {started}\n\n{machine(packages)}; load average {load_at_start:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end.\n\n`{command}`")
