@@ -36,20 +36,25 @@ CAMERA_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT
 
 
 def _check_tables(table_root: Path) -> None:
-    """Name the first missing or unreadable table before the devkit fails with a bare assertion."""
+    """Name the first missing table before the devkit fails with a bare assertion."""
     for table in TABLES:
         path = table_root / f"{table}.json"
         if not path.is_file():
             raise DataError(f"{path}: table missing (a nuScenes version folder holds {len(TABLES)} tables)")
+
+
+def _unreadable_table(table_root: Path) -> DataError | None:
+    """After the devkit failed to parse: which table is not a JSON list (tables are only re-read on error)."""
     for table in TABLES:
         path = table_root / f"{table}.json"
         try:
             with open(path, "rb") as file:
                 document = json.load(file)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DataError(f"{path}: not valid JSON ({error})") from None
+            return DataError(f"{path}: not valid JSON ({error})")
         if not isinstance(document, list):
-            raise DataError(f"{path}: expected a JSON list of records, got {type(document).__name__}")
+            return DataError(f"{path}: expected a JSON list of records, got {type(document).__name__}")
+    return None
 
 
 def open_log(dataroot: str | Path, version: str):
@@ -67,7 +72,10 @@ def open_log(dataroot: str | Path, version: str):
 
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
-    except (KeyError, AssertionError, TypeError, IndexError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AssertionError, TypeError, IndexError) as error:
+        named = _unreadable_table(table_root)
+        if named is not None:
+            raise named from None
         raise DataError(f"{table_root}: the tables do not fit together ({type(error).__name__}: {error})") from None
 
 

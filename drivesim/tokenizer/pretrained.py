@@ -25,15 +25,13 @@ def _write_atomically(path: Path, write) -> None:
 
 def save_pretrained(model: CausalVideoTokenizer, folder: str | os.PathLike) -> Path:
     """Write config.yaml and model.safetensors into folder (created if missing); returns the folder."""
-    from safetensors.torch import save_file
+    from drivesim.train.checkpoint import save_weights
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config_text = yaml.safe_dump(model.config.to_dict(), sort_keys=False)
     _write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(config_text))
-    # safetensors refuses tensors that share storage or are not contiguous: give it plain copies.
-    state = {name: tensor.detach().contiguous().clone() for name, tensor in model.state_dict().items()}
-    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_file(state, str(path)))
+    _write_atomically(folder / WEIGHTS_FILE, lambda path: save_weights(model.state_dict(), path))
     return folder
 
 

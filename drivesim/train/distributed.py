@@ -142,12 +142,17 @@ def load_full_optimizer_state(model, optimizer, state: dict) -> None:
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
-def all_finite(value: torch.Tensor, world: World) -> bool:
-    """True when the loss is finite on every rank: all skip a bad step together."""
-    flag = torch.tensor([float(torch.isfinite(value).all())], device=world.device)
+def everywhere(flag: bool, world: World) -> bool:
+    """True when `flag` holds on every rank, so all ranks take the same branch (e.g. skip a bad step)."""
+    value = torch.tensor([float(flag)], device=world.device)
     if world.distributed:
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() > 0)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() > 0)
+
+
+def all_finite(value: torch.Tensor, world: World) -> bool:
+    """True when `value` is finite on every rank."""
+    return everywhere(bool(torch.isfinite(value).all()), world)
 
 
 def mean_across(values: dict[str, float], world: World) -> dict[str, float]:

@@ -190,11 +190,13 @@ class Trainer:
             batch = _to_device(next(batches), self.world.device)
             with _no_sync(self.model, micro == accum - 1), self.autocast:
                 loss, values = self.task.loss(self.model, batch)
-            finite = ddp.all_finite(loss.detach(), self.world) and finite
+            finite = finite and bool(torch.isfinite(loss.detach()).all())
             (loss / accum).backward()
             total += float(loss.detach()) / accum
             for name, value in values.items():
                 logged[name] = logged.get(name, 0.0) + value / accum
+        # One agreement per step, not per micro-step: every process skips a bad step together.
+        finite = ddp.everywhere(finite, self.world)
         grad_norm = torch.tensor(0.0)
         if finite and self.config.optim.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
