@@ -16,7 +16,7 @@ from drivesim.errors import ConfigError
 from drivesim.tokenizer.discriminator import PatchDiscriminator, TokenizerGAN
 from drivesim.tokenizer.layers import ResBlock
 from drivesim.tokenizer.metrics import gradient_loss, psnr, ssim
-from drivesim.tokenizer.model import PRESETS, CausalVideoTokenizer, TokenizerConfig
+from drivesim.tokenizer.model import PRESETS, CausalVideoTokenizer, TokenizerConfig, fit_linear_path
 from drivesim.train.config import from_dict
 
 
@@ -107,6 +107,20 @@ class TokenizerTask:
         if self.weights.adversarial_weight > 0:
             return TokenizerGAN(tokenizer, PatchDiscriminator(self.weights.discriminator_channels))
         return tokenizer
+
+    def initialize(self, model, train_set, seed: int, windows: int = 32):
+        """Fit the linear path to the principal components of blocks of `windows` training windows."""
+        tokenizer = model.tokenizer if isinstance(model, TokenizerGAN) else model
+        if not tokenizer.config.linear_path:
+            return
+        with torch.random.fork_rng():  # the windows depend on the seed only, and the run's RNG is untouched
+            torch.manual_seed(seed)
+            picks = torch.randint(len(train_set), (windows,)).tolist()
+            videos = torch.stack([train_set[i]["video"] for i in picks])
+        device = next(tokenizer.parameters()).device
+        kept = fit_linear_path(tokenizer, videos.to(device))
+        yield (f"linear path: fitted to the principal components of {windows} training windows "
+               f"({100 * kept:.1f}% of the block variance kept)")
 
     def datasets(self, data_section: dict):
         config = from_dict(TokenizerData, data_section, "data")

@@ -22,6 +22,10 @@ class Task(Protocol):
     def datasets(self, data_config: dict) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset | None]:
         """(train, val) from the config's `data` section; val may be None."""
 
+    def initialize(self, model: torch.nn.Module, train_set, seed: int) -> Iterable[str]:
+        """Optional: set weights from the training data before the first step of a fresh run (not on
+        --resume); deterministic in `seed`, so every rank does the same. Yields lines to print."""
+
     def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar loss to minimise and named values to log."""
 

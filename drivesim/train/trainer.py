@@ -111,7 +111,12 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         if hasattr(task, "configure_loss"):
             task.configure_loss(config.loss)
+        self.train_set, self.val_set = task.datasets(config.data)
         model = task.build_model(config.model).to(self.world.device)
+        if not resume and hasattr(task, "initialize"):
+            # Data-dependent initialisation, the same on every rank (the task draws with its own seed).
+            for line in task.initialize(model, self.train_set, config.seed):
+                self._say(line)
         if config.activation_checkpointing:
             checkpoint_blocks(model, task.block_types)
         self.model = ddp.wrap(model, self.world, config.parallel, task.block_types)
@@ -132,7 +137,6 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.world.device.type == "cuda" and config.precision in ("auto", "bf16")
                          else contextlib.nullcontext())
-        self.train_set, self.val_set = task.datasets(config.data)
 
     def _resume(self) -> None:
         found = ckpt.latest_checkpoint(self.checkpoints, report=self._say)
