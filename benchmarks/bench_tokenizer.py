@@ -16,7 +16,8 @@ included), "+MB in run" the peak RSS during the passes (VmHWM, reset through /pr
 before them) less the RSS after imports, model and input. Both use fresh seeded weights: the compute
 does not depend on them.
 
-Training parity: both start from scratch (seed 0) and take --steps AdamW steps on identical batches.
+Training parity: both start from scratch (seed 0) and take --steps AdamW steps on identical batches; ours
+first fits its linear path to 32 training windows, as its training command does (the time is printed).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from drivesim.errors import DrivesimError
 from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, small
 from drivesim.tokenizer.task import CroppedViews, TokenizerData, TokenizerTask
 from drivesim.train.config import OptimConfig
+from drivesim.train.distributed import flush_denormals
 from drivesim.train.trainer import warmup_cosine
 from results import heading, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 
@@ -49,7 +51,7 @@ OURS, PEER = "drivesim tokenizer small", "diffusers AutoencoderKLCosmos (peer)"
 # The peer at drivesim small's shape: the same 2-level Haar patching (patch_size 4), then 64 channels at
 # 1/4 and 128 at 1/8 resolution, one resnet per encoder stage (diffusers' decoder adds one per stage),
 # no attention outside the bottleneck (its mid block keeps spatial + causal temporal attention, drivesim's
-# spatial only). 3,224,960 parameters against drivesim small's 3,105,840 at 4x8x8: +3.8%.
+# spatial only). 3,224,960 parameters against drivesim small's 3,129,216 at 4x8x8: +3.1%.
 PEER_KWARGS = dict(latent_channels=16, encoder_block_out_channels=(64, 64, 128),
                    decode_block_out_channels=(64, 64, 128), attention_resolutions=(), num_layers=1,
                    patch_size=4, patch_type="haar", spatial_compression_ratio=8, temporal_compression_ratio=4)
@@ -58,7 +60,8 @@ LR, WARMUP, SEED = 1e-3, 50, 0
 HEADING = "## bench_tokenizer: drivesim tokenizer against diffusers' AutoencoderKLCosmos"
 SIDES = f"""\
 - drivesim: `CausalVideoTokenizer(small())`, 4x8x8, 16 continuous latent channels (factorized causal
-  convolutions, channel RMSNorm, spatial attention in the bottleneck).
+  convolutions without normalisation, spatial attention in the bottleneck, parameter-free shortcuts, and
+  the linear block path fitted to 32 training windows before step 0, as `drivesim train tokenizer` does).
 - peer: diffusers `AutoencoderKLCosmos({", ".join(f"{k}={v!r}" for k, v in PEER_KWARGS.items())})`:
   the same compression, latent channels and stage widths, parameters within 4%.
   Reconstruction = `decode(encode(x).latent_dist.mode())`; its posterior is an `IdentityDistribution`
@@ -106,6 +109,7 @@ def status_mb(field: str) -> float:
 def child(args) -> None:
     """--child ours|peer: time model(video) on the saved input; the last stdout line is JSON."""
     torch.set_num_threads(args.threads)
+    flush_denormals()  # as `drivesim train` does, for both models
     video = torch.load(args.child_input)
     model = build(args.child).eval()
     try:  # restart the high-water mark, so VmHWM below is the passes' peak (Linux >= 4.0)
@@ -139,9 +143,13 @@ def seeded(dataset, index: int, seed: int) -> torch.Tensor:
         return dataset[index]["video"]
 
 
-def train(name: str, batch, eval_batches: list, steps: int, warmup: int) -> dict:
+def train(name: str, batch, eval_batches: list, steps: int, warmup: int, train_set) -> dict:
     model, task, optim = build(name).train(), TokenizerTask(), OptimConfig()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=optim.betas, weight_decay=optim.weight_decay)
+    fit_start = time.perf_counter()
+    for line in task.initialize(model, train_set, SEED) if name == "ours" else ():  # what `drivesim train` does
+        print(f"  {name}: {line} in {time.perf_counter() - fit_start:.1f} s", flush=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=LR, betas=optim.betas, weight_decay=optim.weight_decay)
     factor = functools.partial(warmup_cosine, warmup=warmup, total=steps, min_ratio=optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     seconds, every = 0.0, max(1, steps // 10)
@@ -151,7 +159,7 @@ def train(name: str, batch, eval_batches: list, steps: int, warmup: int) -> dict
         loss, values = task.loss(model, {"video": video})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainable, optim.grad_clip)
         optimizer.step()
         scheduler.step()
         seconds += time.perf_counter() - start
@@ -184,6 +192,7 @@ def main() -> None:
         if getattr(args, name) is None:
             setattr(args, name, quick if q else full)
     torch.set_num_threads(args.threads)
+    flush_denormals()  # as `drivesim train` does, for both models
     if args.child:
         return child(args)
     args.store = args.store or Path(__file__).resolve().parents[1] / "out" / "tok-store"
@@ -240,7 +249,7 @@ def main() -> None:
     print(f"training both for {args.steps} steps (batch {args.batch}, {args.frames} frames x {args.crop}x{args.crop} "
           f"crops of {len(train_set)} train clips), then scoring {eval_count} val clip(s) at "
           f"{args.frames} frames x {eval_crop[1]}x{eval_crop[0]} ...", flush=True)
-    quality = {name: train(name, batch, eval_batches, args.steps, warmup) for name in ("ours", "peer")}
+    quality = {name: train(name, batch, eval_batches, args.steps, warmup, train_set) for name in ("ours", "peer")}
 
     rows = [("model", "parameters", "encode+decode ms", "videos/s", "peak MB", "+MB in run", "train s/step",
              "PSNR dB", "SSIM")]

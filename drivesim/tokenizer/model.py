@@ -166,7 +166,8 @@ class BlockLinear(nn.Module):
 @torch.no_grad()
 def fit_linear_path(model: "CausalVideoTokenizer", videos: torch.Tensor) -> float:
     """Set the linear path to the principal components of the blocks of `videos` [N, 3, T, H, W]: the best
-    linear block code in mean squared error. Returns the fraction of the block variance it keeps."""
+    linear block code in mean squared error, with whitened (unit-variance) latents. Returns the fraction of
+    the block variance it keeps."""
     encoder, decoder = model.encoder.linear, model.decoder.linear
     if encoder is None:
         raise ConfigError("fit_linear_path needs TokenizerConfig.linear_path=True")
@@ -176,9 +177,12 @@ def fit_linear_path(model: "CausalVideoTokenizer", videos: torch.Tensor) -> floa
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     k = encoder.proj.out_channels
     basis = eigenvectors[:, -k:].flip(-1).T  # (k, d): the top k components, largest first
-    encoder.proj.weight.copy_(basis.view(k, -1, 1, 1, 1))
-    encoder.proj.bias.copy_(-(basis @ mean))
-    decoder.proj.weight.copy_(basis.T.reshape(-1, k, 1, 1, 1))
+    # Whitened: each latent channel has unit variance on the data, whatever its component's energy, so the
+    # deep path (and later the world model) sees inputs of one scale; the decoder scales back.
+    scale = eigenvalues[-k:].flip(-1).clamp_min(1e-12).sqrt()  # (k,)
+    encoder.proj.weight.copy_((basis / scale[:, None]).view(k, -1, 1, 1, 1))
+    encoder.proj.bias.copy_(-(basis @ mean) / scale)
+    decoder.proj.weight.copy_((basis.T * scale).reshape(-1, k, 1, 1, 1))
     decoder.proj.bias.copy_(mean)
     return float(eigenvalues[-k:].sum() / eigenvalues.sum().clamp_min(1e-12))
 
@@ -361,11 +365,12 @@ def unflatten_views(x: torch.Tensor, num_views: int) -> torch.Tensor:
 
 
 # Size presets; any compression combines with any of them, e.g. small(temporal_compression=8).
-# Parameters (continuous; discrete adds 214), checked by tests/tokenizer/test_model.py:
+# Parameters (continuous; discrete adds 214), checked by tests/tokenizer/test_model.py; the linear path's
+# share (frozen after fitting) is 2 * 16 * 3*tc*s*s + 16 + 3*tc*s*s: 25,360 at 4x8x8, 50,704 at 8x8x8.
 #          4x8x8        8x8x8       8x16x16
-#   tiny      79,320       81,088       98,792
-#   small  3,105,840    3,216,752    4,336,816
-#   base  15,823,728   16,266,736   65,335,664
+#   tiny     104,432      131,544      301,248
+#   small  3,129,216    3,265,472    4,537,088
+#   base  15,843,584   16,311,936   65,526,528
 def tiny(**overrides) -> TokenizerConfig:
     """For tests: seconds on a CPU."""
     return dataclasses.replace(TokenizerConfig(channels=8, channel_multipliers=(1, 2, 2, 2), blocks_per_stage=1),

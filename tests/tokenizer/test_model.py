@@ -12,9 +12,9 @@ from drivesim.tokenizer.model import (PRESETS, CausalVideoTokenizer, ShapeError,
 
 # Parameters per preset and compression, continuous (discrete adds the projections: (16*6 + 6) + (6*16 + 16) = 214).
 PARAMETERS = {
-    ("tiny", 4, 8): 79_320, ("tiny", 8, 8): 81_088, ("tiny", 8, 16): 98_792,
-    ("small", 4, 8): 3_105_840, ("small", 8, 8): 3_216_752, ("small", 8, 16): 4_336_816,
-    ("base", 4, 8): 15_823_728, ("base", 8, 8): 16_266_736, ("base", 8, 16): 65_335_664,
+    ("tiny", 4, 8): 104_432, ("tiny", 8, 8): 131_544, ("tiny", 8, 16): 301_248,
+    ("small", 4, 8): 3_129_216, ("small", 8, 8): 3_265_472, ("small", 8, 16): 4_537_088,
+    ("base", 4, 8): 15_843_584, ("base", 8, 8): 16_311_936, ("base", 8, 16): 65_526_528,
 }
 
 
@@ -158,3 +158,61 @@ def test_preset_parameter_counts(capsys):
     with capsys.disabled():
         print("\ntokenizer parameters (continuous):\n" + "\n".join(rows))
     assert 1_000_000 <= PARAMETERS["small", 4, 8] <= 5_000_000 and 10_000_000 <= PARAMETERS["base", 4, 8] <= 99_000_000
+
+
+def block_pca_reconstruction(videos: torch.Tensor, temporal: int, spatial: int, k: int) -> torch.Tensor:
+    """The best rank-k linear code of the tc x s x s blocks, computed apart from the model (SVD), blocks as
+    the tokenizer groups them: frame 0 alone (repeated to fill its block), then tc frames at a time."""
+    from einops import rearrange
+
+    padded = torch.cat([videos[:, :, :1].expand(-1, -1, temporal - 1, -1, -1), videos], dim=2).double()
+    pattern = "n c (t a) (h i) (w j) -> (n t h w) (c a i j)"
+    blocks = rearrange(padded, pattern, a=temporal, i=spatial, j=spatial)
+    mean = blocks.mean(0)
+    basis = torch.linalg.svd(blocks - mean, full_matrices=False).Vh[:k]
+    coded = (blocks - mean) @ basis.T @ basis + mean
+    n, _, t, h, w = padded.shape
+    back = rearrange(coded, "(n t h w) (c a i j) -> n c (t a) (h i) (w j)", n=n, t=t // temporal, h=h // spatial,
+                     w=w // spatial, a=temporal, i=spatial, j=spatial)
+    return torch.cat([back[:, :, :temporal].mean(2, keepdim=True), back[:, :, temporal:]], dim=2).float()
+
+
+@pytest.mark.parametrize("temporal,spatial", [(4, 8), (8, 8)])
+def test_a_fresh_model_with_a_fitted_linear_path_is_the_best_linear_block_code(temporal, spatial):
+    from tokenizer_helpers import smooth_video
+
+    from drivesim.tokenizer.model import fit_linear_path, tiny
+
+    torch.manual_seed(0)
+    model = CausalVideoTokenizer(tiny(temporal_compression=temporal, spatial_compression=spatial)).eval()
+    frames = 1 + 2 * temporal
+    videos = torch.cat([smooth_video(frames, 2 * spatial, 2 * spatial, seed=s) for s in range(12)])
+    videos = videos + 0.05 * random_video(frames, 2 * spatial, 2 * spatial, batch=12)  # full-rank blocks
+    kept = fit_linear_path(model, videos)
+    assert 0.5 < kept < 1
+    with torch.no_grad():
+        reconstruction, latents, _ = model(videos)  # the deep path starts at zero: the linear path alone
+    expected = block_pca_reconstruction(videos, temporal, spatial, k=16)
+    torch.testing.assert_close(reconstruction, expected, atol=2e-4, rtol=0)
+    # Whitened: every latent channel has zero mean and unit variance over the data it was fitted to.
+    per_channel = latents.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(per_channel.var(1), torch.ones(16), atol=1e-3, rtol=0)
+    assert ((reconstruction - videos) ** 2).mean() < ((videos - videos.mean()) ** 2).mean()
+
+
+def test_the_linear_path_is_frozen_and_the_deep_path_trains():
+    model = CausalVideoTokenizer(PRESETS["tiny"]())
+    linear = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert linear == {"encoder.linear.proj.weight", "encoder.linear.proj.bias",
+                      "decoder.linear.proj.weight", "decoder.linear.proj.bias"}
+    without = CausalVideoTokenizer(PRESETS["tiny"](linear_path=False))
+    assert all(p.requires_grad for p in without.parameters())
+    assert without.encoder.linear is None
+
+
+def test_fit_linear_path_without_one_is_a_config_error():
+    from drivesim.tokenizer.model import fit_linear_path
+
+    with pytest.raises(ConfigError, match="linear_path"):
+        fit_linear_path(CausalVideoTokenizer(PRESETS["tiny"](linear_path=False)), torch.zeros(1, 3, 5, 8, 8))

@@ -13,9 +13,18 @@ COMPRESSIONS = [(4, 8), (8, 8), (8, 16)]
 
 
 def tiny_model(temporal: int = 4, spatial: int = 8, seed: int = 0, **overrides) -> CausalVideoTokenizer:
-    """A tiny tokenizer with seeded random weights, in eval mode."""
+    """A tiny tokenizer with seeded random weights everywhere, in eval mode.
+
+    A fresh model starts its deep path's last layers at zero (beside the linear path); the properties tested
+    here (causality, chunking, tiling) must hold for any weights, so those layers are made random too."""
     torch.manual_seed(seed)
-    return CausalVideoTokenizer(tiny(temporal_compression=temporal, spatial_compression=spatial, **overrides)).eval()
+    model = CausalVideoTokenizer(tiny(temporal_compression=temporal, spatial_compression=spatial, **overrides))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d) and not module.weight.any():
+                torch.nn.init.normal_(module.weight, std=0.05)
+                torch.nn.init.normal_(module.bias, std=0.05)
+    return model.eval()
 
 
 def smooth_video(frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

@@ -192,3 +192,39 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+class InitializingTask(ToyTask):
+    """The toy task with a data-dependent initialisation: the output bias set to the mean target."""
+
+    def __init__(self):
+        super().__init__()
+        self.initialized = 0
+
+    def initialize(self, model, train_set, seed):
+        self.initialized += 1
+        targets = torch.stack([train_set[i]["y"] for i in range(len(train_set))])
+        with torch.no_grad():
+            model.out.bias.copy_(targets.mean(0))
+        yield f"bias set from {len(train_set)} items"
+
+
+def test_a_task_initializes_from_the_data_on_a_fresh_run_only(tmp_path, capsys):
+    out = tmp_path / "run"
+    task = InitializingTask()
+    trainer = Trainer(_config(out, "steps=4", "batch_size=4", "checkpoint_every=2", "optim.lr=0.0"), task)
+    assert task.initialized == 1 and "bias set from 64 items" in capsys.readouterr().out
+    expected = torch.stack([trainer.train_set[i]["y"] for i in range(64)]).mean(0)
+    torch.testing.assert_close(trainer.model.out.bias.detach(), expected, atol=0.05, rtol=0)  # noise differs
+    trainer.run()
+    trainer.close()
+    resumed = InitializingTask()
+    Trainer(_config(out, "steps=6", "batch_size=4", "checkpoint_every=2", "optim.lr=0.0"), resumed, resume=True)
+    assert resumed.initialized == 0  # the weights come from the checkpoint
+
+
+def test_setup_on_the_cpu_flushes_subnormal_floats_to_zero():
+    from drivesim.train.distributed import setup
+
+    setup("cpu")
+    assert torch.tensor([1e-39]).mul(1.0).item() == 0.0  # 1e-39 is subnormal in float32
