@@ -212,14 +212,14 @@ class InitializingTask(ToyTask):
 def test_a_task_initializes_from_the_data_on_a_fresh_run_only(tmp_path, capsys):
     out = tmp_path / "run"
     task = InitializingTask()
-    trainer = Trainer(_config(out, "steps=4", "batch_size=4", "checkpoint_every=2", "optim.lr=0.0"), task)
+    trainer = Trainer(_config(out, "steps=4", "batch_size=4", "checkpoint_every=2"), task)
     assert task.initialized == 1 and "bias set from 64 items" in capsys.readouterr().out
     expected = torch.stack([trainer.train_set[i]["y"] for i in range(64)]).mean(0)
     torch.testing.assert_close(trainer.model.out.bias.detach(), expected, atol=0.05, rtol=0)  # noise differs
     trainer.run()
     trainer.close()
     resumed = InitializingTask()
-    Trainer(_config(out, "steps=6", "batch_size=4", "checkpoint_every=2", "optim.lr=0.0"), resumed, resume=True)
+    Trainer(_config(out, "steps=6", "batch_size=4", "checkpoint_every=2"), resumed, resume=True)
     assert resumed.initialized == 0  # the weights come from the checkpoint
 
 
