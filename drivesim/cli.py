@@ -165,11 +165,9 @@ def _add_train(commands) -> None:
 
 def _run_train(args) -> int:
     from drivesim.train.config import TrainConfig, apply_overrides, from_dict, load_document
-    from drivesim.train.distributed import flush_denormals
     from drivesim.train.task import task_by_name
     from drivesim.train.trainer import train
 
-    flush_denormals()  # before any torch work starts the thread pool (CUDA runs are unaffected)
     task = task_by_name(args.task)
     document = apply_overrides(load_document(args.config), args.overrides)
     if document.setdefault("task", args.task) != args.task:

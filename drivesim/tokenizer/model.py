@@ -49,9 +49,9 @@ class TokenizerConfig:
     # Parameter-free shortcuts around every resampling and around the latent (DC-AE's residual autoencoding):
     # averaging on the way down, repetition on the way up; the layers learn corrections to them.
     shortcuts: bool = True
-    # A linear path beside the deep one: the video cut into tc x s x s blocks (Haar bands all the way down),
-    # one 1x1 projection to the latent and one back. It is a learned block transform (PCA-like), which
-    # trains in a few hundred steps; the deep path learns what a linear map per block cannot.
+    # A linear path beside the deep one: the video cut into tc x s x s pixel blocks, one 1x1 projection to the
+    # latent and one back, fitted to the blocks' principal components (fit_linear_path) and then frozen;
+    # the deep path learns what a linear map per block cannot.
     linear_path: bool = True
 
     @property
