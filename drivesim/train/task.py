@@ -42,6 +42,10 @@ def task_by_name(name: str) -> Task:
         from drivesim.tokenizer.task import TokenizerTask
 
         return TokenizerTask()
+    if name == "wfm":
+        from drivesim.wfm.task import WfmTask
+
+        return WfmTask()
     from drivesim.errors import ConfigError
 
-    raise ConfigError(f"unknown task {name!r} (tasks: tokenizer)")
+    raise ConfigError(f"unknown task {name!r} (tasks: tokenizer, wfm)")
