@@ -1,0 +1,64 @@
+"""Sampling the world model for one batch of conditions: noise -> latents -> video, with the first
+k latent frames given clean (k = 0: Text2World, 1: Image2World, more: Video2World) and separate
+guidance scales for text and layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from drivesim.errors import ConfigError
+from drivesim.wfm import flow
+from drivesim.wfm.model import CONDITIONS, WorldModel
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 20
+    method: str = "euler"        # euler | heun (see flow.sample)
+    shift: float = 3.0           # time-grid shift: more steps near t = 1, where the layout is decided
+    clean_frames: int = 1        # latent frames taken from the given latents
+    text_scale: float = 1.0      # 1: no text guidance (one model call per step)
+    layout_scale: float = 1.0
+    seed: int = 0
+
+
+def conditions_of(batch: dict) -> dict:
+    """The model's keyword conditions from a batch per the batch contract."""
+    names = ("intrinsics", "ego_from_cam", "ego0_from_ego", "layout")
+    found = {name: batch[name] for name in names if name in batch}
+    if "caption" in batch:
+        captions = batch["caption"]
+        found["captions"] = [captions] if isinstance(captions, str) else list(captions)
+    return found
+
+
+@torch.no_grad()
+def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], config: SamplingConfig,
+                   clean_latents: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+    """Normalised latents [B, V, T, C, h, w] sampled under `conditions` (see WorldModel.forward);
+    the first config.clean_frames latent frames are copied from clean_latents (normalised too)."""
+    batch, views, frames = shape[:3]
+    k = config.clean_frames
+    if not 0 <= k < frames:
+        raise ConfigError(f"clean_frames={k} must be from 0 to {frames - 1} (latent frames: {frames})")
+    if k and clean_latents is None:
+        raise ConfigError(f"clean_frames={k} needs the clean latents of those frames")
+    device = next(model.parameters()).device
+    clean = torch.zeros(batch, frames, dtype=torch.bool, device=device)
+    clean[:, :k] = True
+    noise = flow.noise_like(shape, config.seed, device)
+
+    def velocity(x, t, drops):
+        # One frozenset of dropped conditions per row: guidance stacks its predictions along the batch.
+        keep = {name: torch.tensor([name not in drop for drop in drops], dtype=torch.bool, device=device)
+                for name in CONDITIONS}
+        repeats = x.shape[0] // batch  # guidance batches the conditional and unconditional calls together
+        expanded = {name: (value.repeat(repeats, *[1] * (value.dim() - 1)) if isinstance(value, torch.Tensor)
+                           else list(value) * repeats) for name, value in conditions.items()}
+        return model(x, t, clean=clean.repeat(repeats, 1), keep=keep, **expanded).float()
+
+    guided = flow.guided(velocity, text_scale=config.text_scale, layout_scale=config.layout_scale)
+    return flow.sample(guided, noise, config.steps, method=config.method, shift=config.shift,
+                       clean_latents=clean_latents if k else None, clean=clean if k else None, progress=progress)

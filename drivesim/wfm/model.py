@@ -1,0 +1,182 @@
+"""The world model: the conditions embedded (camera rays, layout maps, trajectory, text, clean
+frames) and handed to the multi-view DiT, which predicts the flow velocity of every view's latents."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from drivesim.errors import ConfigError
+from drivesim.wfm.conditioning import LayoutEncoder, RayEncoder, TrajectoryEncoder, plucker_maps, pool_time
+from drivesim.wfm.dit import PRESETS, DiTConfig, MultiViewDiT, azimuth_neighbours
+from drivesim.wfm.text import ENCODERS, text_encoder
+
+CONDITIONS = ("text", "layout", "trajectory", "rays")
+
+
+@dataclass
+class WorldModelConfig(DiTConfig):
+    """The DiT's shape plus how conditions enter it."""
+
+    temporal_compression: int = 4   # the tokenizer's: video frames per latent frame after the first
+    spatial_compression: int = 8    # the tokenizer's: pixels per latent pixel
+    text: str = "wordllama"         # wordllama | trained | t5 | none (see wfm/text.py)
+    text_options: dict = field(default_factory=dict)  # e.g. {path: /models/t5-base} for t5
+    layout_channels: int = 0        # channels of the layout maps; 0: no layout input
+
+    def validate(self) -> WorldModelConfig:
+        super().validate()
+        for name in ("temporal_compression", "spatial_compression"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.layout_channels, bool) or not isinstance(self.layout_channels, int) \
+                or self.layout_channels < 0:
+            raise ConfigError(f"model.layout_channels must be an integer >= 0, got {self.layout_channels!r}")
+        if self.text not in (*ENCODERS, "none"):
+            raise ConfigError(f"model.text must be one of {', '.join((*ENCODERS, 'none'))}, got {self.text!r}")
+        if not isinstance(self.text_options, dict):
+            raise ConfigError(f"model.text_options must be a mapping, got {self.text_options!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["patch"] = list(self.patch)
+        return data
+
+
+def model_config(section: dict) -> WorldModelConfig:
+    """`model: {preset: small, views: all, text: trained, ...}` -> a validated WorldModelConfig."""
+    section = dict(section or {})
+    preset = section.pop("preset", "small")
+    if preset not in PRESETS:
+        raise ConfigError(f"model.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    known = {f.name for f in dataclasses.fields(WorldModelConfig)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"model: unknown key {unknown[0]!r} (known: preset, {', '.join(sorted(known))})")
+    values = {**dataclasses.asdict(PRESETS[preset]()), **section}
+    values["patch"] = tuple(values["patch"]) if isinstance(values["patch"], (list, tuple)) else values["patch"]
+    return WorldModelConfig(**values).validate()
+
+
+class WorldModel(nn.Module):
+    """velocity = model(noisy latents, flow time, cameras, trajectory, clean frames, text, layout)."""
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__()
+        self.config = config.validate()
+        dim, channels = config.dim, config.latent_channels
+        self.rays = RayEncoder(dim)
+        pt, ph, pw = config.patch
+        self.layout = (LayoutEncoder(config.layout_channels, dim, spatial=config.spatial_compression * ph,
+                                     temporal=config.temporal_compression)
+                       if config.layout_channels else None)
+        self.trajectory = TrajectoryEncoder(config.condition_dim)
+        options = dict(config.text_options)
+        if config.text == "trained":  # sized with the model unless the config says otherwise
+            options.setdefault("dim", config.condition_dim)
+            options.setdefault("vocab_size", 4096)
+        encoder = text_encoder(config.text, **options) if config.text != "none" else None
+        if isinstance(encoder, nn.Module) and any(p.requires_grad for p in encoder.parameters()):
+            self.text = encoder  # trained with the model: its weights live in the checkpoint
+        else:
+            object.__setattr__(self, "text", encoder)  # frozen and shipped with its package: kept out of it
+        self.text_proj = nn.Linear(encoder.dim, config.condition_dim) if encoder is not None else None
+        # Always one key for cross-attention, so a sample with every condition dropped still attends.
+        self.null_token = nn.Parameter(torch.randn(1, 1, config.condition_dim) * 0.02)
+        self.dit = MultiViewDiT(config, in_channels=channels + 1)  # + 1: the clean-frame mask
+        # The tokenizer's latent statistics (set by the training task): the DiT sees unit-variance latents.
+        self.register_buffer("latent_mean", torch.zeros(channels))
+        self.register_buffer("latent_std", torch.ones(channels))
+
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Tokenizer latents [B, V, T, C, h, w] -> the model's unit-variance space."""
+        return (latents - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
+
+    def check_inputs(self, latents: torch.Tensor, intrinsics, ego_from_cam, ego0_from_ego, clean, layout) -> None:
+        if latents.dim() != 6 or latents.shape[3] != self.config.latent_channels:
+            raise ConfigError(f"latents have shape {tuple(latents.shape)}; the world model takes "
+                              f"[B, V, T, {self.config.latent_channels}, h, w]")
+        batch, views, frames = latents.shape[:3]
+        video_frames = 1 + self.config.temporal_compression * (frames - 1)
+        expected = {"intrinsics": (intrinsics, (batch, views, 3, 3)),
+                    "ego_from_cam": (ego_from_cam, (batch, views, 4, 4)),
+                    "ego0_from_ego": (ego0_from_ego, (batch, video_frames, 4, 4))}
+        if clean is not None:
+            expected["clean"] = (clean, (batch, frames))
+        for name, (value, shape) in expected.items():
+            if tuple(value.shape) != shape:
+                raise ConfigError(f"{name} has shape {tuple(value.shape)}, expected {shape} for latents "
+                                  f"{tuple(latents.shape)}")
+        if layout is not None and self.layout is not None:
+            s = self.config.spatial_compression
+            shape = (batch, views, video_frames, self.config.layout_channels,
+                     latents.shape[4] * s, latents.shape[5] * s)
+            if tuple(layout.shape) != shape:
+                raise ConfigError(f"layout has shape {tuple(layout.shape)}, expected {shape}")
+
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, *, intrinsics: torch.Tensor,
+                ego_from_cam: torch.Tensor, ego0_from_ego: torch.Tensor, clean: torch.Tensor | None = None,
+                captions: list[str] | None = None, layout: torch.Tensor | None = None,
+                keep: dict[str, torch.Tensor] | None = None, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+        """latents [B, V, T, C, h, w] (normalised; clean frames hold their clean values), t [B] ->
+        velocity [B, V, T, C, h, w]. clean [B, T] bool: latent frames given clean. keep: per-sample bool
+        [B] for each of CONDITIONS (all kept when absent). neighbours [B, V, K]: which views each view
+        attends to (default: the nearest cameras in azimuth)."""
+        self.check_inputs(latents, intrinsics, ego_from_cam, ego0_from_ego, clean, layout)
+        config = self.config
+        batch, views, frames, _, height, width = latents.shape
+        dtype = self.dit.patch_in.weight.dtype
+        kept = {name: torch.ones(batch, dtype=torch.bool, device=latents.device) for name in CONDITIONS}
+        kept.update(keep or {})
+
+        if clean is None:
+            clean = torch.zeros(batch, frames, dtype=torch.bool, device=latents.device)
+        mask = repeat(clean.to(latents.dtype), "b t -> b v t 1 h w", v=views, h=height, w=width)
+        x = torch.cat([latents, mask], dim=3)
+
+        pt, ph, pw = config.patch
+        grid = self.dit.patch_grid(frames, height, width)
+        s = config.spatial_compression
+        rays = plucker_maps(intrinsics.float(), ego_from_cam.float(), ego0_from_ego.float(),
+                            image_size=(width * s, height * s), grid=(grid[1], grid[2]))
+        rays = pool_time(rays, config.temporal_compression, dim=2)
+        if pt > 1:
+            rays = rearrange(rays, "b v (t pt) c h w -> b v t pt c h w", pt=pt).mean(dim=3)
+        extra = self.rays(rays.to(dtype)) * kept["rays"].to(dtype)[:, None, None, None, None, None]
+        if self.layout is not None and layout is not None:
+            layout_tokens = self.layout(layout.to(dtype))
+            if pt > 1:
+                layout_tokens = rearrange(layout_tokens, "b v (t pt) h w d -> b v t pt h w d", pt=pt).mean(dim=3)
+            extra = extra + layout_tokens * kept["layout"].to(dtype)[:, None, None, None, None, None]
+
+        context, context_mask = self._context(ego0_from_ego, captions, kept, batch, latents.device, dtype)
+        if neighbours is None and config.views in ("neighbours", "all"):
+            count = config.neighbours if config.views == "neighbours" else views - 1
+            neighbours = azimuth_neighbours(ego_from_cam, count)
+        return self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
+
+    def _context(self, ego0_from_ego, captions, kept, batch, device, dtype):
+        """Condition tokens [B, N, D] and their mask [B, N]: null token, trajectory, text."""
+        parts = [self.null_token.to(dtype).expand(batch, -1, -1)]
+        masks = [torch.ones(batch, 1, dtype=torch.bool, device=device)]
+        trajectory = self.trajectory(ego0_from_ego.to(dtype))
+        parts.append(trajectory)
+        masks.append(kept["trajectory"][:, None].expand(-1, trajectory.shape[1]))
+        if self.text is not None:
+            if captions is None:
+                captions = [""] * batch
+            if len(captions) != batch:
+                raise ConfigError(f"{len(captions)} captions for a batch of {batch}")
+            tokens, text_mask = self.text.encode(list(captions), device)
+            parts.append(self.text_proj(tokens.to(dtype)))
+            masks.append(text_mask.to(device) & kept["text"][:, None])
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)

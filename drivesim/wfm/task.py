@@ -1,0 +1,212 @@
+"""The `wfm` training task: clips from the store, encoded on the fly by a frozen tokenizer, learnt
+with the rectified-flow loss; each condition dropped now and then for classifier-free guidance, and
+the first k latent frames given clean so one model does Text2World, Image2World and Video2World."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from einops import rearrange
+
+from drivesim.errors import ConfigError
+from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, unflatten_views
+from drivesim.train.config import from_dict
+from drivesim.wfm import flow
+from drivesim.wfm.dit import DiTBlock
+from drivesim.wfm.generate import SamplingConfig, conditions_of, sample_latents
+from drivesim.wfm.model import CONDITIONS, WorldModel, model_config
+
+
+@dataclass
+class WfmData:
+    """Which clips, which cameras, at what size, and the tokenizer whose latents the model learns."""
+
+    store: str = ""
+    tokenizer: str = ""                 # a tokenizer run or checkpoint folder (drivesim train tokenizer)
+    frames: int = 9                     # 1 + 4k video frames
+    views: list[str] | None = None      # fixed cameras, in rig order; or
+    num_views: int | None = None        # this many drawn at random per clip; neither: every camera
+    size: list[int] | None = None       # resize the stored frames (width, height)
+
+
+@dataclass
+class DropRates:
+    """Per-sample probability of training without each condition (classifier-free guidance)."""
+
+    text: float = 0.1
+    layout: float = 0.1
+    trajectory: float = 0.1
+    rays: float = 0.0
+
+
+@dataclass
+class WfmLoss:
+    time_shift: float = 1.0        # logit-normal flow time, shifted toward noise when > 1
+    time_mean: float = 0.0
+    time_std: float = 1.0
+    clean_frames: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2])  # P(k = 0, 1, 2, ...)
+    drop: DropRates = field(default_factory=DropRates)
+
+    def validate(self) -> WfmLoss:
+        probabilities = self.clean_frames
+        if not probabilities or any(not 0 <= p <= 1 for p in probabilities) or abs(sum(probabilities) - 1) > 1e-6:
+            raise ConfigError(f"loss.clean_frames must be probabilities of k = 0, 1, ... clean latent frames that "
+                              f"sum to 1, got {probabilities}")
+        for name in CONDITIONS:
+            if not 0 <= getattr(self.drop, name) <= 1:
+                raise ConfigError(f"loss.drop.{name} must be in [0, 1], got {getattr(self.drop, name)}")
+        if not self.time_shift > 0 or not self.time_std > 0:
+            raise ConfigError("loss.time_shift and loss.time_std must be > 0")
+        return self
+
+
+def load_tokenizer(path: str | Path) -> CausalVideoTokenizer:
+    """A frozen tokenizer from a training run or checkpoint folder, or a save_pretrained folder."""
+    from drivesim.tokenizer.pretrained import load_pretrained
+    from drivesim.tokenizer.task import load_trained
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"data.tokenizer={path}: no such folder (train one with `drivesim train tokenizer`)")
+    config_file = path / "config.yaml"
+    trained = (path / "checkpoints").is_dir() or (
+        config_file.is_file() and "task" in (yaml.safe_load(config_file.read_text()) or {}))
+    model = load_trained(path) if trained else load_pretrained(path)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _unwrap(model: torch.nn.Module) -> WorldModel:
+    return getattr(model, "module", model)
+
+
+class WfmTask:
+    name = "wfm"
+    block_types = (DiTBlock,)
+
+    def __init__(self):
+        self.weights = WfmLoss()
+        self.tokenizer: CausalVideoTokenizer | None = None
+
+    def configure_loss(self, loss_section: dict) -> None:
+        self.weights = from_dict(WfmLoss, loss_section, "loss").validate()
+
+    def datasets(self, data_section: dict):
+        from drivesim.data.dataset import ClipDataset
+
+        config = from_dict(WfmData, data_section, "data")
+        if not config.store:
+            raise ConfigError("data.store is required: a clip store made by `drivesim ingest`")
+        if not config.tokenizer:
+            raise ConfigError("data.tokenizer is required: a run folder of `drivesim train tokenizer`")
+        self.tokenizer = load_tokenizer(config.tokenizer)
+        tc = self.tokenizer.config.temporal_compression
+        if (config.frames - 1) % tc:
+            raise ConfigError(f"data.frames={config.frames} must be 1 + a multiple of {tc} (the tokenizer's "
+                              "temporal compression)")
+        size = tuple(config.size) if config.size else None
+
+        def split(name: str, random_crop: bool):
+            return ClipDataset(config.store, split=name, frames=config.frames, views=config.views,
+                               num_views=config.num_views, size=size, random_crop=random_crop)
+
+        train = split("train", True)
+        width, height = size or (train.settings["width"], train.settings["height"])
+        unit = self.tokenizer.config.spatial_compression * 2
+        if width % unit or height % unit:
+            raise ConfigError(f"frames of {width}x{height} must be multiples of {unit} (tokenizer {unit // 2}x "
+                              "times the 2x2 patches): set data.size")
+        try:
+            val = split("val", False)
+        except ConfigError:
+            val = None
+        return train, val
+
+    def build_model(self, model_section: dict) -> torch.nn.Module:
+        section = dict(model_section or {})
+        if self.tokenizer is not None:
+            tokenizer = self.tokenizer.config
+            for name in ("temporal_compression", "spatial_compression", "latent_channels"):
+                value = getattr(tokenizer, name)
+                if section.setdefault(name, value) != value:
+                    raise ConfigError(f"model.{name}={section[name]} but the tokenizer has {value}")
+        return WorldModel(model_config(section))
+
+    @torch.no_grad()
+    def encode(self, model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
+        """Video [B, V, F, 3, H, W] -> the model's normalised latents [B, V, T, C, h, w]."""
+        if self.tokenizer is None:
+            raise ConfigError("the wfm task has no tokenizer: call datasets() with data.tokenizer first")
+        self.tokenizer.to(video.device)
+        latents = unflatten_views(self.tokenizer.encode(flatten_views(video.float())), video.shape[1])
+        return _unwrap(model).normalize(latents)
+
+    def initialize(self, model, train_set, seed: int, clips: int = 8):
+        """Set the latent mean and scale per channel from `clips` training clips."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            picks = torch.randint(len(train_set), (clips,)).tolist()
+            video = torch.stack([train_set[i]["video"] for i in picks])
+        world = _unwrap(model)
+        world.latent_mean.zero_()
+        world.latent_std.fill_(1)
+        latents = self.encode(model, video.to(world.latent_mean.device))
+        per_channel = rearrange(latents, "b v t c h w -> c (b v t h w)")
+        world.latent_mean.copy_(per_channel.mean(dim=1))
+        world.latent_std.copy_(per_channel.std(dim=1).clamp_min(1e-6))
+        yield (f"latent statistics from {clips} training clips: mean |mu| {world.latent_mean.abs().mean():.3f}, "
+               f"std {world.latent_std.min():.3f}..{world.latent_std.max():.3f}")
+
+    def _draw(self, batch: int, frames: int, device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Clean-frame mask [B, T] and per-condition keep flags, from the trainer's seeded RNG."""
+        probabilities = torch.tensor(self.weights.clean_frames[:frames])
+        k = torch.multinomial(probabilities / probabilities.sum(), batch, replacement=True)
+        clean = torch.arange(frames)[None, :] < k[:, None]
+        keep = {name: torch.rand(batch) >= getattr(self.weights.drop, name) for name in CONDITIONS}
+        return clean.to(device), {name: value.to(device) for name, value in keep.items()}
+
+    def loss(self, model, batch):
+        x0 = self.encode(model, batch["video"])
+        size = x0.shape[0]
+        weights = self.weights
+        t = flow.sample_time(size, shift=weights.time_shift, mean=weights.time_mean, std=weights.time_std,
+                             device=x0.device)
+        noise = torch.randn_like(x0)
+        clean, keep = self._draw(size, x0.shape[2], x0.device)
+        conditions = conditions_of(batch)
+        loss = flow.flow_loss(lambda x, time: model(x, time, clean=clean, keep=keep, **conditions),
+                              x0, t, noise, clean)
+        return loss, {"flow": float(loss.detach()), "clean_frames": float(clean.sum(1).float().mean())}
+
+    def validate(self, model, batches: Iterable[dict]) -> dict[str, float]:
+        """The flow loss at fixed times and seeded noise, one clean frame: comparable across steps."""
+        generator = torch.Generator().manual_seed(0)
+        losses = []
+        for batch in batches:
+            x0 = self.encode(model, batch["video"])
+            size = x0.shape[0]
+            clean = torch.zeros(size, x0.shape[2], dtype=torch.bool, device=x0.device)
+            clean[:, :1] = True
+            conditions = conditions_of(batch)
+            for time in (0.1, 0.3, 0.5, 0.7, 0.9):
+                noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+                t = torch.full((size,), time, device=x0.device)
+                losses.append(flow.flow_loss(lambda x, tt: model(x, tt, clean=clean, **conditions),
+                                             x0, t, noise, clean))
+        return {"loss": float(torch.stack(losses).mean())}
+
+    def samples(self, model, batch):
+        """The last frame of every view: the clip above, a sample from its first latent frame below."""
+        world = _unwrap(model)
+        x0 = self.encode(model, batch["video"][:1])
+        conditions = {name: (value[:1] if isinstance(value, torch.Tensor) else value[:1])
+                      for name, value in conditions_of(batch).items()}
+        sampled = sample_latents(world, conditions, tuple(x0.shape), SamplingConfig(steps=10), clean_latents=x0)
+        video = unflatten_views(self.tokenizer.decode(flatten_views(world.denormalize(sampled))), x0.shape[1])
+        pair = torch.stack([batch["video"][0, :, -1], video[0, :, -1].clamp(-1, 1)])  # [2, V, 3, H, W]
+        image = rearrange(pair, "r v c h w -> c (r h) (v w)")
+        return {"clip_over_sample": (image.float() + 1) / 2}
