@@ -48,6 +48,7 @@ bench: setup
 	$(PY) -m pip install -q -e ".[bench]"
 	test -d $(DEMO_OUT)-store || $(MAKE) demo
 	$(PY) benchmarks/bench_tokenizer.py --store $(DEMO_OUT)-store --record
+	$(PY) benchmarks/bench_wfm.py --record
 
 clean:
 	rm -rf out .pytest_cache

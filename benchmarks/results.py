@@ -40,3 +40,14 @@ def heading(started: str, packages: tuple[str, ...], load_at_start: float, comma
     """The first lines of an entry: when, on what, how busy the machine was, and the command."""
     return (f"### {started}\n\n{machine(packages)}; load average {load_at_start:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end.\n\n`{command}`")
+
+
+def table(rows: list[tuple]) -> tuple[str, str]:
+    """A header row and data rows as plain text (first column left-aligned, the rest right-aligned) and as
+    markdown."""
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(rows[0]))]
+    plain = "\n".join(str(row[0]).ljust(widths[0]) + "".join(f"  {str(cell):>{w}}" for cell, w in
+                                                             zip(row[1:], widths[1:])) for row in rows)
+    markdown = "\n".join(["| " + " | ".join(map(str, rows[0])) + " |", "|" + "---|" * len(rows[0])]
+                         + ["| " + " | ".join(map(str, row)) + " |" for row in rows[1:]])
+    return plain, markdown
