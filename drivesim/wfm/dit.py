@@ -231,16 +231,19 @@ class DiTBlock(nn.Module):
         """Each token attends to the tokens of its neighbouring views at the same latent time."""
         frames = grid[0]
         batch, views = x.shape[:2]
+        attention = self.view_attention
         shift, scale, gate = self.view_mod(embedding, shared)
         h = modulate(self.norm(rearrange(x, "b v l d -> b (v l) d")), shift, scale)
         h = rearrange(h, "b (v t s) d -> b v t s d", v=views, t=frames)
+        # Keys and values once per token, then gathered for the views that read them: projecting after the
+        # gather would project every token once per view that has it as a neighbour.
+        q = rearrange(attention.q(h), "b v t s (n e) -> (b v t) n s e", n=attention.heads)
+        k, v = rearrange(attention.kv(h), "b v t s (two n e) -> two b v t n s e", two=2, n=attention.heads)
+        q, k = attention.q_norm(q), attention.k_norm(k)
         rows = torch.arange(batch, device=x.device)[:, None, None]
-        others = h[rows, neighbours]  # [B, V, K, T, S, D]: the neighbours' tokens, per view
-        queries = rearrange(h, "b v t s d -> (b v t) s d")
-        keys = rearrange(others, "b v k t s d -> (b v t) (k s) d")
-        out = self.view_attention(queries, context=keys)
-        out = rearrange(out, "(b v t) s d -> b v (t s) d", b=batch, v=views)
-        return gate[:, None, None] * out
+        k, v = (rearrange(y[rows, neighbours], "b v k t n s e -> (b v t) n (k s) e") for y in (k, v))
+        out = rearrange(attend(q, k, v), "(b v t) n s e -> b v (t s) (n e)", b=batch, v=views)
+        return gate[:, None, None] * attention.out(out)
 
 
 class FinalLayer(nn.Module):
