@@ -11,7 +11,7 @@ Needs diffusers without torchvision or another torch:
 Throughput: one video, the front camera of the first val clip, whole stored frame (448x256 on a store
 from `drivesim ingest`), its first 1 + 4k frames up to 17; `model(video)` under torch.no_grad (encode,
 then decode the latents: the peer's posterior mode), a warm-up then the median of --repeats. Each model
-runs in its own subprocess of this script (--child): "peak MB" is that process's ru_maxrss (imports
+runs in its own subprocess of this script (--child): "peak MB" is that process's peak RSS (VmHWM, imports
 included), "+MB in run" the peak RSS during the passes (VmHWM, reset through /proc/self/clear_refs just
 before them) less the RSS after imports, model and input. Both use fresh seeded weights: the compute
 does not depend on them.
@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -96,10 +95,6 @@ def parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 def status_mb(field: str) -> float:
     """VmRSS or VmHWM of this process in MB, from /proc/self/status."""
     line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
@@ -110,20 +105,24 @@ def child(args) -> None:
     """--child ours|peer: time model(video) on the saved input; the last stdout line is JSON."""
     torch.set_num_threads(args.threads)
     flush_denormals()  # as `drivesim train` does, for both models
-    video = torch.load(args.child_input)
+    video = torch.load(args.child_input, weights_only=True)
     model = build(args.child).eval()
+    # VmHWM, not ru_maxrss: a child started by subprocess can report its parent's peak as its own.
+    setup_peak = status_mb("VmHWM")  # imports, model and input
     try:  # restart the high-water mark, so VmHWM below is the passes' peak (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
-        before, high = status_mb("VmRSS"), lambda: status_mb("VmHWM")
-    except OSError:  # no reset: the rise of ru_maxrss, a lower bound
-        before, high = peak_mb(), peak_mb
+        before = status_mb("VmRSS")
+    except OSError:  # no reset: the rise of the process's high-water mark, a lower bound
+        before = setup_peak
     times = []
     with torch.no_grad():
         for _ in range(args.repeats + 1):  # the first pass is the warm-up
             start = time.perf_counter()
             model(video)
             times.append(time.perf_counter() - start)
-    print(json.dumps({"ms": 1000 * statistics.median(times[1:]), "peak_mb": peak_mb(), "run_mb": high() - before,
+    run_peak = status_mb("VmHWM")
+    print(json.dumps({"ms": 1000 * statistics.median(times[1:]), "peak_mb": max(setup_peak, run_peak),
+                      "run_mb": run_peak - before,
                       "parameters": parameters(model)}))
 
 
@@ -271,7 +270,7 @@ def main() -> None:
              f"{quality['ours']['psnr']:.2f} vs {quality['peer']['psnr']:.2f} dB ({gap:+.2f})")
     setup = (f"throughput input: 1 video, {bench_shape}, {view} of val clip {bench['clip_id']}, torch.no_grad, "
              f"{args.threads} threads, median of {args.repeats} after a warm-up, each model in its own process "
-             f"(peak MB: its ru_maxrss; +MB in run: its peak RSS during the passes less its RSS before them). "
+             f"(peak MB: its peak RSS, VmHWM; +MB in run: its peak RSS during the passes less its RSS before them). "
              f"Training: {args.steps} steps, "
              f"batch {args.batch}, {args.frames} frames x {args.crop}x{args.crop} random crops of one random camera "
              f"of {len(train_set)} train clips, identical batches for both, {warmup} warm-up step(s); scores on "

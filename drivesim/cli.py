@@ -200,11 +200,16 @@ def _add_tokenizer(commands) -> None:
 
 
 def _run_tokenizer_eval(args) -> int:
+    from drivesim.train.distributed import flushing_denormals
+
+    with flushing_denormals():  # as in training (see flush_denormals); the caller's float mode comes back after
+        return _tokenizer_eval(args)
+
+
+def _tokenizer_eval(args) -> int:
     from drivesim.tokenizer.evaluate import evaluate, table
     from drivesim.tokenizer.task import load_trained
-    from drivesim.train.distributed import flush_denormals
 
-    flush_denormals()
     if args.clips is not None and args.clips < 1:
         raise ConfigError(f"--clips must be >= 1, got {args.clips}")
     if args.videos < 0:
@@ -217,6 +222,54 @@ def _run_tokenizer_eval(args) -> int:
     return 0
 
 
+def _add_scenario(commands) -> None:
+    parser = commands.add_parser("scenario", help="check scenario files, or make one from a stored clip")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = actions.add_parser("validate", help="check scenario files and print a one-line summary of each",
+                                  description="Load and validate each scenario file (schema: scenarios/README.md). "
+                                              "Exit 2 when any is invalid, naming the file and the field.")
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE", help="scenario YAML files")
+    validate.set_defaults(run=_run_scenario_validate)
+    from_clip = actions.add_parser("from-clip", help="turn a stored clip into a scenario file",
+                                   description="Write a scenario that replays one clip of a clip store: its rig, ego "
+                                               "poses, tracked boxes, lanes and road edges, in its first ego frame.")
+    from_clip.add_argument("--store", type=Path, required=True, help="the clip store")
+    from_clip.add_argument("--clip", required=True, help="clip id")
+    from_clip.add_argument("--out", type=Path, required=True, metavar="FILE.yaml", help="the scenario file to write")
+    from_clip.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    from_clip.set_defaults(run=_run_scenario_from_clip)
+
+
+def _run_scenario_validate(args) -> int:
+    from drivesim.scenario import load
+
+    failed = 0
+    for path in args.files:
+        try:
+            print(f"{path}: {load(path).summary()}")
+        except DrivesimError as error:  # report every file, not only the first bad one
+            print(f"drivesim scenario: error: {error}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _run_scenario_from_clip(args) -> int:
+    from drivesim.scenario import from_clip, save
+
+    if args.out.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"--out must name a .yaml file, got {args.out}")
+    if args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a folder")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out} exists; pass --overwrite to replace it")
+    if not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: no such folder {args.out.parent}")
+    scenario = from_clip(args.store, args.clip)
+    save(scenario, args.out)
+    print(f"{args.out}: {scenario.summary()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drivesim", description="A multi-camera world simulator for driving.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -225,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store(commands)
     _add_train(commands)
     _add_tokenizer(commands)
+    _add_scenario(commands)
     return parser
 
 

@@ -35,3 +35,13 @@ def synthetic_store(synthetic_logs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("store") / "store"
     ingest(IngestConfig(dataroot=synthetic_logs, out=out, width=96, height=64, frames=9, stride=8), progress=False)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _subnormal_floats_back():
+    """A test that builds a Trainer without closing it leaves subnormal flushing on for the process,
+    and hypothesis refuses to draw floats then: hand every test the default float mode."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)

@@ -3,6 +3,7 @@ gloo on the CPU, NCCL on CUDA. A plain `python` run is a world of one and wraps 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class World:
     size: int
     local_rank: int
     device: torch.device
+    flushed_denormals: bool = False  # setup turned flushing on: teardown turns it off again
 
     @property
     def main(self) -> bool:
@@ -43,13 +45,15 @@ def setup(device: str) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     chosen = pick_device(device, local_rank)
+    flushed = False
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
-    else:
+    elif not denormals_flushed():
         flush_denormals()
+        flushed = True
     if size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
-    return World(rank, size, local_rank, chosen)
+    return World(rank, size, local_rank, chosen, flushed)
 
 
 def flush_denormals() -> None:
@@ -59,9 +63,30 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def teardown() -> None:
+def denormals_flushed() -> bool:
+    """Whether this thread treats subnormal floats as zero (1e-30 * 1e-10 is subnormal in float32)."""
+    return torch.tensor([1e-30], dtype=torch.float32).mul(1e-10).item() == 0.0
+
+
+@contextlib.contextmanager
+def flushing_denormals():
+    """Subnormals flushed inside the block, the float mode found restored after it."""
+    found = denormals_flushed()
+    flush_denormals()
+    try:
+        yield
+    finally:
+        if not found:
+            torch.set_flush_denormal(False)
+
+
+def teardown(world: World | None = None) -> None:
+    """Leave the process group, and hand back the float mode setup found: the flag is process-global,
+    and code that runs after training in the same process (hypothesis, for one) needs subnormals."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    if world is not None and world.flushed_denormals:
+        torch.set_flush_denormal(False)
 
 
 def seed_everything(seed: int, rank: int) -> None:

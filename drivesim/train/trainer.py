@@ -105,6 +105,13 @@ class Trainer:
         config.validate()
         self.config, self.task, self.progress = config, task, progress
         self.world = ddp.setup(config.device)
+        try:
+            self._build(config, task, resume)
+        except BaseException:
+            ddp.teardown(self.world)  # a config error must not leave the process group or float mode behind
+            raise
+
+    def _build(self, config: TrainConfig, task: Task, resume: bool) -> None:
         # The same initial weights on every rank: FSDP2 shards each rank's own copy, DDP broadcasts.
         torch.manual_seed(config.seed)
         self.run_dir = Path(config.out)
@@ -306,7 +313,7 @@ class Trainer:
             writer.add_image(f"samples/{name}", image.float().clamp(0, 1).cpu(), self.step)
 
     def close(self) -> None:
-        ddp.teardown()
+        ddp.teardown(self.world)
 
 
 def train(config: TrainConfig, task: Task, resume: bool = False, progress: bool = True) -> dict[str, float]:

@@ -223,8 +223,18 @@ def test_a_task_initializes_from_the_data_on_a_fresh_run_only(tmp_path, capsys):
     assert resumed.initialized == 0  # the weights come from the checkpoint
 
 
-def test_setup_on_the_cpu_flushes_subnormal_floats_to_zero():
-    from drivesim.train.distributed import setup
+def test_setup_on_the_cpu_flushes_subnormal_floats_to_zero_and_teardown_restores_them():
+    from drivesim.train.distributed import denormals_flushed, setup, teardown
 
-    setup("cpu")
+    assert not denormals_flushed()
+    world = setup("cpu")
     assert torch.tensor([1e-39]).mul(1.0).item() == 0.0  # 1e-39 is subnormal in float32
+    teardown(world)
+    assert not denormals_flushed()  # hypothesis, and any code after training, needs them back
+
+
+def test_a_finished_run_leaves_subnormal_floats_as_it_found_them(tmp_path):
+    from drivesim.train.distributed import denormals_flushed
+
+    train(_config(tmp_path / "run", "steps=2"), ToyTask(), progress=False)
+    assert not denormals_flushed()
