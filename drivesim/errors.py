@@ -11,3 +11,7 @@ class ConfigError(DrivesimError):
 
 class DataError(DrivesimError):
     """Bad or missing data: a log folder, a table, an image, a clip store."""
+
+
+class ScenarioError(ConfigError):
+    """A bad scenario: a file, a field or an edit; the message names the scenario and the field."""
