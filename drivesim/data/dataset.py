@@ -13,7 +13,7 @@ from einops import rearrange
 
 from drivesim.data import store as clip_store
 from drivesim.errors import ConfigError
-from drivesim.geometry import compose, invert, resize_intrinsics
+from drivesim.geometry import Camera, Rig, compose, invert, resize_intrinsics
 
 __all__ = ["ClipDataset", "make_loader"]
 
@@ -27,11 +27,13 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, store, split: str | None = "train", frames: int | None = None,
                  views: Sequence[str] | None = None, num_views: int | None = None,
-                 size: tuple[int, int] | None = None, random_crop: bool = True):
+                 size: tuple[int, int] | None = None, random_crop: bool = True, layout: bool = False):
         self.path = os.fspath(store)
         root = clip_store.open_store(self.path)  # DataError naming the path if it is not a store
         self._settings = dict(root.attrs.get("settings", {}))
         index = dict(root.attrs.get("clips", {}))
+        self._categories = list(root.attrs.get("categories", []))
+        self._poly_types = list(root.attrs.get("poly_types", []))
         del root  # workers open their own handle: see _root
         self._cameras = list(self._settings.get("cameras", []))
         self._clip_frames = int(self._settings.get("frames", 0))
@@ -60,6 +62,9 @@ class ClipDataset(torch.utils.data.Dataset):
             raise ConfigError(f"size={size!r} must be (width, height), two positive integers")
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.random_crop = bool(random_crop)
+        if not isinstance(layout, bool):
+            raise ConfigError(f"layout={layout!r} must be True or False")
+        self.layout = layout
         self._root = None
         self._root_pid = None
 
@@ -157,7 +162,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
         # In float64: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
         ego0_from_ego = compose(invert(world_from_ego[0]), world_from_ego)
-        return {
+        item = {
             "video": video,
             "intrinsics": torch.from_numpy(intrinsics.astype(np.float32)),
             "ego_from_cam": torch.from_numpy(np.asarray(ego_from_cam, dtype=np.float32)),
@@ -166,6 +171,21 @@ class ClipDataset(torch.utils.data.Dataset):
             "caption": self._captions[clip_id],
             "clip_id": clip_id,
         }
+        if self.layout:
+            item["layout"] = self._render_layout(group, start, stop, views, intrinsics, ego_from_cam, video.shape)
+        return item
+
+    def _render_layout(self, group, start: int, stop: int, views: list[int], intrinsics, ego_from_cam,
+                       video_shape) -> torch.Tensor:
+        """Layout maps [V, T, C, H, W] of the returned frames and cameras, at the returned size."""
+        from drivesim.render import layout_frames_from_clip, render_layout  # open3d: only when asked for
+
+        height, width = video_shape[-2:]
+        names = [self._cameras[v] for v in views]
+        rig = Rig("clip", int(width), int(height),
+                  tuple(Camera(n, k, e) for n, k, e in zip(names, intrinsics, np.asarray(ego_from_cam, np.float64))))
+        frames = layout_frames_from_clip(group, self._categories, self._poly_types, start, stop)
+        return torch.from_numpy(render_layout(rig, frames))
 
 
 def make_loader(store, split: str | None = "train", batch_size: int = 1, num_workers: int = 0,
@@ -177,8 +197,8 @@ def make_loader(store, split: str | None = "train", batch_size: int = 1, num_wor
     seeds, so with num_workers > 0 two loaders with the same seed give the same batches, crops and
     view subsets included; with num_workers=0 crops and view subsets come from this process's global
     torch RNG (seed it with torch.manual_seed to repeat them). Batches hold the contract's video,
-    intrinsics, ego_from_cam, ego0_from_ego and caption (plus time and clip_id); the layout maps
-    of the batch contract are added by the renderer in a later issue.
+    intrinsics, ego_from_cam, ego0_from_ego and caption (plus time and clip_id), and the layout
+    maps (drivesim/render.py) when layout=True.
     """
     if not _is_int(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be an integer >= 1")

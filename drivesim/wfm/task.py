@@ -31,6 +31,7 @@ class WfmData:
     views: list[str] | None = None      # fixed cameras, in rig order; or
     num_views: int | None = None        # this many drawn at random per clip; neither: every camera
     size: list[int] | None = None       # resize the stored frames (width, height)
+    layout: bool = False                # render layout maps (drivesim/render.py) into every batch
 
 
 @dataclass
@@ -91,6 +92,7 @@ class WfmTask:
     def __init__(self):
         self.weights = WfmLoss()
         self.tokenizer: CausalVideoTokenizer | None = None
+        self.layout = False  # data.layout, known once datasets() has run
 
     def configure_loss(self, loss_section: dict) -> None:
         self.weights = from_dict(WfmLoss, loss_section, "loss").validate()
@@ -109,10 +111,12 @@ class WfmTask:
             raise ConfigError(f"data.frames={config.frames} must be 1 + a multiple of {tc} (the tokenizer's "
                               "temporal compression)")
         size = tuple(config.size) if config.size else None
+        self.layout = config.layout
 
         def split(name: str, random_crop: bool):
             return ClipDataset(config.store, split=name, frames=config.frames, views=config.views,
-                               num_views=config.num_views, size=size, random_crop=random_crop)
+                               num_views=config.num_views, size=size, random_crop=random_crop,
+                               layout=config.layout)
 
         train = split("train", True)
         width, height = size or (train.settings["width"], train.settings["height"])
@@ -134,7 +138,16 @@ class WfmTask:
                 value = getattr(tokenizer, name)
                 if section.setdefault(name, value) != value:
                     raise ConfigError(f"model.{name}={section[name]} but the tokenizer has {value}")
-        return WorldModel(model_config(section))
+        config = model_config(section)
+        if self.layout:
+            from drivesim.render import LAYOUT_CHANNELS
+
+            channels = len(LAYOUT_CHANNELS)
+            if config.layout_channels != channels:
+                raise ConfigError(f"data.layout=true renders {channels} layout channels ({', '.join(LAYOUT_CHANNELS)}) "
+                                  f"but model.layout_channels={config.layout_channels}: set "
+                                  f"model.layout_channels={channels}")
+        return WorldModel(config)
 
     @torch.no_grad()
     def encode(self, model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
