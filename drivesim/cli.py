@@ -270,6 +270,52 @@ def _run_scenario_from_clip(args) -> int:
     return 0
 
 
+def _add_generate(commands) -> None:
+    parser = commands.add_parser(
+        "generate", help="turn a scenario into multi-camera video with a trained world model",
+        description="Roll the world model out over a scenario, chunk by chunk at the length it was trained on, "
+                    "and write one MP4 per camera, a grid MP4, a contact sheet and a clip store with the "
+                    "scenario's labels into --out.")
+    parser.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="a scenario YAML file")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps per chunk (default 20)")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale for text and layout (default 1: none)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_generate)
+
+
+def _run_generate(args) -> int:
+    import math
+
+    from drivesim.scenario import load
+    from drivesim.simulate import check_out_dir, load_world_model, rollout
+
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    if not math.isfinite(args.guidance) or args.guidance < 0:
+        raise ConfigError(f"--guidance must be a finite number >= 0, got {args.guidance}")
+    if args.seed is not None and not 0 <= args.seed < 2**62:
+        raise ConfigError(f"--seed must be from 0 to 2**62-1, got {args.seed}")
+    check_out_dir(args.out, args.overwrite)  # before minutes of work
+    if not args.scenario.is_file():
+        raise ConfigError(f"--scenario {args.scenario}: no such file")
+    scenario = load(args.scenario)
+    model, tokenizer = load_world_model(args.checkpoint, args.device)
+    result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                     progress=not args.quiet)
+    written = result.save(args.out, overwrite=args.overwrite)
+    height, width = result.video.shape[2:4]
+    print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "
+          f"(grid {written['grid'].name}, store {written['store'].name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drivesim", description="A multi-camera world simulator for driving.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -279,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_tokenizer(commands)
     _add_scenario(commands)
+    _add_generate(commands)
     return parser
 
 

@@ -1,0 +1,251 @@
+"""Rollouts on a tiny random world model and tiny tokenizer saved as a fake `drivesim train wfm` run:
+files and shapes, determinism under the seed, chunking, start frames, and the CLI's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from drivesim.cli import main
+from drivesim.errors import ConfigError
+from drivesim.scenario import from_dict, save
+from drivesim.simulate import ROLLOUT_STORE, grid_layout, load_world_model, rollout
+
+WIDTH, HEIGHT, FRAMES = 64, 32, 5  # per camera; 1 + 4 video frames (2 latent frames) per chunk
+CAMERAS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
+
+
+def scenario_document(duration: float = 0.25, fps: float = 12, seed: int = 3) -> dict:
+    return {
+        "name": "tiny_cruise", "prompt": "a sunny road, a car ahead", "rig": "front3", "fps": fps,
+        "duration": duration, "seed": seed,
+        "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 14 * duration, "y": 0}]},
+        "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.85, 4.5, 1.55],
+                    "waypoints": [{"t": 0, "x": 20, "y": 0}, {"t": duration, "x": 20 + 14 * duration, "y": 0}]},
+                   {"id": "parked", "category": "vehicle.truck", "size": [2.5, 8.0, 3.0],
+                    "parked": {"x": 15, "y": -3, "yaw": 0}}],
+        "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]},
+    }
+
+
+def make_scenario(**options):
+    return from_dict(scenario_document(**options), source="test scenario")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A run folder holding one checkpoint of a tiny random world model with layout input, and its tokenizer."""
+    from drivesim.render import LAYOUT_CHANNELS
+    from drivesim.tokenizer.model import CausalVideoTokenizer, tiny
+    from drivesim.tokenizer.pretrained import save_pretrained
+    from drivesim.train.checkpoint import write_checkpoint
+    from drivesim.wfm.model import WorldModel, model_config
+
+    root = tmp_path_factory.mktemp("wfm-run")
+    torch.manual_seed(0)
+    tokenizer = CausalVideoTokenizer(tiny())
+    tokenizer_folder = save_pretrained(tokenizer, root / "tokenizer")
+    model_section = {"preset": "tiny", "text": "trained", "layout_channels": len(LAYOUT_CHANNELS)}
+    tokens = tokenizer.config
+    model = WorldModel(model_config({**model_section, "latent_channels": tokens.latent_channels,
+                                     "temporal_compression": tokens.temporal_compression,
+                                     "spatial_compression": tokens.spatial_compression}))
+    with torch.no_grad():  # random, not zero, output layers: a blank model would draw the same for any seed
+        for parameter in model.parameters():
+            if parameter.numel() and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape) * 0.05)
+    config = {"task": "wfm", "out": str(root / "run"), "model": model_section,
+              "data": {"store": "nowhere", "tokenizer": str(tokenizer_folder), "frames": FRAMES,
+                       "size": [WIDTH, HEIGHT], "layout": True}}
+    run = root / "run"
+    state = model.state_dict()
+    write_checkpoint(run / "checkpoints", 10, config, state, state, {"step": 10}, [{}], keep_last=1)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    return load_world_model(checkpoint, "cpu")
+
+
+def read_mp4(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_a_rollout_writes_videos_sheet_and_a_store_the_dataset_reads(loaded, tmp_path):
+    from drivesim.data.dataset import ClipDataset
+    from drivesim.data.store import open_store, read_clip, verify
+
+    model, tokenizer = loaded
+    scenario = make_scenario()  # 0.25 s at 12 fps: 4 frames, one chunk
+    result = rollout(scenario, model, tokenizer, steps=2, progress=False)
+    assert result.video.shape == (4, 3, HEIGHT, WIDTH, 3) and result.video.dtype == np.uint8
+    assert result.cameras == CAMERAS
+    assert result.world_from_ego.shape == (4, 4, 4) and result.timestamps.tolist() == [0, 83333, 166667, 250000]
+    assert [ids for ids in result.track_ids] == [["lead", "parked"]] * 4
+    assert result.intrinsics.shape == (3, 3, 3) and result.intrinsics[0, 0, 2] < WIDTH
+
+    written = result.save(tmp_path / "out")
+    for camera in CAMERAS:
+        frames = read_mp4(written[camera])
+        assert frames.shape == (4, HEIGHT, WIDTH, 3)
+    assert read_mp4(written["grid"]).shape == (4, HEIGHT, 3 * WIDTH, 3)  # front3: one row
+    assert written["contact_sheet"].stat().st_size > 0
+
+    store_path = tmp_path / "out" / ROLLOUT_STORE
+    checked, problems = verify(store_path)
+    assert checked == 1 and not problems, problems
+    clip = ClipDataset(store_path, split=None, random_crop=False)
+    item = clip[0]
+    assert item["video"].shape == (3, 4, 3, HEIGHT, WIDTH) and item["caption"] == scenario.prompt
+    expected = torch.from_numpy(result.video).permute(1, 0, 4, 2, 3).float() / 127.5 - 1
+    assert torch.allclose(item["video"], expected, atol=1e-5)
+    arrays = read_clip(open_store(store_path), clip.clip_ids[0])
+    assert arrays["box_offsets"].tolist() == [0, 2, 4, 6, 8]
+    root = open_store(store_path)
+    names = [root.attrs["categories"][c] for c in arrays["box_category"][:2]]
+    assert names == ["vehicle.car", "vehicle.truck"] and arrays["box_track"][:2].tolist() == [0, 1]
+    np.testing.assert_allclose(arrays["boxes"][0, :3], [20, 0, 1.55 / 2], atol=1e-4)
+    assert arrays["boxes"][0, 7] == pytest.approx(14, abs=0.5)  # the lead's speed along x
+
+    with pytest.raises(ConfigError, match="not empty"):
+        result.save(tmp_path / "out")
+    result.save(tmp_path / "out", overwrite=True)
+
+
+def test_the_same_seed_gives_the_same_video_and_another_seed_another(loaded):
+    model, tokenizer = loaded
+    scenario = make_scenario()
+    first = rollout(scenario, model, tokenizer, steps=2, progress=False)
+    again = rollout(scenario, model, tokenizer, steps=2, progress=False, seed=scenario.seed)
+    other = rollout(scenario, model, tokenizer, steps=2, progress=False, seed=scenario.seed + 1)
+    assert np.array_equal(first.video, again.video)
+    assert not np.array_equal(first.video, other.video)
+
+
+def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
+    import drivesim.wfm.generate as generate
+
+    model, tokenizer = loaded
+    calls = []
+    original = generate.sample_latents
+
+    def spy(model, conditions, shape, config, clean_latents=None, progress=False):
+        calls.append((config.clean_frames, conditions["ego0_from_ego"].shape, conditions["layout"].shape,
+                      None if clean_latents is None else clean_latents[:, :, :config.clean_frames].clone()))
+        return original(model, conditions, shape, config, clean_latents, progress)
+
+    monkeypatch.setattr(generate, "sample_latents", spy)
+    scenario = make_scenario(duration=1.0)  # 13 frames: windows of 5 starting at 0, 4, 8
+    result = rollout(scenario, model, tokenizer, steps=1, progress=False)
+    assert result.video.shape[0] == 13 and len(result.boxes) == 13
+    assert [c[0] for c in calls] == [0, 1, 1]
+    assert all(c[1] == (1, FRAMES, 4, 4) and c[2] == (1, 3, FRAMES, 7, HEIGHT, WIDTH) for c in calls)
+    # the second chunk starts from the first's last frame, re-encoded
+    from drivesim.tokenizer.model import flatten_views, unflatten_views
+
+    last = torch.from_numpy(result.video[4]).permute(0, 3, 1, 2).float() / 127.5 - 1  # [V, 3, H, W]
+    with torch.no_grad():
+        encoded = model.normalize(unflatten_views(tokenizer.encode(flatten_views(last[None, :, None])), 3))
+    assert torch.allclose(calls[1][3], encoded, atol=0.05)
+
+
+def test_start_frames_from_a_store_are_the_first_frame(loaded, tmp_path):
+    model, tokenizer = loaded
+    source = rollout(make_scenario(), model, tokenizer, steps=1, progress=False)
+    source.save(tmp_path / "source")
+    document = scenario_document()
+    document["start_frames"] = {"store": str(tmp_path / "source" / ROLLOUT_STORE), "clip": "tiny_cruise", "frame": 2}
+    result = rollout(from_dict(document, source="with start"), model, tokenizer, steps=1, progress=False)
+    with torch.no_grad():  # the first frame is the stored frame through the tokenizer
+        from drivesim.tokenizer.model import flatten_views, unflatten_views
+
+        frame = torch.from_numpy(source.video[2]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        through = unflatten_views(tokenizer.decode(tokenizer.encode(flatten_views(frame[None, :, None]))), 3)
+    expected = ((through[0, :, 0].clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(result.video[0].astype(float) - expected).max() <= 1
+
+    document["start_frames"]["clip"] = "nope"
+    with pytest.raises(ConfigError, match="no clip 'nope'"):
+        rollout(from_dict(document, source="with start"), model, tokenizer, steps=1, progress=False)
+
+
+def test_grid_layout_follows_the_car():
+    nuscenes = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"]
+    shuffled = [nuscenes[i] for i in (1, 2, 5, 4, 3, 0)]
+    assert grid_layout(shuffled) == [[5, 0, 1], [4, 3, 2]]
+    assert grid_layout(CAMERAS) == [[0, 1, 2]]
+
+
+def test_load_errors_name_the_checkpoint(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        load_world_model(tmp_path / "missing")
+    import shutil
+
+    step = next((checkpoint / "checkpoints").iterdir())
+    copy = tmp_path / "copy"
+    shutil.copytree(step, copy)
+    document = yaml.safe_load((copy / "config.yaml").read_text())
+    document["task"] = "tokenizer"
+    (copy / "config.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError, match="does not match its checksum"):
+        load_world_model(copy)
+    from drivesim.train.checkpoint import write_checkpoint
+
+    def fake(config, name):
+        return write_checkpoint(tmp_path / name, 1, config, {}, None, {}, [{}], keep_last=1)
+
+    with pytest.raises(ConfigError, match="'tokenizer' checkpoint, not a world model"):
+        load_world_model(fake({"task": "tokenizer"}, "a"))
+    with pytest.raises(ConfigError, match="tokenizer folder .*missing"):
+        load_world_model(fake({"task": "wfm", "data": {"tokenizer": str(tmp_path / "gone")}}, "b"))
+
+
+def test_generate_command(checkpoint, tmp_path, capsys):
+    scenario_file = save(make_scenario(), tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    code = main(["generate", "--scenario", str(scenario_file), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--steps", "1", "--device", "cpu", "--quiet"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{c}.mp4" for c in CAMERAS] + ["grid.mp4", "contact_sheet.png", "scenario.yaml", ROLLOUT_STORE])
+    capsys.readouterr()
+    # a non-empty --out is refused
+    code = main(["generate", "--scenario", str(scenario_file), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--steps", "1", "--quiet"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing checkpoint", "bad scenario", "missing scenario", "bad steps"])
+def test_generate_errors_exit_2_naming_the_input(checkpoint, tmp_path, capsys, case):
+    scenario_file = save(make_scenario(), tmp_path / "s.yaml")
+    args = {"--scenario": str(scenario_file), "--checkpoint": str(checkpoint), "--out": str(tmp_path / "out"),
+            "--steps": "1"}
+    if case == "missing checkpoint":
+        args["--checkpoint"] = str(tmp_path / "nope")
+        named = "nope"
+    elif case == "bad scenario":
+        bad = tmp_path / "bad.yaml"
+        document = scenario_document()
+        document["fps"] = "fast"
+        bad.write_text(yaml.safe_dump(document))
+        args["--scenario"] = str(bad)
+        named = "bad.yaml"
+    elif case == "missing scenario":
+        args["--scenario"] = str(tmp_path / "none.yaml")
+        named = "none.yaml"
+    else:
+        args["--steps"] = "0"
+        named = "--steps"
+    code = main(["generate", *[x for pair in args.items() for x in pair], "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
