@@ -84,6 +84,11 @@ def _resolve_tokenizer(path: Path, document: dict) -> Path:
     return tokenizer
 
 
+def _non_persistent_names(model: torch.nn.Module) -> set[str]:
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            for name in module._non_persistent_buffers_set}
+
+
 def load_world_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu"):
     """(WorldModel, tokenizer) from a `drivesim train wfm` run folder (its newest complete checkpoint) or
     one checkpoint folder, EMA weights when present, both in eval mode on `device`. The checkpoint's
@@ -115,7 +120,10 @@ def load_world_model(checkpoint_dir: str | Path, device: str | torch.device = "c
         raise ConfigError(f"--checkpoint {path}: {error}") from None
     weights = path / ("ema.safetensors" if (path / "ema.safetensors").is_file() else "model.safetensors")
     try:
-        model.load_state_dict(load_weights(weights))
+        state = load_weights(weights)
+        # EMA files written before ema.persistent_buffers also hold non-persistent buffers: not weights.
+        stale = _non_persistent_names(model)
+        model.load_state_dict({name: tensor for name, tensor in state.items() if name not in stale})
     except RuntimeError as error:
         raise ConfigError(f"--checkpoint {weights} does not fit its config.yaml: "
                           f"{str(error).splitlines()[0]}") from None

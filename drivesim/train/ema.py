@@ -21,7 +21,7 @@ class EMA:
     def full_state(self, model: torch.nn.Module, clean_name) -> dict[str, torch.Tensor]:
         """Whole tensors under the model's own parameter names (DTensors gathered), buffers as they are."""
         state = {clean_name(name): _full(tensor) for name, tensor in self.shadow.items()}
-        state.update({clean_name(name): _full(b) for name, b in model.named_buffers()})
+        state.update({clean_name(name): _full(b) for name, b in persistent_buffers(model)})
         return state
 
     @torch.no_grad()
@@ -33,6 +33,14 @@ class EMA:
 
                 source = distribute_tensor(source, tensor.device_mesh, tensor.placements)
             tensor.copy_(source)
+
+
+def persistent_buffers(model: torch.nn.Module):
+    """(name, buffer) of the buffers a state dict holds: non-persistent ones are rebuilt, never saved."""
+    for prefix, module in model.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if name not in module._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:

@@ -238,3 +238,13 @@ def test_a_finished_run_leaves_subnormal_floats_as_it_found_them(tmp_path):
 
     train(_config(tmp_path / "run", "steps=2"), ToyTask(), progress=False)
     assert not denormals_flushed()
+
+
+def test_ema_weights_hold_what_the_model_state_holds():
+    from drivesim.train.ema import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    model[0].register_buffer("cache", torch.ones(2), persistent=False)  # rebuilt at construction, never saved
+    state = EMA(model, 0.9).full_state(model, lambda name: name)
+    assert set(state) == set(model.state_dict())
+    model.load_state_dict(state)  # strict: an EMA file loads into the model it came from
