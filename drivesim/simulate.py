@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.geometry import compose, invert
@@ -45,27 +44,6 @@ def _device(device: str | torch.device) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available")
     return torch.device(device)
-
-
-def _checkpoint_folder(path: Path) -> Path:
-    """A run folder (its newest complete checkpoint) or a checkpoint folder -> the checkpoint folder."""
-    from drivesim.train.checkpoint import latest_checkpoint, verify_checkpoint
-
-    if not path.exists():
-        raise ConfigError(f"--checkpoint {path}: no such folder")
-    if not path.is_dir():
-        raise ConfigError(f"--checkpoint {path}: not a folder (give a `drivesim train wfm` run or checkpoint folder)")
-    if (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path / "checkpoints", report=lambda text: None)
-        if found is None:
-            raise ConfigError(f"--checkpoint {path}: no complete checkpoint in {path / 'checkpoints'}")
-        path = found
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"--checkpoint {path}: not a checkpoint folder (no config.yaml)")
-    problem = verify_checkpoint(path)
-    if problem is not None:
-        raise ConfigError(f"--checkpoint {path}: {problem}")
-    return path
 
 
 def _resolve_tokenizer(path: Path, document: dict) -> Path:
@@ -93,19 +71,12 @@ def load_world_model(checkpoint_dir: str | Path, device: str | torch.device = "c
     """(WorldModel, tokenizer) from a `drivesim train wfm` run folder (its newest complete checkpoint) or
     one checkpoint folder, EMA weights when present, both in eval mode on `device`. The checkpoint's
     config is kept on the model as `model.checkpoint_config` (rollout reads data.frames and data.size)."""
-    from drivesim.train.checkpoint import load_weights
+    from drivesim.train.checkpoint import load_weights, resolve_checkpoint
     from drivesim.wfm.model import WorldModel, model_config
     from drivesim.wfm.task import load_tokenizer
 
     device = _device(device)
-    path = _checkpoint_folder(Path(checkpoint_dir))
-    try:
-        document = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--checkpoint {path}: config.yaml is not valid YAML ({error})") from None
-    if not isinstance(document, dict) or document.get("task") != "wfm":
-        task = document.get("task") if isinstance(document, dict) else None
-        raise ConfigError(f"--checkpoint {path}: a {task!r} checkpoint, not a world model (wfm) one")
+    path, document = resolve_checkpoint(Path(checkpoint_dir), "wfm", report=lambda text: None)
     tokenizer_path = _resolve_tokenizer(path, document)
     try:
         tokenizer = load_tokenizer(tokenizer_path)

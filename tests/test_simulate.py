@@ -203,7 +203,7 @@ def test_load_errors_name_the_checkpoint(checkpoint, tmp_path):
     def fake(config, name):
         return write_checkpoint(tmp_path / name, 1, config, {}, None, {}, [{}], keep_last=1)
 
-    with pytest.raises(ConfigError, match="'tokenizer' checkpoint, not a world model"):
+    with pytest.raises(ConfigError, match="'tokenizer' checkpoint, not a 'wfm' one"):
         load_world_model(fake({"task": "tokenizer"}, "a"))
     with pytest.raises(ConfigError, match="tokenizer folder .*missing"):
         load_world_model(fake({"task": "wfm", "data": {"tokenizer": str(tmp_path / "gone")}}, "b"))

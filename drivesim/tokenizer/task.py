@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from einops import rearrange
 
 from drivesim.errors import ConfigError
@@ -169,22 +168,9 @@ class TokenizerTask:
 
 def load_trained(path: str | Path, ema: bool = True, device: str = "cpu") -> CausalVideoTokenizer:
     """A tokenizer from a training checkpoint folder (or a run folder: its newest checkpoint)."""
-    from drivesim.train.checkpoint import latest_checkpoint, load_weights, verify_checkpoint
+    from drivesim.train.checkpoint import load_weights, resolve_checkpoint
 
-    path = Path(path)
-    if (path / "checkpoints").is_dir():
-        found = latest_checkpoint(path / "checkpoints")
-        if found is None:
-            raise ConfigError(f"--checkpoint {path}: no complete checkpoint in {path / 'checkpoints'}")
-        path = found
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"--checkpoint {path}: not a checkpoint folder (no config.yaml)")
-    problem = verify_checkpoint(path)
-    if problem is not None:
-        raise ConfigError(f"--checkpoint {path}: {problem}")
-    document = yaml.safe_load((path / "config.yaml").read_text())
-    if document.get("task") != "tokenizer":
-        raise ConfigError(f"--checkpoint {path}: a {document.get('task')!r} checkpoint, not a tokenizer one")
+    path, document = resolve_checkpoint(Path(path), "tokenizer")
     model = CausalVideoTokenizer(model_config(document.get("model", {})))
     weights = path / ("ema.safetensors" if ema and (path / "ema.safetensors").is_file() else "model.safetensors")
     state = load_weights(weights)

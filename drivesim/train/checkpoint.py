@@ -130,3 +130,32 @@ def read_checkpoint(path: Path, rank: int) -> dict:
         "training": torch.load(path / "training.pt", weights_only=True),
         "rng": torch.load(rng if rng.is_file() else path / "rng-rank0.pt", weights_only=True),
     }
+
+
+def resolve_checkpoint(path: Path, task: str, report=print) -> tuple[Path, dict]:
+    """A run folder (its newest complete checkpoint) or a checkpoint folder of `task` -> (the checkpoint
+    folder, its config), checksums verified; ConfigError naming --checkpoint otherwise."""
+    from drivesim.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"--checkpoint {path}: " + ("not a folder" if path.exists() else "no such folder")
+                          + f" (give a `drivesim train {task}` run or checkpoint folder)")
+    if (path / "checkpoints").is_dir():
+        found = latest_checkpoint(path / "checkpoints", report=report)
+        if found is None:
+            raise ConfigError(f"--checkpoint {path}: no complete checkpoint in {path / 'checkpoints'}")
+        path = found
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"--checkpoint {path}: not a checkpoint folder (no config.yaml)")
+    problem = verify_checkpoint(path)
+    if problem is not None:
+        raise ConfigError(f"--checkpoint {path}: {problem}")
+    try:
+        document = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--checkpoint {path}: config.yaml is not valid YAML ({error})") from None
+    if not isinstance(document, dict) or document.get("task") != task:
+        found_task = document.get("task") if isinstance(document, dict) else None
+        raise ConfigError(f"--checkpoint {path}: a {found_task!r} checkpoint, not a {task!r} one")
+    return path, document
