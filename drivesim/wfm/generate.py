@@ -49,6 +49,9 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     clean = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     clean[:, :k] = True
     noise = flow.noise_like(shape, config.seed, device)
+    # The cameras do not change between steps: their rays once, not at every model call.
+    conditions = {**conditions, "rays": model.camera_rays(conditions["intrinsics"], conditions["ego_from_cam"],
+                                                          conditions["ego0_from_ego"], (frames, *shape[4:]))}
 
     def velocity(x, t, drops):
         # One frozenset of dropped conditions per row: guidance stacks its predictions along the batch.

@@ -126,11 +126,13 @@ class WorldModel(nn.Module):
     def forward(self, latents: torch.Tensor, t: torch.Tensor, *, intrinsics: torch.Tensor,
                 ego_from_cam: torch.Tensor, ego0_from_ego: torch.Tensor, clean: torch.Tensor | None = None,
                 captions: list[str] | None = None, layout: torch.Tensor | None = None,
-                keep: dict[str, torch.Tensor] | None = None, neighbours: torch.Tensor | None = None) -> torch.Tensor:
+                keep: dict[str, torch.Tensor] | None = None, neighbours: torch.Tensor | None = None,
+                rays: torch.Tensor | None = None) -> torch.Tensor:
         """latents [B, V, T, C, h, w] (normalised; clean frames hold their clean values), t [B] ->
         velocity [B, V, T, C, h, w]. clean [B, T] bool: latent frames given clean. keep: per-sample bool
         [B] for each of CONDITIONS (all kept when absent). neighbours [B, V, K]: which views each view
-        attends to (default: the nearest cameras in azimuth)."""
+        attends to (default: the nearest cameras in azimuth). rays: camera_rays(...) of these cameras, when
+        the caller has them already (a sampler calls the model many times with the same cameras)."""
         self.check_inputs(latents, intrinsics, ego_from_cam, ego0_from_ego, clean, layout)
         config = self.config
         batch, views, frames, _, height, width = latents.shape
@@ -143,14 +145,9 @@ class WorldModel(nn.Module):
         mask = repeat(clean.to(latents.dtype), "b t -> b v t 1 h w", v=views, h=height, w=width)
         x = torch.cat([latents, mask], dim=3)
 
-        pt, ph, pw = config.patch
-        grid = self.dit.patch_grid(frames, height, width)
-        s = config.spatial_compression
-        rays = plucker_maps(intrinsics.float(), ego_from_cam.float(), ego0_from_ego.float(),
-                            image_size=(width * s, height * s), grid=(grid[1], grid[2]))
-        rays = pool_time(rays, config.temporal_compression, dim=2)
-        if pt > 1:
-            rays = rearrange(rays, "b v (t pt) c h w -> b v t pt c h w", pt=pt).mean(dim=3)
+        pt = config.patch[0]
+        if rays is None:
+            rays = self.camera_rays(intrinsics, ego_from_cam, ego0_from_ego, (frames, height, width))
         extra = self.rays(rays.to(dtype)) * kept["rays"].to(dtype)[:, None, None, None, None, None]
         if self.layout is not None and layout is not None:
             layout_tokens = self.layout(layout.to(dtype))
@@ -163,6 +160,20 @@ class WorldModel(nn.Module):
             count = config.neighbours if config.views == "neighbours" else views - 1
             neighbours = azimuth_neighbours(ego_from_cam, count)
         return self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
+
+    def camera_rays(self, intrinsics, ego_from_cam, ego0_from_ego, latent_shape: tuple[int, int, int]):
+        """Plücker rays pooled to the patch grid of latents of (frames, height, width): [B, V, T', 6, h', w']."""
+        config = self.config
+        frames, height, width = latent_shape
+        pt = config.patch[0]
+        grid = self.dit.patch_grid(frames, height, width)
+        s = config.spatial_compression
+        rays = plucker_maps(intrinsics.float(), ego_from_cam.float(), ego0_from_ego.float(),
+                            image_size=(width * s, height * s), grid=(grid[1], grid[2]))
+        rays = pool_time(rays, config.temporal_compression, dim=2)
+        if pt > 1:
+            rays = rearrange(rays, "b v (t pt) c h w -> b v t pt c h w", pt=pt).mean(dim=3)
+        return rays
 
     def _context(self, ego0_from_ego, captions, kept, batch, device, dtype):
         """Condition tokens [B, N, D] and their mask [B, N]: null token, trajectory, text."""
