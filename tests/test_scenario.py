@@ -53,6 +53,23 @@ def test_every_scenario_file_loads_validates_and_has_a_road_agents_and_prompt(pa
     assert all(f.boxes.shape[1] == 7 and len(f.categories) == len(f.boxes) for f in frames)
 
 
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_scenario_file_renders_boxes_lanes_and_edges_on_its_rig(path):
+    from drivesim.render import LAYOUT_CHANNELS, render_layout
+
+    scenario = sc.load(path)
+    frames = scenario.layout_frames()
+    chosen = [frames[0], frames[len(frames) // 2], frames[-1]]
+    maps = render_layout(scenario.rig, chosen, size=(96, 54))
+    assert maps.shape == (len(scenario.rig.cameras), 3, len(LAYOUT_CHANNELS), 54, 96)
+    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    drawn = maps.reshape(*maps.shape[:3], -1).max(axis=(0, 3))  # [3 frames, C]: what any camera shows
+    boxes, lanes = drawn[:, :3].max(axis=1), drawn[:, LAYOUT_CHANNELS.index("lane")]
+    edges = drawn[:, LAYOUT_CHANNELS.index("road_edge")]
+    assert (boxes > 0).any(), "no agent is seen by any camera in any of the three frames"
+    assert (lanes > 0).all() and (edges > 0).all(), "every frame shows the road"
+
+
 def test_save_then_load_gives_the_same_scenario(tmp_path):
     original = sc.load(SCENARIOS / "cut_in.yaml")
     again = sc.load(sc.save(original, tmp_path / "copy.yaml"))

@@ -1,0 +1,105 @@
+"""A scenario replaying a clip of the store: its rig, ego poses, tracks and road."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames, _plain
+from drivesim.scenario.trajectory import Trajectory
+from drivesim.scenario.validate import validate
+
+
+def _rig_document(name: str, width: int, height: int, cameras: list[str], intrinsics, ego_from_cam) -> dict:
+    """An inline rig from a clip's calibration; neighbours: the two nearest cameras by azimuth."""
+    from drivesim.geometry import quaternion_from_matrix
+
+    axis = ego_from_cam[:, :2, 2]
+    azimuth = np.arctan2(axis[:, 1], axis[:, 0])
+    difference = np.abs((azimuth[:, None] - azimuth[None, :] + math.pi) % (2 * math.pi) - math.pi)
+    np.fill_diagonal(difference, np.inf)
+    entries = []
+    for v, camera in enumerate(cameras):
+        nearest = np.argsort(difference[v], kind="stable")[:min(2, len(cameras) - 1)]
+        k = intrinsics[v]
+        entries.append({
+            "name": camera,
+            "intrinsics": {key: _plain(value) for key, value in
+                           zip(("fx", "fy", "cx", "cy"), (k[0, 0], k[1, 1], k[0, 2], k[1, 2]))},
+            "translation": [_plain(c) for c in ego_from_cam[v, :3, 3]],
+            "rotation": [_plain(c) for c in quaternion_from_matrix(ego_from_cam[v, :3, :3].astype(np.float64))],
+            "neighbours": [cameras[int(n)] for n in nearest]})
+    return {"name": name, "image_size": {"width": int(width), "height": int(height)}, "cameras": entries}
+
+
+def from_clip(store_path: str | os.PathLike, clip_id: str) -> Scenario:
+    """A scenario replaying a stored clip, in its first ego frame: the clip's rig, ego poses, tracks and road.
+
+    Tracks seen in fewer than two frames, and boxes of category "other", are left out; a track that
+    stays put for the whole clip becomes a parked agent.
+    """
+    from drivesim.data.store import open_store, read_clip, stored_clip_ids
+    from drivesim.errors import DataError
+    from drivesim.geometry import invert, quaternion_from_matrix
+
+    root = open_store(store_path)
+    if clip_id not in stored_clip_ids(Path(store_path)):
+        known = stored_clip_ids(Path(store_path))
+        shown = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
+        raise DataError(f"store {store_path}: no clip {clip_id!r}; clips: {shown or '(none)'}")
+    names = tuple(n for n in ("intrinsics", "ego_from_cam", "world_from_ego", "timestamps", "boxes", "box_offsets",
+                              "box_category", "box_track", "polylines", "poly_offsets", "poly_type"))
+    clip = read_clip(root, clip_id, names)
+    attrs, settings = clip["attrs"], dict(root.attrs.get("settings", {}))
+    categories, poly_types = list(root.attrs["categories"]), list(root.attrs["poly_types"])
+    frames = len(clip["world_from_ego"])
+    fps = float(attrs.get("fps") or settings.get("fps") or 0)
+    if frames < 2 or not fps > 0:
+        raise DataError(f"store {store_path}: clip {clip_id} has {frames} frame(s) and fps {fps}: nothing to replay")
+    times = np.arange(frames) / fps
+    ego0_from_world = invert(clip["world_from_ego"][0])
+    ego_poses = ego0_from_world @ clip["world_from_ego"]  # [T, 4, 4]
+    ego = Trajectory(times, ego_poses[:, :3, 3], rotations=quaternion_from_matrix(ego_poses[:, :3, :3]))
+
+    boxes, offsets = clip["boxes"].astype(np.float64), clip["box_offsets"]
+    frame_of_row = np.repeat(np.arange(frames), np.diff(offsets))
+    rotation, translation = ego0_from_world[:3, :3], ego0_from_world[:3, 3]
+    centres = boxes[:, :3] @ rotation.T + translation
+    heading = np.arctan2(rotation[1, 0], rotation[0, 0])
+    agents = []
+    for track in np.unique(clip["box_track"]):
+        rows = np.flatnonzero(clip["box_track"] == track)
+        category = categories[int(clip["box_category"][rows[0]])]
+        if len(rows) < 2 or category not in CATEGORIES:
+            continue
+        rows = rows[np.argsort(frame_of_row[rows], kind="stable")]
+        size = tuple(float(c) for c in boxes[rows[0], 3:6])
+        bottoms = centres[rows] - [0.0, 0.0, size[2] / 2]
+        yaws = np.unwrap(boxes[rows, 6] + heading)
+        agent_id = f"track{int(track)}"
+        if len(rows) == frames and np.linalg.norm(bottoms - bottoms[0], axis=1).max() < 0.3:
+            agents.append(Agent(agent_id, category, size, Trajectory([0.0], bottoms[:1], yaws[:1]), parked=True))
+        else:
+            agents.append(Agent(agent_id, category, size, Trajectory(times[frame_of_row[rows]], bottoms, yaws)))
+
+    lanes, edges = [], []
+    points = clip["polylines"].astype(np.float64) @ rotation.T + translation
+    for k, type_index in enumerate(clip["poly_type"]):
+        line = points[clip["poly_offsets"][k]:clip["poly_offsets"][k + 1]]
+        kind = poly_types[int(type_index)]
+        if len(line) >= 2 and kind in ("lane", "road_edge"):
+            (lanes if kind == "lane" else edges).append(line)
+
+    width, height = settings.get("width"), settings.get("height")
+    cameras = list(attrs.get("cameras") or settings.get("cameras") or [])
+    rig = _rig_document(clip_id, width, height, cameras, clip["intrinsics"].astype(np.float64),
+                        clip["ego_from_cam"].astype(np.float64))
+    caption = attrs.get("caption") or f"a drive replayed from clip {clip_id}"
+    scenario = Scenario(rig_spec=rig, fps=fps, duration=float(times[-1]), ego=ego, prompt=caption,
+                        agents=tuple(agents), road=Road(tuple(lanes), tuple(edges)), name=clip_id,
+                        start_frames=StartFrames(str(store_path), clip_id, 0),
+                        source=f"clip {clip_id} of store {store_path}")
+    return validate(scenario)

@@ -1,0 +1,188 @@
+"""The Scenario: the rig, the ego's path, the other road users and the road that a rollout shows."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.data.nuscenes import CATEGORIES as STORE_CATEGORIES
+from drivesim.errors import ConfigError, ScenarioError
+from drivesim.geometry import Rig, _RigFile, load_rig
+from drivesim.render import LayoutFrame
+from drivesim.scenario.trajectory import Trajectory
+
+CATEGORIES = tuple(name for name in STORE_CATEGORIES if name != "other")  # the 23 nuScenes categories
+
+
+@dataclass(frozen=True, eq=False)
+class Agent:
+    """A road user other than the ego: a box that follows a trajectory, or stands parked."""
+
+    id: str
+    category: str                     # a nuScenes category
+    size: tuple[float, float, float]  # width, length, height (nuScenes wlh), metres
+    trajectory: Trajectory            # one pose when parked
+    parked: bool = False
+
+    def present(self, times) -> np.ndarray:
+        """[F] -> [F] bool: a moving agent exists from its first waypoint to its last."""
+        times = np.asarray(times, dtype=np.float64)
+        if self.parked:
+            return np.ones(len(times), dtype=bool)
+        eps = 1e-9
+        return (times >= self.trajectory.start - eps) & (times <= self.trajectory.end + eps)
+
+
+@dataclass(frozen=True, eq=False)
+class Road:
+    """Lane centre lines and road edges, [P, 3] world-frame polylines."""
+
+    lanes: tuple[np.ndarray, ...] = ()
+    road_edges: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True)
+class StartFrames:
+    """Real frames to start from: `frame` of `clip` in the clip store `store`."""
+
+    store: str
+    clip: str
+    frame: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    """What a rollout is asked to show. Build it with load, from_dict, from_clip or an edit: they validate."""
+
+    rig_spec: str | dict           # a views/ name, a rig YAML path, or an inline rig document
+    fps: float
+    duration: float                # seconds; frames at 0, 1/fps, ... up to duration
+    ego: Trajectory
+    prompt: str
+    agents: tuple[Agent, ...] = ()
+    road: Road = Road()
+    name: str = ""
+    seed: int = 0
+    start_frames: StartFrames | None = None
+    source: str = "scenario"       # names the scenario in errors: its file, or what it came from
+    base_dir: Path | None = None   # a relative rig path is read from here
+
+    @cached_property
+    def rig(self) -> Rig:
+        if isinstance(self.rig_spec, dict):
+            try:
+                return _RigFile(Path(f"{self.source}: rig")).rig(self.rig_spec)
+            except ScenarioError:
+                raise
+            except ConfigError as error:  # the inline rig's own checks: one error type for every scenario fault
+                raise ScenarioError(str(error)) from None
+        text = self.rig_spec
+        if self.base_dir is not None and (text.endswith((".yaml", ".yml")) or os.sep in text):
+            text = str(self.base_dir / text) if not Path(text).is_absolute() else text
+        try:
+            return load_rig(text)
+        except ScenarioError:
+            raise
+        except Exception as error:  # ConfigError from the rig file; OSError and the like for odd paths
+            raise ScenarioError(f"{self.source}: rig: {error}") from None
+
+    @property
+    def num_frames(self) -> int:
+        return int(math.floor(self.duration * self.fps + 1e-6)) + 1
+
+    def frame_times(self) -> np.ndarray:
+        """[F] seconds of the scenario's frames."""
+        return np.arange(self.num_frames) / self.fps
+
+    def agent(self, agent_id: str) -> Agent:
+        for agent in self.agents:
+            if agent.id == agent_id:
+                return agent
+        known = ", ".join(agent.id for agent in self.agents) or "(none)"
+        raise ScenarioError(f"{self.source}: no agent {agent_id!r}; agents: {known}")
+
+    def world_from_ego(self, times=None) -> np.ndarray:
+        """[F] seconds (default: the frames) -> [F, 4, 4] float64 ego poses."""
+        times = self.frame_times() if times is None else np.asarray(times, dtype=np.float64).reshape(-1)
+        poses = np.tile(np.eye(4), (len(times), 1, 1))
+        poses[:, :3, :3] = self.ego.rotation(times)
+        poses[:, :3, 3] = self.ego.position(times)
+        return poses
+
+    def layout_frames(self, times=None) -> list:
+        """One drivesim.render.LayoutFrame per time (default: the frames), world frame."""
+        times = self.frame_times() if times is None else np.asarray(times, dtype=np.float64).reshape(-1)
+        poses = self.world_from_ego(times)
+        present = np.array([agent.present(times) for agent in self.agents]).reshape(len(self.agents), len(times))
+        centres = [agent.trajectory.position(times) + [0.0, 0.0, agent.size[2] / 2] for agent in self.agents]
+        yaws = [agent.trajectory.yaw(times) for agent in self.agents]
+        polylines = [p.astype(np.float32) for p in (*self.road.lanes, *self.road.road_edges)]
+        poly_types = ["lane"] * len(self.road.lanes) + ["road_edge"] * len(self.road.road_edges)
+        frames = []
+        for f in range(len(times)):
+            rows = [np.array([*centres[a][f], *agent.size, yaws[a][f]]) for a, agent in enumerate(self.agents)
+                    if present[a, f]]
+            boxes = np.array(rows, dtype=np.float32).reshape(-1, 7)
+            categories = [agent.category for a, agent in enumerate(self.agents) if present[a, f]]
+            frames.append(LayoutFrame(world_from_ego=poses[f], boxes=boxes, categories=categories,
+                                      polylines=polylines, poly_types=list(poly_types)))
+        return frames
+
+    def summary(self) -> str:
+        rig = self.rig
+        return (f"{self.name or '(unnamed)'}: rig {rig.name} ({len(rig.cameras)} cameras), {self.duration:g} s at "
+                f"{self.fps:g} fps ({self.num_frames} frames), {len(self.agents)} agent(s), "
+                f"{len(self.road.lanes)} lane(s), {len(self.road.road_edges)} road edge(s)")
+
+    def to_dict(self) -> dict:
+        """The YAML document (load(save(s)) == s up to 1e-6 rounding)."""
+        document = {"name": self.name, "prompt": self.prompt, "rig": self.rig_spec, "fps": _plain(self.fps),
+                    "duration": _plain(self.duration), "seed": self.seed}
+        if self.start_frames is not None:
+            document["start_frames"] = {"store": self.start_frames.store, "clip": self.start_frames.clip,
+                                        "frame": self.start_frames.frame}
+        document["ego"] = _trajectory_document(self.ego)
+        document["agents"] = [_agent_document(agent) for agent in self.agents]
+        document["road"] = {"lanes": [_points_document(p) for p in self.road.lanes],
+                            "road_edges": [_points_document(p) for p in self.road.road_edges]}
+        return document
+
+
+def _plain(value: float) -> float | int:
+    value = round(float(value), 6)
+    return int(value) if value.is_integer() else value
+
+
+def _points_document(points: np.ndarray) -> list:
+    return [[_plain(c) for c in (p if p[2] != 0 else p[:2])] for p in points]
+
+
+def _trajectory_document(trajectory: Trajectory) -> dict:
+    if trajectory.rotations is not None:
+        return {"poses": [{"t": _plain(t), "translation": [_plain(c) for c in p], "rotation": [_plain(c) for c in q]}
+                          for t, p, q in zip(trajectory.times, trajectory.positions, trajectory.rotations)]}
+    rows = []
+    for i, (t, p) in enumerate(zip(trajectory.times, trajectory.positions)):
+        row = {"t": _plain(t), "x": _plain(p[0]), "y": _plain(p[1])}
+        if p[2] != 0:
+            row["z"] = _plain(p[2])
+        if trajectory.yaws is not None:
+            row["yaw"] = _plain(trajectory.yaws[i])
+        rows.append(row)
+    return {"waypoints": rows}
+
+
+def _agent_document(agent: Agent) -> dict:
+    document = {"id": agent.id, "category": agent.category, "size": [_plain(c) for c in agent.size]}
+    if agent.parked:
+        x, y, z = agent.trajectory.positions[0]
+        document["parked"] = {"x": _plain(x), "y": _plain(y), **({"z": _plain(z)} if z else {}),
+                              "yaw": _plain(agent.trajectory.yaw([0.0])[0])}
+    else:
+        document.update(_trajectory_document(agent.trajectory))
+    return document

@@ -1,0 +1,125 @@
+"""Every check of a Scenario beyond its file's structure: limits, overlaps at the start, known names."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
+from drivesim.errors import ScenarioError
+from drivesim.geometry import _show
+from drivesim.scenario.schema import CATEGORIES, Scenario
+from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_for
+
+MAX_FPS, MAX_DURATION = 120.0, 3600.0
+
+
+def _rectangle_corners(centre, width, length, yaw) -> np.ndarray:
+    forward, left = np.array([math.cos(yaw), math.sin(yaw)]), np.array([-math.sin(yaw), math.cos(yaw)])
+    return np.array([centre + sx * length / 2 * forward + sy * width / 2 * left
+                     for sx, sy in ((1, 1), (1, -1), (-1, -1), (-1, 1))])
+
+
+def _rectangles_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating axis test for two convex quadrilaterals [4, 2]."""
+    for corners in (a, b):
+        for i in range(2):
+            edge = corners[i + 1] - corners[i]
+            axis = np.array([-edge[1], edge[0]])
+            pa, pb = a @ axis, b @ axis
+            if pa.max() <= pb.min() or pb.max() <= pa.min():
+                return False
+    return True
+
+
+def _ego_footprint(scenario: Scenario, time: float) -> np.ndarray:
+    width, length, _ = EGO_SIZE
+    position, yaw = scenario.ego.position([time])[0], scenario.ego.yaw([time])[0]
+    # The ego's origin is its rear axle: the box centre lies ahead of it.
+    centre = position[:2] + (length / 2 - EGO_REAR_OVERHANG) * np.array([math.cos(yaw), math.sin(yaw)])
+    return _rectangle_corners(centre, width, length, yaw)
+
+
+def _kinematic_problem(trajectory: Trajectory, limits: Limits) -> str | None:
+    if len(trajectory.times) < 2:
+        return None
+    grid = np.union1d(np.linspace(trajectory.start, trajectory.end,
+                                  math.ceil((trajectory.end - trajectory.start) * CHECK_HZ) + 1), trajectory.times)
+    checks = (("speed", np.linalg.norm(trajectory.velocity(grid), axis=1), limits.speed, "m/s"),
+              ("acceleration", np.linalg.norm(trajectory.acceleration(grid), axis=1), limits.acceleration, "m/s^2"),
+              ("yaw rate", np.abs(trajectory.yaw_rate(grid)), limits.yaw_rate, "rad/s"))
+    for name, values, limit, unit in checks:
+        if not np.isfinite(values).all() or (values > limit * (1 + 1e-9)).any():
+            index = int(np.argmax(np.where(np.isfinite(values), values, np.inf)))
+            return (f"is physically impossible: {name} {values[index]:.3g} {unit} at t = {grid[index]:.3g} s "
+                    f"exceeds {limit:g} {unit}")
+    return None
+
+
+def validate(scenario: Scenario) -> Scenario:
+    """Every check beyond the file's structure; returns the scenario, or raises ScenarioError."""
+    source = scenario.source
+
+    def fail(where: str, problem: str):
+        raise ScenarioError(f"{source}: {where}: {problem}" if where else f"{source}: {problem}")
+
+    if not isinstance(scenario.prompt, str) or not scenario.prompt.strip():
+        fail("prompt", "must be a non-empty text")
+    if not (isinstance(scenario.fps, (int, float)) and 0 < scenario.fps <= MAX_FPS):
+        fail("fps", f"must be a number in (0, {MAX_FPS:g}], got {_show(scenario.fps)}")
+    if not (isinstance(scenario.duration, (int, float)) and 0 < scenario.duration <= MAX_DURATION):
+        fail("duration", f"must be a number of seconds in (0, {MAX_DURATION:g}], got {_show(scenario.duration)}")
+    if not (isinstance(scenario.seed, int) and not isinstance(scenario.seed, bool) and scenario.seed >= 0):
+        fail("seed", f"must be an integer >= 0, got {_show(scenario.seed)}")
+    scenario.rig  # noqa: B018 - loading it is the check (unknown rig, bad inline rig)
+    problem = scenario.ego.problem()
+    if problem:
+        fail(f"ego.{problem[0]}", problem[1])
+    if scenario.ego.start > 1e-9 or scenario.ego.end < scenario.duration - 1e-9:
+        fail("ego.waypoints", f"must cover the whole scenario, 0 to {scenario.duration:g} s; they run from "
+                              f"{scenario.ego.start:g} to {scenario.ego.end:g} s")
+    if scenario.ego.yaws is None and scenario.ego.rotations is None and not scenario.ego.moves():
+        fail("ego.waypoints", "never move, so they need a yaw")
+    problem = _kinematic_problem(scenario.ego, limits_for(None))
+    if problem:
+        fail("ego", problem)
+    ego_start = _ego_footprint(scenario, 0.0)
+    seen = set()
+    for index, agent in enumerate(scenario.agents):
+        where = f"agents[{index}] ({agent.id})"
+        if not isinstance(agent.id, str) or not agent.id:
+            fail(f"agents[{index}].id", f"must be a non-empty name, got {_show(agent.id)}")
+        if agent.id in seen:
+            fail(f"{where}.id", f"repeats the id {agent.id!r}")
+        seen.add(agent.id)
+        if agent.category not in CATEGORIES:
+            fail(f"{where}.category", f"unknown category {_show(agent.category)}; nuScenes categories: "
+                                      f"{', '.join(CATEGORIES)}")
+        size = np.asarray(agent.size, dtype=np.float64)
+        if size.shape != (3,) or not np.isfinite(size).all() or (size <= 0).any() or (size > 30).any():
+            fail(f"{where}.size", f"must be width, length, height in (0, 30] m, got {_show(agent.size)}")
+        problem = agent.trajectory.problem()
+        if problem:
+            fail(f"{where}.{problem[0]}", problem[1])
+        if agent.parked and len(agent.trajectory.times) != 1:
+            fail(f"{where}.parked", "a parked agent has exactly one pose")
+        if not agent.parked and agent.trajectory.yaws is None and agent.trajectory.rotations is None \
+                and not agent.trajectory.moves():
+            fail(f"{where}.waypoints", "never move, so they need a yaw (or make the agent parked)")
+        problem = _kinematic_problem(agent.trajectory, limits_for(agent.category))
+        if problem:
+            fail(where, problem)
+        if agent.present([0.0])[0]:
+            position, yaw = agent.trajectory.position([0.0])[0], agent.trajectory.yaw([0.0])[0]
+            box = _rectangle_corners(position[:2], size[0], size[1], yaw)
+            if _rectangles_overlap(box, ego_start):
+                fail(where, f"overlaps the ego at the start (agent at x {position[0]:.2f}, y {position[1]:.2f}; "
+                            f"ego box {EGO_SIZE[1]:g} m long, its rear axle at the ego's position)")
+    for name in ("lanes", "road_edges"):
+        for index, points in enumerate(getattr(scenario.road, name)):
+            if points.ndim != 2 or points.shape[1] != 3 or len(points) < 2:
+                fail(f"road.{name}[{index}]", "must have at least 2 points of x, y[, z]")
+            if not np.isfinite(points).all():
+                fail(f"road.{name}[{index}]", "has a value that is not a finite number")
+    return scenario
