@@ -5,11 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := libusb-1.0-0 libgomp1
+# The editor's real-browser test drives Debian's chromium (never a downloaded browser).
+TEST_APT_PACKAGES := chromium
 # The bench's peer (open3d's Filament renderer) needs a Vulkan driver: Mesa's lavapipe without a GPU.
 BENCH_APT_PACKAGES := libvulkan1 mesa-vulkan-drivers libegl1 libgl1
 DEMO_OUT ?= out/demo
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench ui clean
 
 setup: $(STAMP)
 
@@ -27,7 +29,16 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: setup
+	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
+	  echo "could not install$$missing: the browser test will say it is skipped"; fi
 	$(PY) -m pytest -q tests
+
+# The scenario editor on http://127.0.0.1:8501 (PORT=... to change it).
+PORT ?= 8501
+ui: setup
+	$(VENV)/bin/drivesim ui --port $(PORT)
 
 # Until the rollout exists, the main job is the data path: synthetic logs, then the clip store.
 demo: setup

@@ -316,6 +316,51 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_ui(commands) -> None:
+    parser = commands.add_parser(
+        "ui", help="the scenario editor in the browser (Streamlit)",
+        description="Serve the scenario editor: open, edit, preview and render scenarios. It binds "
+                    "127.0.0.1 unless --address says otherwise, and writes only into --workspace.")
+    parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    parser.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--workspace", type=Path, default=Path("out/ui-workspace"),
+                        help="folder for each browser session's uploads, scenarios and renders")
+    parser.add_argument("--scenarios", type=Path, help="the scenario library (default: the repository's scenarios/)")
+    parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("runs")],
+                        help="folders holding `drivesim train wfm` runs, or runs themselves (default runs/)")
+    parser.set_defaults(run=_run_ui)
+
+
+def ui_command(args) -> list[str]:
+    """The streamlit command line `drivesim ui` runs, and the environment the page reads its settings from."""
+    script = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+    if not script.is_file():
+        raise ConfigError(f"{script}: the editor's script is missing; run from a source checkout (pip install -e .)")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
+    if args.scenarios is not None and not args.scenarios.is_dir():
+        raise ConfigError(f"--scenarios {args.scenarios}: no such folder")
+    from drivesim.scenario import MAX_BYTES
+
+    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
+            "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.maxUploadSize", str(MAX_BYTES // 2**20), "--server.fileWatcherType", "none"]
+
+
+def _run_ui(args) -> int:
+    import subprocess
+
+    command = ui_command(args)
+    args.workspace.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "DRIVESIM_UI_WORKSPACE": str(args.workspace.resolve()),
+                   "DRIVESIM_UI_CHECKPOINTS": os.pathsep.join(str(p.resolve()) for p in args.checkpoints)}
+    if args.scenarios is not None:
+        environment["DRIVESIM_UI_SCENARIOS"] = str(args.scenarios.resolve())
+    print(f"drivesim ui: http://{args.address}:{args.port} (workspace {args.workspace}); Ctrl-C stops it", flush=True)
+    args.interrupted = "the editor stopped"
+    return subprocess.call(command, env=environment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drivesim", description="A multi-camera world simulator for driving.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -326,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(commands)
     _add_scenario(commands)
     _add_generate(commands)
+    _add_ui(commands)
     return parser
 
 

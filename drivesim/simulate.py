@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -270,12 +271,14 @@ def _chunk_conditions(scenario, rig, times: np.ndarray, layout: bool, device) ->
 
 def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.0, seed: int | None = None,
             device: str | torch.device | None = None, progress: bool = True, context: int = 1,
-            frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler") -> Rollout:
+            frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
+            on_chunk: Callable[[int, int], None] | None = None) -> Rollout:
     """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
     data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
     after the first starts from the last `context` latent frames of the one before, re-encoded and given
     clean. guidance scales text and layout alike (1: no guidance); seed defaults to the scenario's.
-    The same inputs and seed give the same video."""
+    The same inputs and seed give the same video. on_chunk(done, total) is called after every chunk
+    (the editor's progress bar; an exception it raises stops the rollout there)."""
     from tqdm import tqdm
 
     from drivesim.tokenizer.model import flatten_views, unflatten_views
@@ -338,6 +341,8 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             video = video.float().clamp(-1, 1)  # [1, V, window, 3, H, W]
             pieces.append(video[0] if index == 0 else video[0, :, overlap:])
             last_video = video
+            if on_chunk is not None:
+                on_chunk(index + 1, len(starts))
     generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
     pixels = ((generated + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return _labelled(scenario, rig, pixels.permute(1, 0, 3, 4, 2).cpu().numpy())

@@ -37,6 +37,42 @@ def synthetic_store(synthetic_logs, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_wfm_run(tmp_path_factory) -> Path:
+    """A `drivesim train wfm` run folder as the rollout code reads it: one checkpoint of a tiny random world
+    model with layout input (64x32 per camera, 5-frame chunks) and a tiny tokenizer beside it."""
+    import torch
+    import yaml
+
+    from drivesim.render import LAYOUT_CHANNELS
+    from drivesim.tokenizer.model import CausalVideoTokenizer, tiny
+    from drivesim.tokenizer.pretrained import save_pretrained
+    from drivesim.train.checkpoint import write_checkpoint
+    from drivesim.wfm.model import WorldModel, model_config
+
+    root = tmp_path_factory.mktemp("wfm-run")
+    torch.manual_seed(0)
+    tokenizer = CausalVideoTokenizer(tiny())
+    tokenizer_folder = save_pretrained(tokenizer, root / "tokenizer")
+    model_section = {"preset": "tiny", "text": "trained", "layout_channels": len(LAYOUT_CHANNELS)}
+    tokens = tokenizer.config
+    model = WorldModel(model_config({**model_section, "latent_channels": tokens.latent_channels,
+                                     "temporal_compression": tokens.temporal_compression,
+                                     "spatial_compression": tokens.spatial_compression}))
+    with torch.no_grad():  # random, not zero, output layers: a blank model would draw the same for any seed
+        for parameter in model.parameters():
+            if parameter.numel() and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape) * 0.05)
+    config = {"task": "wfm", "out": str(root / "run"), "model": model_section,
+              "data": {"store": "nowhere", "tokenizer": str(tokenizer_folder), "frames": 5,
+                       "size": [64, 32], "layout": True}}
+    run = root / "run"
+    state = model.state_dict()
+    write_checkpoint(run / "checkpoints", 10, config, state, state, {"step": 10}, [{}], keep_last=1)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
 @pytest.fixture(autouse=True)
 def _subnormal_floats_back():
     """A test that builds a Trainer without closing it leaves subnormal flushing on for the process,

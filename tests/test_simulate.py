@@ -37,35 +37,8 @@ def make_scenario(**options):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A run folder holding one checkpoint of a tiny random world model with layout input, and its tokenizer."""
-    from drivesim.render import LAYOUT_CHANNELS
-    from drivesim.tokenizer.model import CausalVideoTokenizer, tiny
-    from drivesim.tokenizer.pretrained import save_pretrained
-    from drivesim.train.checkpoint import write_checkpoint
-    from drivesim.wfm.model import WorldModel, model_config
-
-    root = tmp_path_factory.mktemp("wfm-run")
-    torch.manual_seed(0)
-    tokenizer = CausalVideoTokenizer(tiny())
-    tokenizer_folder = save_pretrained(tokenizer, root / "tokenizer")
-    model_section = {"preset": "tiny", "text": "trained", "layout_channels": len(LAYOUT_CHANNELS)}
-    tokens = tokenizer.config
-    model = WorldModel(model_config({**model_section, "latent_channels": tokens.latent_channels,
-                                     "temporal_compression": tokens.temporal_compression,
-                                     "spatial_compression": tokens.spatial_compression}))
-    with torch.no_grad():  # random, not zero, output layers: a blank model would draw the same for any seed
-        for parameter in model.parameters():
-            if parameter.numel() and not parameter.any():
-                parameter.copy_(torch.randn(parameter.shape) * 0.05)
-    config = {"task": "wfm", "out": str(root / "run"), "model": model_section,
-              "data": {"store": "nowhere", "tokenizer": str(tokenizer_folder), "frames": FRAMES,
-                       "size": [WIDTH, HEIGHT], "layout": True}}
-    run = root / "run"
-    state = model.state_dict()
-    write_checkpoint(run / "checkpoints", 10, config, state, state, {"step": 10}, [{}], keep_last=1)
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    return run
+def checkpoint(tiny_wfm_run) -> Path:
+    return tiny_wfm_run
 
 
 @pytest.fixture(scope="module")

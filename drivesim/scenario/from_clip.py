@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -9,8 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames, _plain
-from drivesim.scenario.trajectory import Trajectory
-from drivesim.scenario.validate import validate
+from drivesim.scenario.trajectory import Trajectory, limits_for
+from drivesim.scenario.validate import _kinematic_problem, validate
+
+KEY_FRAME_HZ = 2.0  # nuScenes annotates boxes at 2 Hz
+THINNEST = 2.0  # seconds between waypoints, at most, when a recorded track breaks the limits
+log = logging.getLogger(__name__)
 
 
 def _rig_document(name: str, width: int, height: int, cameras: list[str], intrinsics, ego_from_cam) -> dict:
@@ -62,14 +67,17 @@ def from_clip(store_path: str | os.PathLike, clip_id: str) -> Scenario:
     times = np.arange(frames) / fps
     ego0_from_world = invert(clip["world_from_ego"][0])
     ego_poses = ego0_from_world @ clip["world_from_ego"]  # [T, 4, 4]
-    ego = Trajectory(times, ego_poses[:, :3, 3], rotations=quaternion_from_matrix(ego_poses[:, :3, :3]))
+    ego = _replayable(times, ego_poses[:, :3, 3], fps, limits_for(None),
+                      rotations=quaternion_from_matrix(ego_poses[:, :3, :3]))
+    if ego is None:  # validation names the limit the recorded drive breaks
+        ego = Trajectory(times, ego_poses[:, :3, 3], rotations=quaternion_from_matrix(ego_poses[:, :3, :3]))
 
     boxes, offsets = clip["boxes"].astype(np.float64), clip["box_offsets"]
     frame_of_row = np.repeat(np.arange(frames), np.diff(offsets))
     rotation, translation = ego0_from_world[:3, :3], ego0_from_world[:3, 3]
     centres = boxes[:, :3] @ rotation.T + translation
     heading = np.arctan2(rotation[1, 0], rotation[0, 0])
-    agents = []
+    agents, left_out = [], []
     for track in np.unique(clip["box_track"]):
         rows = np.flatnonzero(clip["box_track"] == track)
         category = categories[int(clip["box_category"][rows[0]])]
@@ -83,7 +91,11 @@ def from_clip(store_path: str | os.PathLike, clip_id: str) -> Scenario:
         if len(rows) == frames and np.linalg.norm(bottoms - bottoms[0], axis=1).max() < 0.3:
             agents.append(Agent(agent_id, category, size, Trajectory([0.0], bottoms[:1], yaws[:1]), parked=True))
         else:
-            agents.append(Agent(agent_id, category, size, Trajectory(times[frame_of_row[rows]], bottoms, yaws)))
+            trajectory = _replayable(times[frame_of_row[rows]], bottoms, fps, limits_for(category), yaws=yaws)
+            if trajectory is None:
+                left_out.append(agent_id)
+            else:
+                agents.append(Agent(agent_id, category, size, trajectory))
 
     lanes, edges = [], []
     points = clip["polylines"].astype(np.float64) @ rotation.T + translation
@@ -102,4 +114,24 @@ def from_clip(store_path: str | os.PathLike, clip_id: str) -> Scenario:
                         agents=tuple(agents), road=Road(tuple(lanes), tuple(edges)), name=clip_id,
                         start_frames=StartFrames(str(store_path), clip_id, 0),
                         source=f"clip {clip_id} of store {store_path}")
+    if left_out:
+        log.warning("clip %s: left out %d track(s) whose recorded motion breaks the physical limits even at "
+                    "1 waypoint per %g s: %s", clip_id, len(left_out), THINNEST, ", ".join(left_out))
     return validate(scenario)
+
+
+def _replayable(times: np.ndarray, positions: np.ndarray, fps: float, limits, yaws=None,
+                rotations=None) -> Trajectory | None:
+    """A recorded trajectory with waypoints at 2 Hz, the rate nuScenes annotates at (boxes between key
+    frames are interpolated in the logs already), or sparser until it keeps to `limits`; None if even
+    THINNEST seconds apart it does not. A spline through every 12 Hz box turns centimetres of jitter into
+    accelerations no car makes, and synthetic traffic stops dead at the end of its path."""
+    frame = np.round(times * fps).astype(np.int64)
+    for seconds in (1 / KEY_FRAME_HZ, 1.0, THINNEST):
+        keep = (frame - frame[0]) % max(1, round(fps * seconds)) == 0
+        keep[-1] = True
+        trajectory = Trajectory(times[keep], positions[keep], None if yaws is None else yaws[keep],
+                                None if rotations is None else rotations[keep])
+        if _kinematic_problem(trajectory, limits) is None:
+            return trajectory
+    return None
