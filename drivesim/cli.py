@@ -344,7 +344,8 @@ def ui_command(args) -> list[str]:
 
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
             "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--server.maxUploadSize", str(MAX_BYTES // 2**20), "--server.fileWatcherType", "none"]
+            "--server.maxUploadSize", str(MAX_BYTES // 2**20), "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal"]
 
 
 def _run_ui(args) -> int:

@@ -186,6 +186,8 @@ def bev_figure(scenario: Scenario, time: float, selected: str | None = None) -> 
         title=dict(text=f"{scenario.name or 'scenario'}: t = {time:.2f} s", x=0.01),
         height=FIGURE_HEIGHT, showlegend=True, uirevision=scenario.name or scenario.source,
         margin=dict(l=50, r=10, t=40, b=40), plot_bgcolor="rgb(235, 235, 235)",
+        # below the plot, so the map gets the column's whole width
+        legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
         xaxis=dict(title="x (m), forward / east", range=x_range, zeroline=False),
         yaxis=dict(title="y (m), left / north", range=y_range, scaleanchor="x", scaleratio=1, zeroline=False))
     return figure

@@ -68,6 +68,7 @@ def init_session() -> None:
         st.error(f"no scenario files in {config['scenarios']}: open one by upload")
         st.stop()
     s["history"] = History(sc.load(first))
+    s["save_name"] = s["history"].current.name or "scenario"
 
 
 def edit(field: str, name: str, function) -> None:
@@ -112,6 +113,7 @@ def open_scenario(field: str, loader) -> None:
     state()["errors"] = {}
     state()["version"] += 1
     state()["time"] = 0.0
+    state()["save_name"] = scenario.name or "scenario"  # the Save field is drawn after Open: allowed here
     st.rerun()
 
 
@@ -154,7 +156,7 @@ def sidebar() -> None:
         current = history().current
         st.download_button("Download scenario YAML", data=_yaml(current), key="download_scenario",
                            file_name=f"{safe_name(current.name)}.yaml", mime="application/x-yaml")
-        st.text_input("name in the workspace", value=current.name or "scenario", key="save_name")
+        st.text_input("name in the workspace", key="save_name")
         if pressed("Save to workspace", "save"):
             _save()
         show_error("save")
@@ -359,7 +361,7 @@ def render_tab() -> None:
         _start_render(checkpoint, steps, guidance, seed, device)
     show_error("render")
     render_status()
-    renders = workspace().renders()
+    renders = [folder for folder in workspace().renders() if job is None or folder != job.out.resolve()]
     if renders:
         with st.expander(f"earlier renders in this session ({len(renders)})"):
             for folder in renders:
@@ -390,6 +392,9 @@ def render_status() -> None:
         st.progress(job.progress, text=f"{job.state}: {job.message}")
         st.button("Stop", key="render_stop", on_click=job.cancel)
         return
+    if state().get("job_shown") is not job:  # just finished: redraw the whole page (the Render button too)
+        state()["job_shown"] = job
+        st.rerun(scope="app")
     if job.state == "failed":
         st.error(f"render failed: {job.message}", icon="⚠️")
         if job.error and job.error != job.message:
