@@ -362,6 +362,70 @@ def _run_ui(args) -> int:
     return subprocess.call(command, env=environment)
 
 
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="write generated rollouts as a nuScenes v1.0 data set",
+        description="Write every clip of the rollouts (folders from `drivesim generate`) as a scene of a nuScenes "
+                    "v1.0 data set: JPEG key frames at 2 Hz and sweeps between, calibration, ego poses and the "
+                    "scenario's boxes as annotations. With --merge-with, into a copy of that data set (its files "
+                    "hard-linked where possible), listed in drivesim_manifest.json.")
+    parser.add_argument("--rollouts", type=Path, required=True,
+                        help="a rollout folder (holding rollout.zarr), or a folder of rollout folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
+    parser.add_argument("--merge-with", type=Path, metavar="DATAROOT",
+                        help="a nuScenes data set (holding VERSION/scene.json) to add the generated scenes to; "
+                             "it is left untouched")
+    parser.add_argument("--version", default="v1.0-mini", help="table folder name (default v1.0-mini)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out once done")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from drivesim.export import ExportConfig, export
+
+    result = export(ExportConfig(rollouts=args.rollouts, out=args.out, merge_with=args.merge_with,
+                                 version=args.version, overwrite=args.overwrite))
+    print(result.summary())
+    return 0
+
+
+def _add_eval(commands) -> None:
+    parser = commands.add_parser(
+        "eval", help="score generated rollouts: consistency, trajectory following, image quality",
+        description="Measure every rollout (folders from `drivesim generate`): cross-view and temporal Sampson "
+                    "errors, the ego path its front camera shows against the commanded one, and PSNR, SSIM and "
+                    "layout agreement against the clip its scenario starts from. With --reference, the same on "
+                    "real or ground-truth clips beside them. Writes report.json and a self-contained report.html.")
+    parser.add_argument("--rollouts", type=Path, required=True,
+                        help="a rollout folder (holding rollout.zarr), or a folder of rollout folders")
+    parser.add_argument("--reference", type=Path, metavar="STORE",
+                        help="a clip store of real or ground-truth clips (the rollouts' start_frames clips are "
+                             "looked up in it; default: the store each scenario names)")
+    parser.add_argument("--out", type=Path, help="folder for report.json and report.html (default: ROLLOUTS/eval)")
+    parser.add_argument("--inception", type=Path, metavar="FILE",
+                        help="a locally stored TorchScript InceptionV3 feature network for FID (never downloaded)")
+    parser.add_argument("--i3d", type=Path, metavar="FILE",
+                        help="a locally stored TorchScript I3D network for FVD (never downloaded)")
+    parser.add_argument("--frame-step", type=int, default=1, help="measure every N-th frame (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from drivesim.eval.report import evaluate, summary_table, write_report
+
+    out = args.out if args.out is not None else args.rollouts / "eval"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    results = evaluate(args.rollouts, reference=args.reference, inception=args.inception, i3d=args.i3d,
+                       frame_step=args.frame_step, progress=not args.quiet)  # checks every input first
+    json_path, html_path = write_report(results, out)
+    print(summary_table(results))
+    print(f"report: {html_path}")
+    print(f"numbers: {json_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drivesim", description="A multi-camera world simulator for driving.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -373,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario(commands)
     _add_generate(commands)
     _add_ui(commands)
+    _add_export(commands)
+    _add_eval(commands)
     return parser
 
 

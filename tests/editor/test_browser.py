@@ -205,7 +205,7 @@ def shot(page, name: str) -> Path:
 # ---------------------------------------------------------------- the test
 
 
-def test_open_edit_a_waypoint_preview_and_render_in_a_browser(server, page):
+def test_open_edit_a_waypoint_preview_and_render_in_a_browser(server, page, tmp_path):
     url, streamlit = server
     # it serves on 127.0.0.1 only
     arguments = command_line(streamlit)
@@ -269,4 +269,15 @@ def test_open_edit_a_waypoint_preview_and_render_in_a_browser(server, page):
     rendered = shot(page, "03-rendered.png")
     if os.environ.get("DRIVESIM_UPDATE_DOCS") == "1":
         (REPO / "docs" / "editor.png").write_bytes(rendered.read_bytes())
+
+    # open a scenario by upload: the file lands in this session's workspace and opens
+    upload = tmp_path / "uploaded_cruise.yaml"
+    upload.write_text(yaml.safe_dump(short_document("uploaded_cruise")))
+    sidebar.get_by_text("Upload", exact=True).click()
+    settle(page)
+    sidebar.locator("input[type=file]").set_input_files(str(upload))
+    settle(page)
+    button(sidebar, "Open upload").click()
+    expect(title).to_have_text("uploaded_cruise")
+    assert [p.name for p in (tmp_path / "workspace").glob("*/uploads/*")] == ["uploaded_cruise.yaml"]
     print(f"browser steps took {time.monotonic() - started:.1f} s")

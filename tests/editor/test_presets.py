@@ -131,3 +131,19 @@ def test_new_agents_parked_and_moving(cruise):
 def test_bad_new_agents_are_refused_naming_the_problem(cruise, options, message):
     with pytest.raises(ScenarioError, match=message):
         presets.new_agent(cruise, **options)
+
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**9, 10**9), st.text(max_size=4),
+                    st.none())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(agent_id=st.one_of(st.text(max_size=12), st.none(), st.integers()),
+       category=st.one_of(st.sampled_from(sc.CATEGORIES), st.text(max_size=12), st.none()),
+       x=numbers, y=numbers, yaw=numbers, speed=numbers)
+def test_fuzzed_new_agent_forms_give_a_scenario_or_a_scenario_error(cruise, agent_id, category, x, y, yaw, speed):
+    try:
+        edited = presets.new_agent(cruise, agent_id, category, x, y, yaw, speed)
+    except ScenarioError:
+        return
+    assert len(edited.agents) == len(cruise.agents) + 1

@@ -1,0 +1,1 @@
+"""Evaluation of generated drives: geometry, consistency and trajectory checks."""

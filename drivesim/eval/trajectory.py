@@ -1,0 +1,469 @@
+"""Trajectory following: does a generated video move the way its scenario commanded?
+
+Visual odometry on one camera (SIFT matches, essential matrix with the known intrinsics, pose
+recovery) gives the camera's rotation and the direction of its translation between frames. The
+monocular scale is unknowable from the images, so each step takes its length from the commanded
+motion; rotation and heading come from the video alone. The recovered ego path is then compared
+with the commanded one: ATE after a Sim(3) (Umeyama) alignment, relative pose errors per step and
+per second, drift at the end, and the share of frames whose motion could be recovered at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.geometry import invert
+
+__all__ = ["relative_motion", "recover_ego_trajectory", "trajectory_metrics", "trajectory_report", "umeyama"]
+
+MIN_MATCHES = 8        # below this the essential matrix is not worth estimating (5-point RANSAC needs margin)
+RATIO = 0.75           # Lowe's ratio test: keep a match only if clearly better than the second best
+RANSAC_PIXELS = 0.5    # epipolar distance of an inlier: SIFT locates to a fraction of a pixel, and at 12 fps
+                       # the few-pixel shifts between frames drown in a looser bound
+RANSAC_CONFIDENCE = 0.999
+MIN_PARALLAX_PIXELS = 4.0  # median shift of matches, rotation undone, that a keyframe needs
+
+
+# ---------------------------------------------------------------- Sim(3) alignment
+
+
+def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """(s, R [3,3], t [3]) minimising sum |target - (s R source + t)|^2 (Umeyama 1991).
+
+    With with_scale=False, s is 1 (a rigid SE(3) fit). A source with no spread (all points equal)
+    fixes no rotation or scale: then s = 1, R = I and t moves its point onto the target's mean.
+    """
+    source = _points(source, "source")
+    target = _points(target, "target")
+    if source.shape != target.shape:
+        raise DataError(f"umeyama: source {source.shape} and target {target.shape} must both be [N, 3]")
+    mean_source, mean_target = source.mean(axis=0), target.mean(axis=0)
+    centred_source, centred_target = source - mean_source, target - mean_target
+    variance = float(np.mean(np.sum(centred_source**2, axis=1)))
+    if variance <= 1e-300:
+        return 1.0, np.eye(3), mean_target - mean_source
+    covariance = centred_target.T @ centred_source / len(source)
+    u, singular, vt = np.linalg.svd(covariance)
+    # Flip the weakest axis if the best orthogonal fit is a reflection: R must be a rotation.
+    sign = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[2] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    scale = float(singular @ sign / variance) if with_scale else 1.0
+    return scale, rotation, mean_target - scale * rotation @ mean_source
+
+
+def _points(points, name: str) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+        raise DataError(f"umeyama: {name} must be [N, 3] points with N >= 1, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"umeyama: {name} has non-finite values")
+    return array
+
+
+# ---------------------------------------------------------------- two-view motion
+
+
+@dataclass
+class _Features:
+    """SIFT keypoints of one image as pixel coordinates, with their descriptors."""
+
+    points: np.ndarray        # float32 [N, 2]
+    descriptors: np.ndarray   # float32 [N, 128], or [0, 128]
+
+
+def _grey(image: np.ndarray, name: str) -> np.ndarray:
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    elif image.ndim != 2:
+        raise DataError(f"{name} must be an [H, W, 3] RGB or [H, W] grey uint8 image, got shape {image.shape}")
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def _features(image: np.ndarray, name: str = "image") -> _Features:
+    import cv2
+
+    keypoints, descriptors = cv2.SIFT_create().detectAndCompute(_grey(image, name), None)
+    points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
+    return _Features(points, descriptors if descriptors is not None else np.zeros((0, 128), np.float32))
+
+
+def _match(a: _Features, b: _Features) -> tuple[np.ndarray, np.ndarray]:
+    """Matched pixel pairs ([M, 2] in a, [M, 2] in b) that pass the ratio test."""
+    import cv2
+
+    if len(a.descriptors) < 2 or len(b.descriptors) < 2:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+    return (a.points[[m.queryIdx for m in good]].reshape(-1, 2),
+            b.points[[m.trainIdx for m in good]].reshape(-1, 2))
+
+
+def _check_intrinsics(intrinsics) -> np.ndarray:
+    k = np.asarray(intrinsics, dtype=np.float64)
+    if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise DataError(f"intrinsics K must be a finite [3, 3] matrix with positive focal lengths, got {k.tolist()}")
+    return k
+
+
+@dataclass
+class _Motion:
+    """cam_b_from_cam_a as rotation and unit translation, with the evidence behind it."""
+
+    rotation: np.ndarray   # [3, 3]
+    direction: np.ndarray  # [3], unit
+    inliers: int           # matches that agree with the essential matrix
+    parallax: float        # median pixel shift of those matches once the rotation is undone
+
+
+def _parallax(points_a: np.ndarray, points_b: np.ndarray, rotation: np.ndarray, intrinsics: np.ndarray) -> float:
+    """How far matches moved because the camera moved, not because it turned: only this shift
+    tells the direction of travel, so a small one means a poorly known direction."""
+    rays_b = np.c_[points_b, np.ones(len(points_b))] @ np.linalg.inv(intrinsics).T
+    unrotated = (rays_b @ rotation) @ intrinsics.T  # rotation.T applied to each ray: back into a's orientation
+    shift = unrotated[:, :2] / unrotated[:, 2:] - points_a
+    return float(np.median(np.linalg.norm(shift, axis=1)))
+
+
+def _skew(vector: np.ndarray) -> np.ndarray:
+    x, y, z = vector
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def _refine(rotation: np.ndarray, direction: np.ndarray, points_a: np.ndarray, points_b: np.ndarray,
+            intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polish (R, unit t) over all inliers by minimising their Sampson errors (pixels).
+
+    RANSAC keeps the model of its best 5-point sample; with the few-pixel shifts of 12 fps video that
+    sample's noise decides the direction of travel, and all the inliers together pin it down far better.
+    """
+    import cv2
+    from scipy.optimize import least_squares
+
+    inverse_k = np.linalg.inv(intrinsics)
+    homogeneous_a = np.c_[points_a, np.ones(len(points_a))]
+    homogeneous_b = np.c_[points_b, np.ones(len(points_b))]
+    # The unit translation moves on its sphere: two coordinates in the plane tangent at the start.
+    tangent = np.linalg.svd(direction[None])[2][1:]
+
+    def pose(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        turned = cv2.Rodrigues(params[:3])[0] @ rotation
+        moved = direction + params[3:] @ tangent
+        return turned, moved / np.linalg.norm(moved)
+
+    def sampson(params: np.ndarray) -> np.ndarray:
+        turned, moved = pose(params)
+        fundamental = inverse_k.T @ _skew(moved) @ turned @ inverse_k
+        line_b, line_a = homogeneous_a @ fundamental.T, homogeneous_b @ fundamental
+        algebraic = np.sum(homogeneous_b * line_b, axis=1)
+        return algebraic / np.sqrt(line_b[:, 0]**2 + line_b[:, 1]**2 + line_a[:, 0]**2 + line_a[:, 1]**2 + 1e-12)
+
+    # Huber at the RANSAC bound: an inlier that is only nearly one cannot pull the fit far.
+    fit = least_squares(sampson, np.zeros(5), loss="huber", f_scale=RANSAC_PIXELS, method="trf")
+    refined = pose(fit.x)
+    return refined if all(np.all(np.isfinite(m)) for m in refined) else (rotation, direction)
+
+
+def _motion(a: _Features, b: _Features, intrinsics: np.ndarray) -> _Motion | None:
+    """cam_b_from_cam_a from two feature sets, or None when it cannot be recovered."""
+    import cv2
+
+    points_a, points_b = _match(a, b)
+    if len(points_a) < MIN_MATCHES:
+        return None
+    essential, mask = cv2.findEssentialMat(points_a, points_b, intrinsics, method=cv2.RANSAC,
+                                           prob=RANSAC_CONFIDENCE, threshold=RANSAC_PIXELS)
+    if essential is None or mask is None or int(mask.sum()) < MIN_MATCHES:
+        return None
+    best = None
+    # Degenerate samples can yield several stacked 3x3 solutions: keep the one most points agree with.
+    for candidate in np.asarray(essential, np.float64).reshape(-1, 3, 3):
+        in_front, rotation, translation, _ = cv2.recoverPose(candidate, points_a, points_b, intrinsics,
+                                                             mask=mask.copy())
+        if best is None or in_front > best[0]:
+            best = (in_front, rotation, translation.reshape(3))
+    _, rotation, translation = best
+    norm = np.linalg.norm(translation)
+    if not np.isfinite(norm) or norm == 0:
+        return None
+    inlier = mask.ravel().astype(bool)
+    rotation, direction = _refine(rotation, translation / norm, points_a[inlier], points_b[inlier], intrinsics)
+    return _Motion(rotation, direction, int(inlier.sum()),
+                   _parallax(points_a[inlier], points_b[inlier], rotation, intrinsics))
+
+
+def relative_motion(frame_a: np.ndarray, frame_b: np.ndarray, intrinsics) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Camera motion cam_b_from_cam_a between two images of one camera with intrinsics K.
+
+    Returns (R [3,3], t_unit [3], inliers): a point X_a in camera a's frame is R X_a + s t_unit in
+    camera b's, for the unknown scale s > 0; inliers counts the matches that agree with the motion.
+    None when fewer than 8 matches (or inliers) remain.
+    """
+    k = _check_intrinsics(intrinsics)
+    motion = _motion(_features(frame_a, "frame_a"), _features(frame_b, "frame_b"), k)
+    return None if motion is None else (motion.rotation, motion.direction, motion.inliers)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _rotation_degrees(rotation: np.ndarray) -> np.ndarray:
+    cosine = (np.trace(rotation, axis1=-2, axis2=-1) - 1) / 2
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+def _relative_errors(estimated: np.ndarray, commanded: np.ndarray, delta: int) -> tuple[float, float]:
+    """RMSE of translation (m) and rotation (deg) of est vs commanded motion over `delta` samples."""
+    rel_est = invert(estimated[:-delta]) @ estimated[delta:]
+    rel_cmd = invert(commanded[:-delta]) @ commanded[delta:]
+    error = invert(rel_cmd) @ rel_est
+    translation = np.linalg.norm(error[:, :3, 3], axis=1)
+    rotation = _rotation_degrees(error[:, :3, :3])
+    return float(np.sqrt(np.mean(translation**2))), float(np.sqrt(np.mean(rotation**2)))
+
+
+def trajectory_metrics(estimated: np.ndarray, commanded: np.ndarray, samples_per_second: float | None = None) -> dict:
+    """Compare two pose sequences [N, 4, 4] (world_from_ego, same start) sample by sample.
+
+    ate_m: RMSE of positions after the Sim(3) alignment of estimated onto commanded (ate_scale: its s);
+    rpe_trans_m / rpe_rot_deg: RMSE of the relative pose error between consecutive samples;
+    rpe_1s_*: the same over one second (None without a rate or when the sequence is shorter);
+    final_drift_m: distance between the last positions, unaligned; path_length_m: of the commanded path.
+    """
+    estimated = np.asarray(estimated, np.float64)
+    commanded = np.asarray(commanded, np.float64)
+    if estimated.shape != commanded.shape or estimated.ndim != 3 or estimated.shape[1:] != (4, 4):
+        raise DataError(f"trajectory_metrics: estimated {estimated.shape} and commanded {commanded.shape} "
+                        "must both be [N, 4, 4]")
+    if len(estimated) < 2:
+        raise DataError(f"trajectory_metrics: need at least 2 poses, got {len(estimated)}")
+    positions_est, positions_cmd = estimated[:, :3, 3], commanded[:, :3, 3]
+    scale, rotation, translation = umeyama(positions_est, positions_cmd, with_scale=True)
+    aligned = scale * positions_est @ rotation.T + translation
+    rpe_trans, rpe_rot = _relative_errors(estimated, commanded, 1)
+    metrics = {
+        "ate_m": float(np.sqrt(np.mean(np.sum((aligned - positions_cmd) ** 2, axis=1)))),
+        "ate_scale": scale,
+        "rpe_trans_m": rpe_trans,
+        "rpe_rot_deg": rpe_rot,
+        "rpe_1s_trans_m": None,
+        "rpe_1s_rot_deg": None,
+        "final_drift_m": float(np.linalg.norm(positions_est[-1] - positions_cmd[-1])),
+        "path_length_m": float(np.sum(np.linalg.norm(np.diff(positions_cmd, axis=0), axis=1))),
+    }
+    delta = round(samples_per_second) if samples_per_second else 0
+    if 1 <= delta < len(estimated):
+        metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = _relative_errors(estimated, commanded, delta)
+    return metrics
+
+
+# ---------------------------------------------------------------- trajectories
+
+
+def _check_transforms(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != shape or not np.all(np.isfinite(array)):
+        raise DataError(f"{name} must be finite with shape {shape}, got {array.shape}")
+    return array
+
+
+def _interpolate(a_pose: np.ndarray, b_pose: np.ndarray, fraction: float) -> np.ndarray:
+    """The pose `fraction` of the way from a to b: rotation about one axis, translation on a line."""
+    import cv2
+
+    relative = invert(a_pose) @ b_pose
+    rotation_vector = cv2.Rodrigues(relative[:3, :3])[0]
+    step = np.eye(4)
+    step[:3, :3] = cv2.Rodrigues(rotation_vector * fraction)[0]
+    step[:3, 3] = relative[:3, 3] * fraction
+    return a_pose @ step
+
+
+@dataclass
+class _Chain:
+    """Camera poses chained from visual motions, and what happened at each sample."""
+
+    poses: np.ndarray       # [N, 4, 4] world_from_cam
+    recovered: np.ndarray   # bool [N]: its motion from the last keyframe was recovered
+    keyframe: np.ndarray    # bool [N]: its pose comes straight from a visual motion
+    inliers: np.ndarray     # int [N]
+
+
+def _chain(features, world_from_cam_cmd: np.ndarray, intrinsics: np.ndarray, min_parallax: float) -> _Chain:
+    """Chain visual motions from the commanded first camera pose, keyframe to keyframe.
+
+    `features(n)` gives sample n's SIFT features. A sample whose matches with the last keyframe have
+    moved less than `min_parallax` pixels (rotation undone) is no keyframe: so little shift leaves the
+    direction of travel poorly known (tens of degrees off at 1 px), and its pose is interpolated
+    between the keyframes around it instead. Step lengths come from the commanded camera path.
+    """
+    count = len(world_from_cam_cmd)
+    poses = np.full((count, 4, 4), np.nan)
+    recovered, keyframe = np.zeros(count, bool), np.zeros(count, bool)
+    inliers = np.zeros(count, np.int64)
+    poses[0], recovered[0], keyframe[0] = world_from_cam_cmd[0], True, True
+    travelled = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(world_from_cam_cmd[:, :3, 3], axis=0), axis=1))]
+    anchor, anchor_features, waiting = 0, features(0), []
+
+    def commit(n: int, motion: _Motion) -> None:
+        # Monocular motion has no scale: take the commanded camera displacement (the camera sits ahead
+        # of the ego origin, so in a turn it travels further than the ego does).
+        length = np.linalg.norm(world_from_cam_cmd[n, :3, 3] - world_from_cam_cmd[anchor, :3, 3])
+        cam_n_from_anchor = np.eye(4)
+        cam_n_from_anchor[:3, :3], cam_n_from_anchor[:3, 3] = motion.rotation, motion.direction * length
+        poses[n], keyframe[n] = poses[anchor] @ invert(cam_n_from_anchor), True
+        span = travelled[n] - travelled[anchor]
+        for m in waiting:
+            if m < n:  # between the keyframes: placed by the commanded distance covered so far
+                fraction = (travelled[m] - travelled[anchor]) / span if span > 0 else (m - anchor) / (n - anchor)
+                poses[m] = _interpolate(poses[anchor], poses[n], fraction)
+
+    motions: dict[int, _Motion] = {}
+    for n in range(1, count):
+        current = features(n)
+        motion = _motion(anchor_features, current, intrinsics)
+        if motion is None:
+            continue
+        recovered[n], inliers[n], motions[n] = True, motion.inliers, motion
+        if motion.parallax >= min_parallax or n == count - 1:
+            commit(n, motion)
+            anchor, anchor_features, waiting = n, current, []
+        else:
+            waiting.append(n)
+    if waiting:  # the clip ended before enough parallax: the last waiting sample's own motion will do
+        last = waiting.pop()
+        commit(last, motions[last])
+    for n in range(1, count):  # what could not be recovered holds the last pose
+        if not np.isfinite(poses[n]).all():
+            poses[n] = poses[n - 1]
+    return _Chain(poses, recovered, keyframe, inliers)
+
+
+def _orthonormal(transform: np.ndarray) -> np.ndarray:
+    """The rigid transform nearest to one stored in float32, so that inverting it by transposing is exact."""
+    u, _, vt = np.linalg.svd(transform[:3, :3])
+    out = transform.copy()
+    out[:3, :3] = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    return out
+
+
+def _check_step(step) -> None:
+    if not (isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step >= 1):
+        raise ConfigError(f"step must be an integer >= 1, got {step!r}")
+
+
+def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_from_ego: np.ndarray, step: int = 1,
+                           fps: float | None = None, min_parallax: float = MIN_PARALLAX_PIXELS) -> dict:
+    """The ego path one camera's video shows, next to the commanded path, and the metrics between them.
+
+    frames [F, H, W, 3] uint8 of one camera with intrinsics K [3,3] and pose ego_from_cam [4,4];
+    world_from_ego [F, 4, 4] is the commanded motion. Every `step`-th frame is used. The path starts
+    at the commanded first pose; each keyframe's camera pose is the previous keyframe's moved by the
+    visual motion between them, its length set to the commanded camera displacement. Frames with too
+    little parallax (`min_parallax` pixels) to a keyframe are placed between keyframes; a frame whose
+    motion cannot be recovered holds the previous pose and the next frame is matched against the last
+    keyframe again, so one bad frame costs no lasting drift. `fps` (of the frames) enables the
+    one-second RPE.
+
+    Returns the metrics of `trajectory_metrics` plus: indices [N] (frames used), estimated and
+    commanded world_from_ego [N, 4, 4], recovered / keyframe bool [N] (the first, the anchor, is
+    both), inliers [N] (0 where not recovered), failed_frames, keyframes (count), and
+    frames_recovered = share of the N - 1 frames after the first whose motion was recovered.
+    """
+    _check_step(step)
+    if not (isinstance(min_parallax, (int, float)) and min_parallax >= 0):
+        raise ConfigError(f"min_parallax must be a number of pixels >= 0, got {min_parallax!r}")
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(f"frames must be [F, H, W, 3] images of one camera, got shape {frames.shape}")
+    k = _check_intrinsics(intrinsics)
+    ego_from_cam = _orthonormal(_check_transforms(ego_from_cam, "ego_from_cam", (4, 4)))
+    commanded_all = _check_transforms(world_from_ego, "world_from_ego", (len(frames), 4, 4))
+    indices = np.arange(0, len(frames), step)
+    if len(indices) < 2:
+        raise DataError(f"need at least 2 frames {step} apart to follow a trajectory, got {len(frames)} frames")
+    commanded = commanded_all[indices]
+
+    def features(n: int) -> _Features:
+        return _features(frames[indices[n]], f"frames[{indices[n]}]")
+
+    chain = _chain(features, commanded @ ego_from_cam, k, float(min_parallax))
+    estimated = chain.poses @ invert(ego_from_cam)
+    return {
+        **trajectory_metrics(estimated, commanded, fps / step if fps else None),
+        "frames_recovered": float(np.count_nonzero(chain.recovered[1:]) / (len(indices) - 1)),
+        "failed_frames": int(np.count_nonzero(~chain.recovered)),
+        "keyframes": int(np.count_nonzero(chain.keyframe)),
+        "indices": indices,
+        "estimated_world_from_ego": estimated,
+        "commanded_world_from_ego": commanded,
+        "recovered": chain.recovered,
+        "keyframe": chain.keyframe,
+        "inliers": chain.inliers,
+    }
+
+
+# ---------------------------------------------------------------- clip stores
+
+
+def _store_path(path: str | os.PathLike) -> Path:
+    """A store, or a rollout folder holding rollout.zarr."""
+    from drivesim.simulate import ROLLOUT_STORE
+
+    path = Path(path)
+    return path / ROLLOUT_STORE if (path / ROLLOUT_STORE).is_dir() and not (path / "zarr.json").exists() else path
+
+
+def _choose_clip(path: Path, clip_id: str | None) -> str:
+    from drivesim.data.store import stored_clip_ids
+
+    clips = stored_clip_ids(path)
+    if not clips:
+        raise DataError(f"store {path} holds no clips")
+    if clip_id is None:
+        if len(clips) > 1:
+            shown = ", ".join(clips[:5]) + (", ..." if len(clips) > 5 else "")
+            raise ConfigError(f"store {path} holds {len(clips)} clips ({shown}): name one with clip_id")
+        return clips[0]
+    if clip_id not in clips:
+        raise ConfigError(f"clip_id {clip_id!r} is not in store {path}")
+    return clip_id
+
+
+def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None, camera: str = "CAM_FRONT",
+                      step: int = 1) -> dict:
+    """Trajectory-following metrics of one store clip: the camera's video against the clip's world_from_ego.
+
+    store_path is a clip store (a rollout's rollout.zarr, or the rollout folder itself); clip_id may be
+    left out when the store holds one clip. Returns plain JSON-ready values: what was measured (store,
+    clip_id, camera, frames, step, fps) and the metrics of `recover_ego_trajectory`, without its arrays.
+    """
+    from drivesim.data.store import open_store, read_clip
+
+    _check_step(step)
+    path = _store_path(store_path)
+    root = open_store(path)
+    clip_id = _choose_clip(path, clip_id)
+    clip = read_clip(root, clip_id, ("intrinsics", "ego_from_cam", "world_from_ego", "timestamps"))
+    cameras = list(clip["attrs"].get("cameras") or root.attrs.get("settings", {}).get("cameras", []))
+    if camera not in cameras:
+        raise ConfigError(f"camera {camera!r} is not in clip {clip_id!r} of {path}; it has {', '.join(cameras)}")
+    view = cameras.index(camera)
+    frames = root["clips"][clip_id]["frames"][:, view]  # one image per chunk: only this camera's are read
+    steps_us = np.diff(clip["timestamps"])
+    fps = 1e6 / float(np.median(steps_us)) if len(steps_us) and np.median(steps_us) > 0 else None
+    result = recover_ego_trajectory(frames, clip["intrinsics"][view], clip["ego_from_cam"][view],
+                                    clip["world_from_ego"], step=step, fps=fps)
+    scalars = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
+    return {"store": str(path), "clip_id": clip_id, "camera": camera, "frames": int(len(frames)),
+            "step": int(step), "fps": fps, **scalars}

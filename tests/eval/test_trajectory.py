@@ -1,0 +1,262 @@
+"""Trajectory following (drivesim/eval/trajectory.py): Sim(3) alignment, two-view motion on rendered
+image pairs with known poses, and the recovered ego path of a synthetic drive against its commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.eval.trajectory import recover_ego_trajectory, relative_motion, trajectory_report, umeyama
+
+# ---------------------------------------------------------------- umeyama
+
+
+def _rotation(quaternion: np.ndarray) -> np.ndarray:
+    from drivesim.geometry import matrix_from_quaternion
+
+    return matrix_from_quaternion(quaternion)
+
+
+quaternions = st.lists(st.floats(-1, 1), min_size=4, max_size=4).map(np.array).filter(
+    lambda q: np.linalg.norm(q) > 0.2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31), count=st.integers(3, 40), scale=st.floats(0.05, 20),
+       quaternion=quaternions, shift=st.lists(st.floats(-100, 100), min_size=3, max_size=3).map(np.array))
+def test_umeyama_recovers_a_similarity(seed, count, scale, quaternion, shift):
+    # Points from a seeded normal cloud: full rank, so the transform is unique.
+    source = np.random.default_rng(seed).normal(size=(count, 3)) * 3
+    rotation = _rotation(quaternion)
+    target = scale * source @ rotation.T + shift
+    s, r, t = umeyama(source, target)
+    assert s == pytest.approx(scale, rel=1e-6)
+    np.testing.assert_allclose(r, rotation, atol=1e-6)
+    np.testing.assert_allclose(t, shift, atol=1e-6 * max(1.0, np.abs(shift).max()))
+    assert np.linalg.det(r) == pytest.approx(1.0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), quaternion=quaternions)
+def test_umeyama_without_scale_fits_a_rigid_motion(seed, quaternion):
+    source = np.random.default_rng(seed).normal(size=(10, 3))
+    rotation = _rotation(quaternion)
+    target = 2.5 * source @ rotation.T  # scaled, but the fit may only rotate and shift
+    s, r, _ = umeyama(source, target, with_scale=False)
+    assert s == 1.0
+    np.testing.assert_allclose(r, rotation, atol=1e-6)  # the best rotation ignores a uniform scale
+
+
+def test_umeyama_of_a_single_point_moves_it():
+    s, r, t = umeyama(np.array([[1.0, 2.0, 3.0]] * 4), np.array([[0.0, 0.0, 1.0]] * 4))
+    assert s == 1.0 and np.array_equal(r, np.eye(3))
+    np.testing.assert_allclose(t, [-1.0, -2.0, -2.0])
+
+
+def test_umeyama_rejects_mismatched_points():
+    with pytest.raises(DataError, match="source"):
+        umeyama(np.zeros((4, 3)), np.zeros((5, 3)))
+    with pytest.raises(DataError, match="target"):
+        umeyama(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+# ---------------------------------------------------------------- two-view motion on rendered rooms
+
+WIDTH, HEIGHT = 512, 384
+K = np.array([[340.0, 0.0, 255.5], [0.0, 340.0, 191.5], [0.0, 0.0, 1.0]])
+# The inside of a box around the camera, in camera a's frame (x right, y down, z forward): walls
+# from 3 to 20 m away give the depth spread two-view geometry needs (one plane would be degenerate).
+ROOM = ((0, -8.0), (0, 8.0), (1, -5.0), (1, 3.0), (2, -6.0), (2, 20.0))
+TEXELS_PER_METRE, TEXTURE = 32.0, 1024  # a texture spans 32 m, more than any wall
+
+
+@pytest.fixture(scope="module")
+def textures() -> list[np.ndarray]:
+    """One blob texture per wall: random noise summed over octaves, so SIFT finds features at every scale."""
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in ROOM:
+        texture = sum(cv2.resize(rng.random((cells, cells), dtype=np.float32), (TEXTURE, TEXTURE),
+                                 interpolation=cv2.INTER_CUBIC) for cells in (8, 32, 128))
+        texture = (texture - texture.min()) / (texture.max() - texture.min())
+        out.append((texture * 255).astype(np.float32))
+    return out
+
+
+def _render(world_from_cam: np.ndarray, textures: list[np.ndarray]) -> np.ndarray:
+    """Ray-cast the textured room from one camera pose: grey uint8 [H, W]."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    pixels = np.stack([cols, rows, np.ones_like(cols)], axis=-1)
+    rays = pixels @ np.linalg.inv(K).T @ world_from_cam[:3, :3].T
+    origin = world_from_cam[:3, 3]
+    nearest = np.full((HEIGHT, WIDTH), np.inf)
+    image = np.zeros((HEIGHT, WIDTH), np.float32)
+    for (axis, offset), texture in zip(ROOM, textures):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            distance = (offset - origin[axis]) / rays[..., axis]
+        hit = origin + np.nan_to_num(distance, posinf=0.0, neginf=0.0)[..., None] * rays
+        u, v = (hit[..., a] * TEXELS_PER_METRE + TEXTURE / 2 for a in range(3) if a != axis)
+        sample = cv2.remap(texture, u.astype(np.float32), v.astype(np.float32), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT)
+        closer = (distance > 0) & (distance < nearest)
+        image[closer], nearest[closer] = sample[closer], distance[closer]
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _angle_degrees(a: np.ndarray, b: np.ndarray) -> float:
+    return math.degrees(math.acos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1.0, 1.0)))
+
+
+@settings(max_examples=6, deadline=None)
+@given(rotation_vector=st.lists(st.floats(-0.08, 0.08), min_size=3, max_size=3).map(np.array),
+       direction=st.lists(st.floats(-1, 1), min_size=3, max_size=3).map(np.array).filter(
+           lambda d: np.linalg.norm(d) > 0.3),
+       length=st.floats(0.5, 1.5))
+def test_relative_motion_recovers_a_known_camera_motion(textures, rotation_vector, direction, length):
+    world_from_b = np.eye(4)
+    world_from_b[:3, :3] = cv2.Rodrigues(rotation_vector)[0]
+    world_from_b[:3, 3] = direction / np.linalg.norm(direction) * length
+    frame_a, frame_b = _render(np.eye(4), textures), _render(world_from_b, textures)  # camera a is the world
+
+    result = relative_motion(np.repeat(frame_a[..., None], 3, -1), np.repeat(frame_b[..., None], 3, -1), K)
+
+    assert result is not None
+    rotation, translation, inliers = result
+    b_from_a = np.linalg.inv(world_from_b)
+    assert inliers >= 100
+    assert np.linalg.norm(translation) == pytest.approx(1.0)
+    assert math.degrees(np.linalg.norm(cv2.Rodrigues(rotation @ b_from_a[:3, :3].T)[0])) < 1.0
+    assert _angle_degrees(translation, b_from_a[:3, 3]) < 5.0
+
+
+def test_relative_motion_without_texture_is_none():
+    flat = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
+    assert relative_motion(flat, flat, K) is None
+
+
+def test_relative_motion_rejects_bad_intrinsics():
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    with pytest.raises(DataError, match="intrinsics"):
+        relative_motion(flat, flat, np.zeros((3, 3)))
+
+
+# ---------------------------------------------------------------- a synthetic drive
+
+# The nuScenes front camera alone: rendering one camera instead of six keeps the fixture cheap.
+FRONT_RIG = """name: front
+image_size: {width: 1600, height: 900}
+cameras:
+  - name: CAM_FRONT
+    intrinsics: {fx: 1266.417, fy: 1266.417, cx: 816.267, cy: 491.507}
+    translation: [1.70079, 0.01595, 1.51096]
+    rotation: [0.499802, -0.503032, 0.499780, -0.497371]
+    neighbours: []
+"""
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory):
+    """A rollout-like folder: rollout.zarr holds one 17-frame 448x256 synthetic clip (1.4 s at 12 Hz)."""
+    from drivesim.data import synth
+    from drivesim.data.ingest import IngestConfig, ingest
+
+    root = tmp_path_factory.mktemp("drive")
+    (root / "front.yaml").write_text(FRONT_RIG)
+    synth.generate(synth.SynthConfig(out=root / "logs", scenes=1, seconds=1.5, width=448, height=256, fps=12,
+                                     seed=0, rig=str(root / "front.yaml")), progress=False)
+    folder = root / "rollout"
+    ingest(IngestConfig(dataroot=root / "logs", out=folder / "rollout.zarr", width=448, height=256, frames=17),
+           progress=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clip(drive) -> dict:
+    from drivesim.data.store import open_store, read_clip, stored_clip_ids
+
+    store = drive / "rollout.zarr"
+    (clip_id,) = stored_clip_ids(store)
+    return read_clip(open_store(store), clip_id)
+
+
+def _recover(clip: dict, frames: np.ndarray) -> dict:
+    return recover_ego_trajectory(frames, clip["intrinsics"][0], clip["ego_from_cam"][0], clip["world_from_ego"],
+                                  fps=12.0)
+
+
+@pytest.fixture(scope="module")
+def followed(clip) -> dict:
+    return _recover(clip, clip["frames"][:, 0])
+
+
+def test_recovered_path_follows_the_commanded_one(followed):
+    assert followed["path_length_m"] > 5  # the ego really drives: ~10 m in 1.4 s
+    assert followed["frames_recovered"] == 1.0 and followed["failed_frames"] == 0
+    assert followed["ate_m"] < 0.5
+    assert followed["ate_scale"] == pytest.approx(1.0, abs=0.1)
+    assert followed["rpe_rot_deg"] < 0.5
+    assert followed["rpe_1s_trans_m"] < 1.0
+    assert followed["final_drift_m"] < 1.5
+    np.testing.assert_allclose(followed["estimated_world_from_ego"][0], followed["commanded_world_from_ego"][0],
+                               atol=1e-9)  # the path starts where the commands do
+
+
+def test_shuffled_frames_do_not_follow(clip, followed):
+    order = np.random.default_rng(0).permutation(len(clip["frames"]))
+    shuffled = _recover(clip, clip["frames"][order, 0])
+    assert shuffled["ate_m"] > max(1.0, 5 * followed["ate_m"])
+    assert shuffled["rpe_trans_m"] > 3 * followed["rpe_trans_m"]
+    assert shuffled["final_drift_m"] > 3.0
+
+
+def test_a_blank_frame_holds_the_pose_and_costs_no_drift(clip, followed):
+    frames = clip["frames"][:, 0].copy()
+    frames[8] = 128
+    result = _recover(clip, frames)
+    assert result["failed_frames"] == 1 and not result["recovered"][8]
+    assert result["frames_recovered"] == pytest.approx(15 / 16)
+    poses = result["estimated_world_from_ego"]
+    np.testing.assert_array_equal(poses[8], poses[7])
+    assert result["ate_m"] < 0.5 and result["final_drift_m"] < 1.5
+
+
+def test_step_uses_every_other_frame(clip):
+    result = recover_ego_trajectory(clip["frames"][:, 0], clip["intrinsics"][0], clip["ego_from_cam"][0],
+                                    clip["world_from_ego"], step=2)
+    assert list(result["indices"]) == list(range(0, 17, 2))
+    assert result["rpe_1s_trans_m"] is None  # no rate given
+    assert result["ate_m"] < 0.5
+
+
+def test_report_reads_a_rollout_folder_or_its_store(drive, followed):
+    report = trajectory_report(drive)
+    assert trajectory_report(drive / "rollout.zarr", step=8)["store"] == report["store"]  # step 8: 3 frames, quick
+    json.dumps(report)  # plain values only
+    assert report["camera"] == "CAM_FRONT" and report["frames"] == 17 and report["step"] == 1
+    assert report["fps"] == pytest.approx(12.0, rel=1e-3)
+    for key in ("ate_m", "rpe_trans_m", "rpe_rot_deg", "rpe_1s_trans_m", "final_drift_m", "frames_recovered"):
+        assert report[key] == pytest.approx(followed[key])
+
+
+def test_report_names_what_is_wrong(drive, tmp_path):
+    with pytest.raises(ConfigError, match="CAM_BACK"):
+        trajectory_report(drive, camera="CAM_BACK")
+    with pytest.raises(ConfigError, match="nope"):
+        trajectory_report(drive, clip_id="nope")
+    with pytest.raises(ConfigError, match="step"):
+        trajectory_report(drive, step=0)
+    with pytest.raises(DataError, match="not a clip store"):
+        trajectory_report(tmp_path)
+
+
+def test_commanded_poses_must_match_the_frames(clip):
+    with pytest.raises(DataError, match="world_from_ego"):
+        recover_ego_trajectory(clip["frames"][:, 0], clip["intrinsics"][0], clip["ego_from_cam"][0],
+                               clip["world_from_ego"][:-1])
