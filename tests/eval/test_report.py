@@ -1,0 +1,353 @@
+"""`drivesim eval` (drivesim/eval/report.py): reports on rollouts of a tiny random world model, the
+reference path proven by rollouts whose frames ARE the reference clip's, FID through a TorchScript file
+given on the command line, strict JSON, escaped HTML, and option errors that exit 2 before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from drivesim.cli import main
+from drivesim.errors import ConfigError
+from drivesim.eval.quality import SKIPPED_NOTE, load_inception
+from drivesim.eval.report import _json_safe, evaluate, summary_table, write_report
+from drivesim.geometry import resize_intrinsics
+from drivesim.scenario import StartFrames, from_dict
+from drivesim.simulate import ROLLOUT_STORE, load_world_model, rollout
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+def scenario_document(duration: float) -> dict:
+    """A front3 drive at 12 fps with a lead car in view of CAM_FRONT, as tests/test_export.py's."""
+    return {
+        "name": "eval_drive", "prompt": "a sunny road, a car ahead", "rig": "front3", "fps": 12,
+        "duration": duration, "seed": 3,
+        "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 14 * duration, "y": 0}]},
+        "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.85, 4.5, 1.55],
+                    "waypoints": [{"t": 0, "x": 12, "y": 0}, {"t": duration, "x": 12 + 14 * duration, "y": 0}]},
+                   {"id": "parked", "category": "vehicle.truck", "size": [2.5, 8.0, 3.0],
+                    "parked": {"x": 15, "y": -3, "yaw": 0.3}}],
+        "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]},
+    }
+
+
+def noisy(video: np.ndarray, sigma: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.clip(video + rng.normal(scale=sigma, size=video.shape), 0, 255).round().astype(np.uint8)
+
+
+def half_size(video: np.ndarray) -> np.ndarray:
+    """[F, V, H, W, 3] -> [F, V, H/2, W/2, 3] with PIL bilinear, as the evaluation resizes references."""
+    from PIL import Image
+
+    frames, views, height, width = video.shape[:4]
+    return np.stack([[np.asarray(Image.fromarray(video[f, v]).resize((width // 2, height // 2), Image.BILINEAR))
+                      for v in range(views)] for f in range(frames)])
+
+
+@pytest.fixture(scope="module")
+def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
+    """plain/: one generated rollout (7 frames, 3 cameras, 64x32) whose rollout.zarr is the reference store.
+    generated/ holds rollouts whose scenarios start from that clip: perfect/ (its very frames), later/
+    (its frames from frame 2, start_frames.frame 2), small/ (its frames at half size), noisy/ (its frames
+    with noise). Built from the one rollout: only what they hold matters, and a rollout costs."""
+    model, tokenizer = load_world_model(tiny_wfm_run, "cpu")
+    base = tmp_path_factory.mktemp("eval-rollouts")
+    scenario = from_dict(scenario_document(0.5), source="test scenario")
+    result = rollout(scenario, model, tokenizer, steps=1, progress=False)
+    result.save(base / "plain")
+    reference = base / "plain" / ROLLOUT_STORE
+
+    def starting(frame: int):
+        return dataclasses.replace(scenario, start_frames=StartFrames(str(reference), result.clip_id(), frame))
+
+    generated = base / "generated"
+    dataclasses.replace(result, scenario=starting(0)).save(generated / "perfect")
+    per_frame = {name: getattr(result, name)[:5] for name in ("world_from_ego", "timestamps", "boxes", "categories",
+                                                             "track_ids", "velocities")}
+    later = dataclasses.replace(scenario, duration=4 / 12, start_frames=StartFrames(str(reference), "eval_drive", 2))
+    dataclasses.replace(result, scenario=later, video=result.video[2:], **per_frame).save(generated / "later")
+    dataclasses.replace(result, scenario=starting(0), video=half_size(result.video),
+                        intrinsics=resize_intrinsics(result.intrinsics, 0.5, 0.5).astype(np.float32)
+                        ).save(generated / "small")
+    dataclasses.replace(result, scenario=starting(0), video=noisy(result.video, 25)).save(generated / "noisy")
+    return {"plain": base / "plain", "generated": generated, "reference": reference}
+
+
+@pytest.fixture(scope="module")
+def with_reference(rollouts) -> dict:
+    return evaluate(rollouts["generated"], reference=rollouts["reference"], progress=False)
+
+
+def by_name(results: dict) -> dict[str, dict]:
+    return {row["name"]: row for row in results["summary"]["rows"]}
+
+
+class TinyInception(torch.nn.Module):
+    """[N, 3, H, W] of 0..255 -> [N, 2048]: pooled colours through a fixed random projection."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.project = torch.nn.Linear(3 * 16, 2048)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, (4, 4))
+        return torch.tanh(self.project(pooled.flatten(1)))
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "inception.pt"
+    torch.jit.script(TinyInception()).save(str(path))
+    return path
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}: not strict JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# ---------------------------------------------------------------- without a reference
+
+
+def test_a_report_without_reference_has_the_table_plots_nulls_and_the_fid_note(rollouts, tmp_path):
+    results = evaluate(rollouts["plain"], progress=False)
+    json_path, html_path = write_report(results, tmp_path / "eval")
+    assert (json_path, html_path) == (tmp_path / "eval" / "report.json", tmp_path / "eval" / "report.html")
+    report = strict_json(json_path)
+    (entry,) = report["rollouts"]
+    assert entry["name"] == "plain" and entry["clip_id"] == "eval_drive" and entry["frames"] == 7
+    assert entry["quality"]["psnr"] is None and entry["quality"]["ssim"] is None  # NaN -> null
+    assert "start_frames" in entry["quality"]["note"]
+    assert report["summary"]["rows"][0]["psnr"] is None
+    assert report["distribution"]["fid"] is None and SKIPPED_NOTE in report["distribution"]["notes"]
+    assert report["reference"] is None
+    # consistency and trajectory ran on the rollout itself
+    pairs = entry["consistency"]["cross_view"]["pairs"]
+    assert pairs.keys() == {"CAM_FRONT_LEFT-CAM_FRONT", "CAM_FRONT-CAM_FRONT_RIGHT"}
+    assert entry["tse_per_frame"]["frames"] == list(range(6))
+    assert entry["trajectory"]["camera"] == "CAM_FRONT" and len(entry["trajectory"]["path"]["commanded_xy"]) == 7
+    assert report["machine"]["cpu_count"] and report["drivesim_version"]
+    page = html_path.read_text()
+    assert '<table id="summary">' in page and "<th>CSE px</th>" in page and "<th>SSIM</th>" in page
+    assert page.count('<img src="data:image/png;base64,') >= 3  # trajectory, TSE, CSE (no PSNR: no reference)
+    assert html.escape(SKIPPED_NOTE) in page and "drivesim never downloads weights" in page
+
+
+# ---------------------------------------------------------------- with a reference
+
+
+def test_rollouts_made_of_the_reference_frames_score_perfectly(with_reference):
+    rows = by_name(with_reference)
+    for name in ("perfect", "later", "small"):  # the same pixels; from frame 2; resized as the evaluation resizes
+        assert math.isinf(rows[name]["psnr"]), name
+        assert rows[name]["ssim"] == pytest.approx(1.0, abs=1e-12), name
+        assert math.isinf(rows[name]["layout_psnr_in"]) and math.isinf(rows[name]["layout_psnr_out"]), name
+    assert 15 < rows["noisy"]["psnr"] < 30 and rows["noisy"]["ssim"] < 0.95
+    assert math.isfinite(rows["noisy"]["layout_psnr_in"]) and math.isfinite(rows["noisy"]["layout_psnr_out"])
+    quality = {entry["name"]: entry["quality"] for entry in with_reference["rollouts"]}
+    assert quality["later"]["reference"]["frame"] == 2 and quality["later"]["frames"] == 5
+    assert quality["small"]["size"] == [32, 16] and quality["small"]["reference_size"] == [64, 32]
+    assert quality["noisy"]["cameras"] == ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
+    assert 0 < quality["noisy"]["layout"]["box_fraction"] < 0.5  # the lead car and the truck are in view
+
+
+def test_the_reference_clip_is_measured_beside_the_rollouts(with_reference, rollouts, tmp_path):
+    reference = with_reference["reference"]
+    assert reference["store"] == str(rollouts["reference"])
+    assert [clip["clip_id"] for clip in reference["clips"]] == ["eval_drive"]  # the clip they all start from
+    (row,) = with_reference["summary"]["reference_rows"]
+    assert row["name"] == "eval_drive" and math.isnan(row["psnr"])
+    # the perfect rollout holds the reference clip's frames: the same consistency numbers
+    perfect = by_name(with_reference)["perfect"]
+    for key in ("cse_px", "tse_px"):
+        assert perfect[key] == row[key] or (math.isnan(perfect[key]) and math.isnan(row[key]))
+    json_path, html_path = write_report(with_reference, tmp_path / "out")
+    report = strict_json(json_path)
+    assert by_name(report)["perfect"]["psnr"] == "inf"
+    page = html_path.read_text()
+    assert "reference clips (real or ground truth)" in page and "mean (reference)" in page
+    assert page.count("PSNR per frame") >= 4  # a PSNR plot for each rollout with a reference
+    text = summary_table(with_reference)
+    assert text.splitlines()[0].startswith("rollout") and "ref eval_drive" in text and "inf" in text
+
+
+def test_the_start_frames_store_is_found_without_reference(rollouts):
+    results = evaluate(rollouts["generated"] / "perfect", progress=False)
+    assert math.isinf(results["summary"]["rows"][0]["psnr"]) and results["reference"] is None
+
+
+def test_a_start_clip_missing_from_the_reference_gives_nan_and_a_note(rollouts, tmp_path):
+    # plain/ has no start_frames; perfect/ names clip eval_drive, which the reference does hold
+    import shutil
+
+    from drivesim.scenario import load, save
+
+    folder = tmp_path / "elsewhere"
+    shutil.copytree(rollouts["generated"] / "perfect", folder)
+    scenario = load(folder / "scenario.yaml")
+    save(dataclasses.replace(scenario, start_frames=StartFrames(scenario.start_frames.store, "nope", 0)),
+         folder / "scenario.yaml")
+    results = evaluate(folder, reference=rollouts["reference"], progress=False)
+    quality = results["rollouts"][0]["quality"]
+    assert math.isnan(quality["psnr"]) and "no clip 'nope'" in quality["note"]
+    assert any("no clip 'nope'" in note for note in results["rollouts"][0]["notes"])
+
+
+# ---------------------------------------------------------------- a rendered drive as ground truth
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory) -> Path:
+    """`drivesim synth` (front3, 0.5 s, 224x128: enough texture for SIFT) ingested as one 7-frame clip."""
+    from drivesim.data.ingest import IngestConfig, ingest
+    from drivesim.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("drive")
+    generate(SynthConfig(out=root / "logs", scenes=1, seconds=0.5, width=224, height=128, fps=12, seed=0,
+                         rig="front3"), progress=False)
+    ingest(IngestConfig(dataroot=root / "logs", out=root / "store", width=224, height=128, frames=7), progress=False)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def drive_results(drive, tmp_path_factory) -> dict:
+    """perfect/: a Rollout built from the stored clip (its scenario from `from_clip`, whose start_frames
+    name the clip; its frames the clip's); noisy/: the same with noise. Evaluated with --reference."""
+    from drivesim.data.store import open_store, read_clip, stored_clip_ids
+    from drivesim.scenario import from_clip
+    from drivesim.simulate import _labelled  # the labels rollout() gives its video: poses, boxes, tracks
+
+    (clip_id,) = stored_clip_ids(drive)
+    frames = read_clip(open_store(drive), clip_id, ("frames",))["frames"]
+    scenario = from_clip(drive, clip_id)
+    perfect = _labelled(scenario, scenario.rig, frames)
+    base = tmp_path_factory.mktemp("drive-rollouts")
+    perfect.save(base / "perfect")
+    dataclasses.replace(perfect, video=noisy(frames, 12)).save(base / "noisy")
+    return evaluate(base, reference=drive, progress=False)
+
+
+def test_a_rollout_of_the_reference_clip_scores_perfectly_and_measures_like_it(drive_results, tmp_path):
+    rows = by_name(drive_results)
+    (reference,) = drive_results["summary"]["reference_rows"]
+    perfect, noisy_row = rows["perfect"], rows["noisy"]
+    assert math.isinf(perfect["psnr"]) and perfect["ssim"] == pytest.approx(1.0, abs=1e-12)
+    assert math.isinf(perfect["layout_psnr_in"]) and math.isinf(perfect["layout_psnr_out"])
+    assert 25 < noisy_row["psnr"] < 35 and 0.3 < noisy_row["ssim"] < 0.99
+    assert math.isfinite(noisy_row["layout_psnr_in"]) and math.isfinite(noisy_row["layout_psnr_out"])
+    # A rendered drive has texture: every geometric metric is measured, on the rollout as on the clip.
+    for row in (perfect, reference):
+        for key in ("cse_px", "tse_px", "ate_m", "rpe_m", "rpe_deg"):
+            assert math.isfinite(row[key]), (row["name"], key)
+    assert perfect["cse_px"] == pytest.approx(reference["cse_px"], rel=1e-3)  # the same frames, calibration
+    assert perfect["tse_px"] == pytest.approx(reference["tse_px"], rel=1e-6)
+    assert perfect["tse_px"] < 1.0 and perfect["ate_m"] < 1.0
+    entry = next(e for e in drive_results["rollouts"] if e["name"] == "perfect")
+    series = entry["tse_per_frame"]["cameras"]["CAM_FRONT"]
+    assert len(series) == 6 and np.nanmean(series) == pytest.approx(
+        entry["consistency"]["temporal"]["cameras"]["CAM_FRONT"]["tse"], rel=1e-9)
+    assert entry["trajectory"]["frames_recovered"] > 0.5
+    assert all(e["notes"] == [] for e in [*drive_results["rollouts"], *drive_results["reference"]["clips"]])
+    _, html_path = write_report(drive_results, tmp_path / "drive")
+    page = html_path.read_text()
+    # per rollout: trajectory, TSE, CSE and PSNR plots; per reference clip: trajectory, TSE, CSE
+    assert page.count('<img src="data:image/png;base64,') == 2 * 4 + 3
+
+
+# ---------------------------------------------------------------- FID on the command line
+
+
+def test_fid_through_inception_on_the_command_line(rollouts, inception_file, tmp_path, capsys):
+    out = tmp_path / "fid"
+    assert main(["eval", "--rollouts", str(rollouts["generated"]), "--reference", str(rollouts["reference"]),
+                 "--inception", str(inception_file), "--out", str(out), "--frame-step", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.html'}" in printed and "CSE px" in printed
+    report = strict_json(out / "report.json")
+    assert report["settings"]["frame_step"] == 2
+    distribution = report["distribution"]
+    assert isinstance(distribution["fid"], float) and distribution["fid"] > 0
+    assert distribution["fid_images"] == {"generated": 4 * 7 * 3 - 2 * 3, "reference": 7 * 3}
+    assert any("FVD skipped" in note for note in distribution["notes"])
+    # the perfect rollout alone holds exactly the reference frames: FID ~0
+    alone = evaluate(rollouts["generated"] / "perfect", reference=rollouts["reference"],
+                     inception=load_inception(inception_file), progress=False)
+    assert alone["distribution"]["fid"] == pytest.approx(0, abs=1e-6)
+
+
+def test_the_default_out_is_rollouts_eval(rollouts, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "one"
+    shutil.copytree(rollouts["plain"], folder)
+    assert main(["eval", "--rollouts", str(folder), "--quiet"]) == 0
+    assert (folder / "eval" / "report.html").is_file() and (folder / "eval" / "report.json").is_file()
+    assert "FID n/a" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- JSON and HTML details
+
+
+def test_json_safe_turns_nan_into_null_and_inf_into_a_string():
+    value = _json_safe({"a": math.nan, "b": np.float32(math.inf), "c": [np.int64(3), np.array([1.5, np.nan])],
+                        "d": np.bool_(True), "e": Path("x"), "f": -math.inf})
+    assert value == {"a": None, "b": "inf", "c": [3, [1.5, None]], "d": True, "e": "x", "f": "-inf"}
+    json.dumps(value, allow_nan=False)
+
+
+def test_text_from_files_is_escaped_in_the_page(with_reference, tmp_path):
+    results = {**with_reference, "rollouts": [dict(entry) for entry in with_reference["rollouts"]]}
+    results["rollouts"][0]["name"] = "<script>alert(1)</script>"
+    results["rollouts"][0]["notes"] = ["a note with <b>tags</b> & ampersands"]
+    results["summary"] = {**with_reference["summary"],
+                          "rows": [{**with_reference["summary"]["rows"][0], "name": "<script>alert(1)</script>"}]}
+    _, html_path = write_report(results, tmp_path / "escaped")
+    page = html_path.read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;b&gt;tags&lt;/b&gt; &amp; ampersands" in page
+
+
+# ---------------------------------------------------------------- option errors
+
+
+def test_option_errors_exit_2_naming_the_option_before_any_work(rollouts, inception_file, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_a_store = tmp_path / "not-a-store"
+    not_a_store.mkdir()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    plain = str(rollouts["plain"])
+    out = tmp_path / "never"
+    cases = [
+        (["--rollouts", str(empty)], "--rollouts"),
+        (["--rollouts", str(tmp_path / "absent")], "--rollouts"),
+        (["--rollouts", plain, "--reference", str(not_a_store)], "--reference"),
+        (["--rollouts", plain, "--reference", str(tmp_path / "absent")], "--reference"),
+        (["--rollouts", plain, "--frame-step", "0"], "--frame-step"),
+        (["--rollouts", plain, "--reference", str(rollouts["reference"]), "--inception", str(tmp_path / "no.pt")],
+         "--inception"),
+        (["--rollouts", plain, "--reference", str(rollouts["reference"]), "--i3d", str(a_file)], "--i3d"),
+        (["--rollouts", plain, "--inception", str(inception_file)], "--inception"),
+        (["--rollouts", plain, "--out", str(a_file)], "--out"),
+    ]
+    for arguments, option in cases:
+        extra = [] if "--out" in arguments else ["--out", str(out)]
+        assert main(["eval", *arguments, *extra, "--quiet"]) == 2, arguments
+        error = capsys.readouterr().err
+        assert error.startswith("drivesim eval: error: ") and option in error, (arguments, error)
+    assert not out.exists()  # nothing was written
+    with pytest.raises(ConfigError, match="--frame-step"):
+        evaluate(plain, frame_step=True)
