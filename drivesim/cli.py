@@ -396,17 +396,19 @@ def _add_eval(commands) -> None:
                     "errors, the ego path its front camera shows against the commanded one, and PSNR, SSIM and "
                     "layout agreement against the clip its scenario starts from. With --reference, the same on "
                     "real or ground-truth clips beside them. Writes report.json and a self-contained report.html.")
-    parser.add_argument("--rollouts", type=Path, required=True,
+    parser.add_argument("--rollouts", type=Path, required=True, metavar="DIR",
                         help="a rollout folder (holding rollout.zarr), or a folder of rollout folders")
     parser.add_argument("--reference", type=Path, metavar="STORE",
                         help="a clip store of real or ground-truth clips (the rollouts' start_frames clips are "
                              "looked up in it; default: the store each scenario names)")
-    parser.add_argument("--out", type=Path, help="folder for report.json and report.html (default: ROLLOUTS/eval)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder for report.json and report.html (default: the --rollouts DIR/eval)")
     parser.add_argument("--inception", type=Path, metavar="FILE",
                         help="a locally stored TorchScript InceptionV3 feature network for FID (never downloaded)")
     parser.add_argument("--i3d", type=Path, metavar="FILE",
                         help="a locally stored TorchScript I3D network for FVD (never downloaded)")
-    parser.add_argument("--frame-step", type=int, default=1, help="measure every N-th frame (default 1)")
+    parser.add_argument("--frame-step", type=int, default=1, metavar="N",
+                        help="measure every N-th frame (default 1; FID takes every frame, FVD 16-frame windows)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_eval)
 
