@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from drivesim import geometry
-from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter
+from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
@@ -224,17 +224,6 @@ def world_offset(points_xy: np.ndarray) -> np.ndarray:
     return np.array([*np.ceil(MAP_MARGIN - low), 0.0])
 
 
-def _attribute(category: str, speed: float, parked: bool) -> list[str]:
-    """The nuScenes attribute a box's motion implies (the devkit scores attributes per class group)."""
-    if category in ("vehicle.bicycle", "vehicle.motorcycle"):
-        return ["cycle.with_rider"]
-    if category.startswith("vehicle."):
-        return ["vehicle.parked" if parked else "vehicle.moving" if speed > 0.5 else "vehicle.stopped"]
-    if category.startswith("human.pedestrian."):
-        return ["pedestrian.moving" if speed > 0.3 else "pedestrian.standing"]
-    return []
-
-
 def annotation_fields(row: np.ndarray, offset: np.ndarray) -> dict:
     """A store box row [centre xyz, size wlh, yaw, vx, vy, flag] as nuScenes annotation fields
     (world frame: translation, size wlh, rotation wxyz about +z)."""
@@ -259,7 +248,7 @@ def _key_frame_boxes(clip: dict, categories: list[str], frame: int, offset: np.n
         track = int(clip["box_track"][n])
         speed = float(np.hypot(row[7], row[8]))
         boxes.append({"track": tracks[track] if track < len(tracks) else str(track), "category": category,
-                      "attributes": _attribute(category, speed, track in parked_tracks),
+                      "attributes": attribute_for(category, speed, track in parked_tracks),
                       **annotation_fields(row, offset)})
     return boxes, skipped
 

@@ -122,6 +122,17 @@ def _check_attribute_fits(category: str, attribute: str) -> None:
         raise NuScenesTableError(f"attribute '{attribute}' does not fit category '{category}': it takes {allowed}")
 
 
+def attribute_for(category: str, speed: float, parked: bool) -> list[str]:
+    """The nuScenes attribute a box's motion implies (the devkit scores attributes per class group)."""
+    if category in ("vehicle.bicycle", "vehicle.motorcycle"):
+        return ["cycle.with_rider"]
+    if category.startswith("vehicle."):
+        return ["vehicle.parked" if parked else "vehicle.moving" if speed > 0.5 else "vehicle.stopped"]
+    if category.startswith("human.pedestrian"):
+        return ["pedestrian.moving" if speed > 0.3 else "pedestrian.standing"]
+    return []
+
+
 class NuScenesWriter:
     """Builds the nuScenes tables of one or more logs in memory; `write` puts them on disk."""
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from drivesim import geometry
 from drivesim.data import side_files
 from drivesim.data.meshes import agents_mesh, lamp_positions, town_mesh
-from drivesim.data.nuscenes_tables import NuScenesWriter
+from drivesim.data.nuscenes_tables import NuScenesWriter, attribute_for
 from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
@@ -146,16 +146,6 @@ class SceneResult:
     annotations: list[list[dict]] = field(default_factory=list)  # per key frame
 
 
-def _attribute(category: str, speed: float, parked: bool) -> list[str]:
-    if category in ("vehicle.bicycle", "vehicle.motorcycle"):
-        return ["cycle.with_rider"]
-    if category.startswith("vehicle."):
-        return ["vehicle.parked" if parked else "vehicle.moving" if speed > 0.5 else "vehicle.stopped"]
-    if category.startswith("human.pedestrian"):
-        return ["pedestrian.moving" if speed > 0.3 else "pedestrian.standing"]
-    return []
-
-
 def _visibility_level(visible: int, total: int) -> int:
     fraction = visible / total if total else 0.0
     return 1 if fraction <= 0.4 else 2 if fraction <= 0.6 else 3 if fraction <= 0.8 else 4
@@ -260,7 +250,7 @@ def _annotate(world: SceneWorld, dynamic, frame: int, lidar_ids: np.ndarray, str
                           size=[w, l, h], rotation=geometry.quaternion_from_matrix(
                               geometry.matrix_from_yaw(np.float64(yaw))).tolist(),
                           visibility=_visibility_level(visible, total), visible_fraction=visible / total if total else 0.0,
-                          attributes=_attribute(agent.category, float(agent.speeds[frame]), agent.parked),
+                          attributes=attribute_for(agent.category, float(agent.speeds[frame]), agent.parked),
                           num_lidar_pts=int(lidar_counts.get(agent.id, 0))))
     return boxes
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from editor_helpers import short_document
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +34,6 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} does not exist (no browsers are downloaded for this test)", allow_module_level=True)
 expect = sync_api.expect
 expect.set_options(timeout=30_000)  # a busy machine: Streamlit reruns can take seconds
-
-
-def short_document(name: str = "short", duration: float = 0.75) -> dict:
-    """A 0.75 s front3 scenario (as in test_page.py): the ego drives 6 m straight, a parked car ahead."""
-    return {"name": name, "prompt": "a car ahead on a sunny road", "rig": "front3", "fps": 12, "duration": duration,
-            "seed": 2, "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 8 * duration, "y": 0}]},
-            "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.8, 4.5, 1.5],
-                        "parked": {"x": 15, "y": 0, "yaw": 0}}],
-            "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]}}
 
 
 @pytest.fixture

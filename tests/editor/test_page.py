@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from editor_helpers import short_document
 
 from drivesim.scenario import load
 
@@ -19,14 +20,6 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[2] / "ui" / "app.py")
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-
-
-def short_document(name: str = "short", duration: float = 0.75) -> dict:
-    return {"name": name, "prompt": "a car ahead on a sunny road", "rig": "front3", "fps": 12, "duration": duration,
-            "seed": 2, "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 8 * duration, "y": 0}]},
-            "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.8, 4.5, 1.5],
-                        "parked": {"x": 15, "y": 0, "yaw": 0}}],
-            "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]}}
 
 
 @pytest.fixture
