@@ -414,6 +414,25 @@ def render_status() -> None:
                                file_name=f"{job.out.name}.yaml", mime="application/x-yaml",
                                key="download_render_scenario")
     columns[2].caption(f"written to {job.out}")
+    if st.button("Export for perception", key="export_render",
+                 help="write this render as a nuScenes v1.0 data set (images, boxes, tracks, poses, calibration)"):
+        _export(job.out)
+    show_error("export")
+
+
+def _export(render: Path) -> None:
+    """The render as a nuScenes data set in the workspace's exports/ folder (drivesim export)."""
+    from drivesim.export import ExportConfig, export
+
+    target = workspace().path("exports", render.name)
+    target.parent.mkdir(exist_ok=True)
+    try:
+        result = export(ExportConfig(rollouts=render, out=target, overwrite=True))
+    except DrivesimError as error:
+        state()["errors"]["export"] = str(error)
+        return
+    state()["errors"]["export"] = None
+    st.success(f"exported for perception: {result.summary()}")
 
 
 # ---------------------------------------------------------------- the page

@@ -181,6 +181,10 @@ def test_render_with_a_tiny_model_plays_the_video_and_keeps_it_in_the_workspace(
     assert elements(app, "video"), "the rendered grid plays in the page"
     assert job.out.is_relative_to(tmp_path / "workspace")
     assert (job.out / "grid.mp4").is_file() and load(job.out / "scenario.yaml").name == "straight_cruise"
+    app.button(key="export_render").click().run()
+    assert not errors(app) and not app.exception
+    exported = tmp_path / "workspace" / app.session_state["sid"] / "exports" / job.out.name
+    assert (exported / "v1.0-mini" / "scene.json").is_file() and (exported / "drivesim_manifest.json").is_file()
 
 
 def test_two_sessions_do_not_see_each_others_edits(app, tmp_path):
