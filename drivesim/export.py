@@ -47,6 +47,7 @@ import numpy as np
 
 from drivesim import geometry
 from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for
+from drivesim.data.synth import publish_folder
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
@@ -574,7 +575,7 @@ def export(config: ExportConfig) -> ExportResult:
     staging.mkdir(parents=True)
     try:
         result = _export_into(config, folders, staging)
-        _publish(staging, out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -642,12 +643,3 @@ def _write_manifest(path: Path, config: ExportConfig, scenes: list[GeneratedScen
     path.write_text(json.dumps(document, indent=1) + "\n")
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place; an old output is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)  # hard links only: the merged set's files stay

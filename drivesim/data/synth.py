@@ -317,7 +317,7 @@ def generate(config: SynthConfig, progress: bool = True) -> Path:
     try:
         results = _render_all(config, plans, staging, workers, progress)
         _write_tables(config, rig, results, staging)
-        _publish(staging, out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -414,7 +414,7 @@ def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneRes
         "rig": config.rig, "scenes": scenes_meta})
 
 
-def _publish(staging: Path, out: Path) -> None:
+def publish_folder(staging: Path, out: Path) -> None:
     """Swap the finished staging folder into place; an old output is removed only afterwards."""
     old = None
     if out.exists():

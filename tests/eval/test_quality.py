@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_helpers import TinyInception
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -149,19 +150,6 @@ def test_the_sample_space_route_equals_the_covariance_route(count_a, count_b):
 
 
 # ---------------------------------------------------------------- FID and FVD through TorchScript
-
-
-class TinyInception(torch.nn.Module):
-    """[N, 3, H, W] of 0..255 at any size -> [N, 2048]: pooled colours through a fixed random projection."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.project = torch.nn.Linear(3 * 16, 2048)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, (4, 4))
-        return torch.tanh(self.project(pooled.flatten(1)))
 
 
 class TinyI3D(torch.nn.Module):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_helpers import TinyInception
 
 from drivesim.cli import main
 from drivesim.errors import ConfigError
@@ -89,19 +90,6 @@ def with_reference(rollouts) -> dict:
 
 def by_name(results: dict) -> dict[str, dict]:
     return {row["name"]: row for row in results["summary"]["rows"]}
-
-
-class TinyInception(torch.nn.Module):
-    """[N, 3, H, W] of 0..255 -> [N, 2048]: pooled colours through a fixed random projection."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.project = torch.nn.Linear(3 * 16, 2048)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, (4, 4))
-        return torch.tanh(self.project(pooled.flatten(1)))
 
 
 @pytest.fixture(scope="module")
