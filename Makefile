@@ -11,7 +11,7 @@ TEST_APT_PACKAGES := chromium
 BENCH_APT_PACKAGES := libvulkan1 mesa-vulkan-drivers libegl1 libgl1
 DEMO_OUT ?= out/demo
 
-.PHONY: setup test demo bench ui clean
+.PHONY: setup test demo demo-data bench eval-model ui clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,17 @@ PORT ?= 8501
 ui: setup
 	$(VENV)/bin/drivesim ui --port $(PORT)
 
-# Until the rollout exists, the main job is the data path: synthetic logs, then the clip store.
+# The main job: a shipped scenario rendered by the shipped weights (weights/drivesim-small, MODEL_CARD.md)
+# into six camera MP4s, grid.mp4 and contact_sheet.png. DEMO_SCENARIO=... to pick another scenario.
+DEMO_SCENARIO ?= scenarios/cut_in.yaml
+DEMO_ROLLOUT ?= out/demo-rollout
 demo: setup
+	$(VENV)/bin/drivesim generate --scenario $(DEMO_SCENARIO) --out $(DEMO_ROLLOUT) --steps 10 --seed 0 \
+	  --device cpu --overwrite
+	@echo "demo: open $(DEMO_ROLLOUT)/grid.mp4 and $(DEMO_ROLLOUT)/contact_sheet.png"
+
+# The data path on its own: synthetic driving logs, then the curated clip store, verified.
+demo-data: setup
 	$(VENV)/bin/drivesim synth --scenes 2 --seconds 4 --size 448x256 --out $(DEMO_OUT) --overwrite \
 	  --contact-sheet $(DEMO_OUT)-contact-sheet.png
 	rm -rf $(DEMO_OUT)-store
@@ -57,9 +66,13 @@ bench: setup
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_store.py --record
 	$(PY) -m pip install -q -e ".[bench]"
-	test -d $(DEMO_OUT)-store || $(MAKE) demo
+	test -d $(DEMO_OUT)-store || $(MAKE) demo-data
 	$(PY) benchmarks/bench_tokenizer.py --store $(DEMO_OUT)-store --record
 	$(PY) benchmarks/bench_wfm.py --record
+
+# The shipped weights on held-out synthetic scenarios beside two baselines (MODEL_CARD.md).
+eval-model: setup
+	$(PY) benchmarks/eval_model.py --record
 
 clean:
 	rm -rf out .pytest_cache

@@ -199,7 +199,7 @@ def main() -> None:
         raise SystemExit(f"bench_tokenizer: --frames {args.frames}: both models take 1 + 4k frames (e.g. 9 or 17)")
     if not args.store.exists():
         raise SystemExit(f"bench_tokenizer: no clip store at {args.store}; make one with `drivesim ingest "
-                         f"--dataroot LOGS --out {args.store}`, or run `make demo` and pass --store out/demo-store")
+                         f"--dataroot LOGS --out {args.store}`, or run `make demo-data` and pass --store out/demo-store")
     try:
         import diffusers  # noqa: F401  (fail here, not in a child)
     except ImportError:

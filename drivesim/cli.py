@@ -237,6 +237,9 @@ def _add_scenario(commands) -> None:
     from_clip.add_argument("--clip", required=True, help="clip id")
     from_clip.add_argument("--out", type=Path, required=True, metavar="FILE.yaml", help="the scenario file to write")
     from_clip.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    from_clip.add_argument("--with-start-frame", action="store_true",
+                           help="also copy the clip's first frame into FILE.start.zarr beside --out and start the "
+                                "scenario from it, so the file and its start frame travel together")
     from_clip.set_defaults(run=_run_scenario_from_clip)
 
 
@@ -265,6 +268,21 @@ def _run_scenario_from_clip(args) -> int:
     if not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: no such folder {args.out.parent}")
     scenario = from_clip(args.store, args.clip)
+    if args.with_start_frame:
+        import dataclasses
+        import shutil
+
+        from drivesim.scenario import StartFrames
+        from drivesim.scenario.from_clip import copy_start_frame
+
+        frame_store = args.out.parent / f"{args.out.stem}.start.zarr"
+        if frame_store.exists():
+            if not args.overwrite:
+                raise ConfigError(f"{frame_store} exists; pass --overwrite to replace it")
+            shutil.rmtree(frame_store)
+        copy_start_frame(args.store, args.clip, frame_store)
+        # relative to the scenario file: simulate.start_store finds it there
+        scenario = dataclasses.replace(scenario, start_frames=StartFrames(frame_store.name, args.clip, 0))
     save(scenario, args.out)
     print(f"{args.out}: {scenario.summary()}")
     return 0
@@ -277,13 +295,16 @@ def _add_generate(commands) -> None:
                     "and write one MP4 per camera, a grid MP4, a contact sheet and a clip store with the "
                     "scenario's labels into --out.")
     parser.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="a scenario YAML file")
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder "
+                             "(default: the shipped weights, weights/drivesim-small; see MODEL_CARD.md)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps per chunk (default 20)")
     parser.add_argument("--guidance", type=float, default=1.0,
                         help="classifier-free guidance scale for text and layout (default 1: none)")
     parser.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    parser.add_argument("--no-layout", action="store_true",
+                        help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -306,13 +327,38 @@ def _run_generate(args) -> int:
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
     scenario = load(args.scenario)
+    if args.checkpoint is None:
+        from drivesim.weights import shipped_checkpoint
+
+        args.checkpoint = shipped_checkpoint()
     model, tokenizer = load_world_model(args.checkpoint, args.device)
     result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                     progress=not args.quiet)
+                     progress=not args.quiet, use_layout=not args.no_layout)
     written = result.save(args.out, overwrite=args.overwrite)
     height, width = result.video.shape[2:4]
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "
           f"(grid {written['grid'].name}, store {written['store'].name})")
+    return 0
+
+
+def _add_pack_weights(commands) -> None:
+    parser = commands.add_parser(
+        "pack-weights", help="pack a trained world model and its tokenizer into one folder to ship",
+        description="Copy the EMA weights of a `drivesim train wfm` checkpoint (float16) and its tokenizer into "
+                    "one checkpoint folder that `drivesim generate --checkpoint` loads on its own.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder")
+    parser.add_argument("--out", type=Path, required=True, help="the folder to write (e.g. weights/drivesim-small)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.set_defaults(run=_run_pack_weights)
+
+
+def _run_pack_weights(args) -> int:
+    from drivesim.weights import pack
+
+    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, largest float16 "
+          f"rounding of a weight {packed['max_difference']:.2e}")
     return 0
 
 
@@ -326,8 +372,9 @@ def _add_ui(commands) -> None:
     parser.add_argument("--workspace", type=Path, default=Path("out/ui-workspace"),
                         help="folder for each browser session's uploads, scenarios and renders")
     parser.add_argument("--scenarios", type=Path, help="the scenario library (default: the repository's scenarios/)")
-    parser.add_argument("--checkpoints", type=Path, nargs="+", default=[Path("runs")],
-                        help="folders holding `drivesim train wfm` runs, or runs themselves (default runs/)")
+    parser.add_argument("--checkpoints", type=Path, nargs="+",
+                        help="folders holding `drivesim train wfm` runs, or runs or packed weights themselves "
+                             "(default: the shipped weights, then runs/)")
     parser.set_defaults(run=_run_ui)
 
 
@@ -353,8 +400,9 @@ def _run_ui(args) -> int:
 
     command = ui_command(args)
     args.workspace.mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, "DRIVESIM_UI_WORKSPACE": str(args.workspace.resolve()),
-                   "DRIVESIM_UI_CHECKPOINTS": os.pathsep.join(str(p.resolve()) for p in args.checkpoints)}
+    environment = {**os.environ, "DRIVESIM_UI_WORKSPACE": str(args.workspace.resolve())}
+    if args.checkpoints:
+        environment["DRIVESIM_UI_CHECKPOINTS"] = os.pathsep.join(str(p.resolve()) for p in args.checkpoints)
     if args.scenarios is not None:
         environment["DRIVESIM_UI_SCENARIOS"] = str(args.scenarios.resolve())
     print(f"drivesim ui: http://{args.address}:{args.port} (workspace {args.workspace}); Ctrl-C stops it", flush=True)
@@ -438,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(commands)
     _add_scenario(commands)
     _add_generate(commands)
+    _add_pack_weights(commands)
     _add_ui(commands)
     _add_export(commands)
     _add_eval(commands)

@@ -53,6 +53,8 @@ def _resolve_tokenizer(path: Path, document: dict) -> Path:
     if not given:
         raise ConfigError(f"--checkpoint {path}: its config names no data.tokenizer")
     tokenizer = Path(given)
+    if not tokenizer.is_absolute() and (path / tokenizer).exists():
+        return path / tokenizer  # packed weights (drivesim/weights.py) carry their tokenizer inside
     if not tokenizer.is_absolute() and not tokenizer.exists():
         # A run moved with its tokenizer beside it: try the paths relative to the run folder's parents.
         for base in (path.parent.parent.parent, path.parent.parent, path.parent):
@@ -225,6 +227,16 @@ def _trained_frames(model) -> int:
     return int(data.get("frames", 9))
 
 
+def start_store(scenario) -> Path:
+    """The scenario's start_frames store: a relative path is taken from the scenario file's folder when the
+    store is there (a scenario shipped with its start frame), else from the working directory."""
+    store = Path(scenario.start_frames.store)
+    base = getattr(scenario, "base_dir", None)
+    if not store.is_absolute() and base is not None and (Path(base) / store).exists():
+        return Path(base) / store
+    return store
+
+
 def _start_video(scenario, rig, device) -> torch.Tensor:
     """The scenario's start frame from its store, per camera of the rig, as video [1, V, 1, 3, H, W]."""
     import torch.nn.functional as F
@@ -233,7 +245,7 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
 
     start = scenario.start_frames
     where = f"{scenario.source}: start_frames"
-    root = open_store(start.store)
+    root = open_store(start_store(scenario))
     cameras = list(root.attrs.get("settings", {}).get("cameras", []))
     if start.clip not in root["clips"]:
         raise ConfigError(f"{where}: store {start.store} has no clip {start.clip!r}")
@@ -272,13 +284,14 @@ def _chunk_conditions(scenario, rig, times: np.ndarray, layout: bool, device) ->
 def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.0, seed: int | None = None,
             device: str | torch.device | None = None, progress: bool = True, context: int = 1,
             frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
-            on_chunk: Callable[[int, int], None] | None = None) -> Rollout:
+            on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True) -> Rollout:
     """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
     data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
     after the first starts from the last `context` latent frames of the one before, re-encoded and given
     clean. guidance scales text and layout alike (1: no guidance); seed defaults to the scenario's.
     The same inputs and seed give the same video. on_chunk(done, total) is called after every chunk
-    (the editor's progress bar; an exception it raises stops the rollout there)."""
+    (the editor's progress bar; an exception it raises stops the rollout there). use_layout=False withholds
+    the layout maps from a model trained with them, as training's layout dropout does (an ablation)."""
     from tqdm import tqdm
 
     from drivesim.tokenizer.model import flatten_views, unflatten_views
@@ -309,7 +322,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
                           "compression times the model's patch)")
     rig = scenario.rig.resized(width, height)
     views = len(rig.cameras)
-    layout = model.layout is not None
+    layout = model.layout is not None and use_layout
     overlap = 1 + tc * (context - 1)  # video frames a window shares with the one before
     total = scenario.num_frames
     starts = [0]
@@ -346,6 +359,18 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
     pixels = ((generated + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return _labelled(scenario, rig, pixels.permute(1, 0, 3, 4, 2).cpu().numpy())
+
+
+def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:
+    """The baseline a world model must beat: the scenario's start frame (its start_frames) held for every
+    frame, at size = (width, height), with the scenario's labels. The video does not move at all."""
+    if scenario.start_frames is None:
+        raise ConfigError(f"{scenario.source}: no start_frames to hold (the baseline repeats a real frame)")
+    width, height = size
+    rig = scenario.rig.resized(width, height)
+    start = _start_video(scenario, rig, torch.device("cpu"))[0, :, 0]  # [V, 3, H, W] in [-1, 1]
+    pixels = ((start + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return _labelled(scenario, rig, np.repeat(pixels[None], scenario.num_frames, axis=0))
 
 
 def _labelled(scenario, rig, video: np.ndarray) -> Rollout:

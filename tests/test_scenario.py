@@ -402,3 +402,47 @@ def test_cli_from_clip_writes_a_valid_scenario_and_refuses_to_overwrite(clip_sto
     missing = tmp_path / "x.yaml"
     code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "nope", "--out", str(missing)])
     assert code == 2 and "no clip 'nope'" in capsys.readouterr().err and not missing.exists()
+
+
+def test_from_clip_with_its_start_frame_travels_with_the_file(clip_store, tmp_path, capsys):
+    """--with-start-frame: FILE.start.zarr beside the scenario holds the clip's first frame only, and the
+    scenario finds it from any working directory once the two are moved together."""
+    import shutil
+
+    from drivesim.data.store import open_store, read_clip, verify
+    from drivesim.simulate import start_store
+
+    folder = tmp_path / "made"
+    folder.mkdir()
+    out = folder / "replay.yaml"
+    assert main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out", str(out),
+                 "--with-start-frame"]) == 0
+    frame_store = folder / "replay.start.zarr"
+    assert verify(frame_store) == (1, [])  # one clip, no problems
+    one = read_clip(open_store(frame_store), "scene-a-0000")
+    full = read_clip(open_store(clip_store), "scene-a-0000")
+    assert one["frames"].shape[0] == 1 and np.array_equal(one["frames"][0], full["frames"][0])
+    assert len(one["boxes"]) == full["box_offsets"][1]
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    scenario = sc.load(moved / "replay.yaml")
+    assert scenario.start_frames.store == "replay.start.zarr"
+    assert start_store(scenario) == moved / "replay.start.zarr"
+    # the store beside it is not silently replaced
+    code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out",
+                 str(folder / "replay.yaml"), "--with-start-frame"])
+    assert code == 2 and "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fps", [10, 12, 12.5, 24, 30])
+@given(frames=st.integers(2, 400))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_saved_duration_keeps_its_frame_count(tmp_path, fps, frames):
+    """Durations are written to 6 decimals; reading them back must not lose the last frame (41 frames at
+    12 fps are 3.333333 s, 40/12 before rounding)."""
+    duration = (frames - 1) / fps
+    document = {**_document(), "fps": fps, "duration": duration, "agents": [],
+                "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 10 * duration, "y": 0}]}}
+    scenario = sc.from_dict(document, "t")
+    assert scenario.num_frames == frames
+    assert sc.load(sc.save(scenario, tmp_path / "s.yaml")).num_frames == frames

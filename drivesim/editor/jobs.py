@@ -39,7 +39,8 @@ def cached_world_model(checkpoint: str | Path, device: str):
 
 def find_checkpoints(*roots: str | Path) -> list[Path]:
     """World-model runs under `roots` (folders with a checkpoints/ subfolder whose config says task: wfm),
-    sorted by name; a root may itself be such a run."""
+    and packed weights (a config.yaml saying task: wfm beside a manifest.json, drivesim/weights.py), sorted
+    by name; a root may itself be one."""
     import yaml
 
     found = []
@@ -47,7 +48,7 @@ def find_checkpoints(*roots: str | Path) -> list[Path]:
         candidates = [root, *sorted(root.glob("*"))] if root.is_dir() else []
         for folder in candidates:
             config = folder / "config.yaml"
-            if (folder / "checkpoints").is_dir() and config.is_file():
+            if ((folder / "checkpoints").is_dir() or (folder / "manifest.json").is_file()) and config.is_file():
                 try:
                     task = (yaml.safe_load(config.read_text()) or {}).get("task")
                 except (OSError, yaml.YAMLError, AttributeError):

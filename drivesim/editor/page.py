@@ -28,7 +28,15 @@ def settings() -> dict:
     """Where the page reads and writes; `drivesim ui` sets these from its options."""
     return {"workspace": Path(os.environ.get("DRIVESIM_UI_WORKSPACE", "out/ui-workspace")),
             "scenarios": Path(os.environ.get("DRIVESIM_UI_SCENARIOS", REPO / "scenarios")),
-            "checkpoints": [Path(p) for p in os.environ.get("DRIVESIM_UI_CHECKPOINTS", "runs").split(os.pathsep) if p]}
+            "checkpoints": [Path(p) for p in os.environ.get("DRIVESIM_UI_CHECKPOINTS", default_checkpoints())
+                            .split(os.pathsep) if p]}
+
+
+def default_checkpoints() -> str:
+    """The shipped weights, then the runs under runs/ (os.pathsep-separated, as DRIVESIM_UI_CHECKPOINTS)."""
+    from drivesim.weights import SHIPPED
+
+    return os.pathsep.join([str(SHIPPED), "runs"])
 
 
 def library(folder: Path) -> dict[str, Path]:
@@ -346,10 +354,14 @@ def _with_scene(scenario, prompt: str, name: str, seed: int, duration: float):
 
 def render_tab() -> None:
     config = state()["settings"]
-    runs = find_checkpoints(*config["checkpoints"])
-    options = [str(run) for run in runs]
+    roots = config["checkpoints"]
+    runs = find_checkpoints(*roots)
+    # in the order of the roots (the shipped weights come first by default), by name within a root
+    options = [str(run) for run in sorted(runs, key=lambda run: next(
+        (i for i, root in enumerate(roots) if run == root or root in run.parents), len(roots)))]
     columns = st.columns([3, 1, 1, 1, 1])
-    checkpoint = columns[0].selectbox("checkpoint (a `drivesim train wfm` run)", options, key="render_checkpoint",
+    checkpoint = columns[0].selectbox("checkpoint (shipped weights or a `drivesim train wfm` run)", options,
+                                      key="render_checkpoint",
                                       accept_new_options=True,
                                       placeholder="no runs found: type a run folder")
     steps = columns[1].number_input("steps", 1, 200, value=10, key="render_steps")

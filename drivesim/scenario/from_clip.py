@@ -135,3 +135,38 @@ def _replayable(times: np.ndarray, positions: np.ndarray, fps: float, limits, ya
         if _kinematic_problem(trajectory, limits) is None:
             return trajectory
     return None
+
+
+def copy_start_frame(store_path: str | os.PathLike, clip_id: str, out: str | os.PathLike, frame: int = 0) -> Path:
+    """A new clip store at `out` holding only `frame` of the clip (all its cameras, the boxes and road of
+    that frame): a scenario's start frame small enough to ship beside the scenario file."""
+    import dataclasses
+
+    from drivesim.data import store
+    from drivesim.errors import DataError
+
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"{out} exists: the start-frame store is written new")
+    root = store.open_store(store_path)
+    if clip_id not in store.stored_clip_ids(Path(store_path)):
+        raise DataError(f"store {store_path}: no clip {clip_id!r}")
+    clip = store.read_clip(root, clip_id)
+    frames = len(clip["frames"])
+    if not 0 <= frame < frames:
+        raise DataError(f"clip {clip_id!r} has {frames} frames; no frame {frame}")
+    low, high = int(clip["box_offsets"][frame]), int(clip["box_offsets"][frame + 1])
+    one = store.Clip(clip_id=clip_id, frames=clip["frames"][frame:frame + 1],
+                     intrinsics=clip["intrinsics"], ego_from_cam=clip["ego_from_cam"],
+                     world_from_ego=clip["world_from_ego"][frame:frame + 1],
+                     timestamps=clip["timestamps"][frame:frame + 1], boxes=clip["boxes"][low:high],
+                     box_offsets=np.array([0, high - low], np.int32), box_category=clip["box_category"][low:high],
+                     box_track=clip["box_track"][low:high], polylines=clip["polylines"],
+                     poly_offsets=clip["poly_offsets"], poly_type=clip["poly_type"],
+                     attrs={**clip["attrs"], "start": int(clip["attrs"].get("start", 0)) + frame})
+    settings = {**dict(root.attrs["settings"]), "frames": 1}
+    written = store.create_store(out, settings, list(root.attrs["categories"]), list(root.attrs["poly_types"]))
+    store.write_clip(out, dataclasses.replace(one))
+    entry = dict(root.attrs.get("clips", {})).get(clip_id, {"scene": clip_id, "split": "val", "caption": ""})
+    written.attrs.update({"clips": {clip_id: entry}})
+    return out

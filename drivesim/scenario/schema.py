@@ -93,7 +93,8 @@ class Scenario:
 
     @property
     def num_frames(self) -> int:
-        return int(math.floor(self.duration * self.fps + 1e-6)) + 1
+        # 1e-4, not less: durations are saved to 6 decimals (_plain), which may drop up to 5e-7 s x fps
+        return int(math.floor(self.duration * self.fps + 1e-4)) + 1
 
     def frame_times(self) -> np.ndarray:
         """[F] seconds of the scenario's frames."""

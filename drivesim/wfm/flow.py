@@ -135,9 +135,12 @@ def clean_frames(k: int | Tensor, batch: int, frames: int, device=None) -> Tenso
     return torch.arange(frames, device=counts.device) < rearrange(counts, "b -> b 1")
 
 
-def flow_loss(velocity_fn: VelocityFn, x0: Tensor, t: Tensor, noise: Tensor, clean: Tensor | None) -> Tensor:
+def flow_loss(velocity_fn: VelocityFn, x0: Tensor, t: Tensor, noise: Tensor, clean: Tensor | None,
+              channel_weights: Tensor | None = None) -> Tensor:
     """The rectified-flow loss: mean squared error of the predicted velocity against noise - x0, over the
     noisy frames only. x0 and noise [B, V, T, C, h, w], t [B], clean bool [B, T] or None (all noisy).
+    channel_weights [C]: each latent channel's error weighed by it (None: all 1), e.g. by how much of
+    the picture the channel carries (WfmTask's loss.channel_weights: pixel).
 
     Clean frames enter x_t as x0 itself, as they will at sampling time. A batch whose frames are all clean
     has nothing to learn: its loss is a zero still attached to the graph, so every rank can call backward."""
@@ -159,6 +162,11 @@ def flow_loss(velocity_fn: VelocityFn, x0: Tensor, t: Tensor, noise: Tensor, cle
     if velocity.shape != x0.shape:
         raise ConfigError(f"velocity_fn returned {tuple(velocity.shape)}, expected the latents' {tuple(x0.shape)}")
     squared = (velocity.float() - (noise - x0).float()).square()
+    if channel_weights is not None:
+        if not isinstance(channel_weights, Tensor) or tuple(channel_weights.shape) != (x0.shape[3],):
+            raise ConfigError(f"channel_weights must be a tensor [C] = [{x0.shape[3]}], got "
+                              f"{tuple(channel_weights.shape) if isinstance(channel_weights, Tensor) else channel_weights}")
+        squared = squared * channel_weights.to(squared)[:, None, None]
     # where, not a multiply by the mask: a non-finite prediction on a clean frame must not leak into the loss
     squared = torch.where(clean_mask, torch.zeros((), device=squared.device), squared)
     noisy_values = (~clean).sum() * (squared.numel() // (clean.shape[0] * clean.shape[1]))

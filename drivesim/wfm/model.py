@@ -16,6 +16,23 @@ from drivesim.wfm.dit import PRESETS, DiTConfig, MultiViewDiT, azimuth_neighbour
 from drivesim.wfm.text import ENCODERS, text_encoder
 
 CONDITIONS = ("text", "layout", "trajectory", "rays")
+PREDICTIONS = ("velocity", "data")
+
+
+def velocity_from_data(x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The flow velocity of the `data` prediction: x_t [B, ...] at times t [B], network output [B, ...].
+
+    With x_t = (1 - t) x0 + t noise and unit-variance data, EDM's preconditioning reads
+    x0_hat = c_skip x_t + c_out output, c_skip = (1 - t) / n2, c_out = t / sqrt(n2), n2 = (1 - t)^2 + t^2,
+    so the target of `output` has unit variance at every t, and a network that outputs zero already
+    predicts the mean latent (a flat mean image, not noise). velocity = (x_t - x0_hat) / t simplifies to
+    ((2t - 1) x_t - sqrt(n2) output) / n2, finite at t = 0, and the rectified-flow loss on it weighs
+    the output's error by 1 / n2, between 1 and 2.
+    """
+    time = t.to(torch.float32).reshape(-1, *[1] * (x_t.dim() - 1))
+    n2 = (1 - time).square() + time.square()
+    velocity = ((2 * time - 1) * x_t.float() - n2.sqrt() * output.float()) / n2
+    return velocity.to(output.dtype)
 
 
 @dataclass
@@ -27,6 +44,10 @@ class WorldModelConfig(DiTConfig):
     text: str = "wordllama"         # wordllama | trained | t5 | none (see wfm/text.py)
     text_options: dict = field(default_factory=dict)  # e.g. {path: /models/t5-base} for t5
     layout_channels: int = 0        # channels of the layout maps; 0: no layout input
+    # What the DiT's output means. velocity: the flow velocity itself (Cosmos-Predict2.5). data: a
+    # unit-variance correction to a skip path that already estimates the clean latents (EDM's
+    # preconditioning, as Cosmos-Predict1), turned into a velocity here; see velocity_from_data.
+    prediction: str = "velocity"
 
     def validate(self) -> WorldModelConfig:
         super().validate()
@@ -39,6 +60,8 @@ class WorldModelConfig(DiTConfig):
             raise ConfigError(f"model.layout_channels must be an integer >= 0, got {self.layout_channels!r}")
         if self.text not in (*ENCODERS, "none"):
             raise ConfigError(f"model.text must be one of {', '.join((*ENCODERS, 'none'))}, got {self.text!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"model.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
         if not isinstance(self.text_options, dict):
             raise ConfigError(f"model.text_options must be a mapping, got {self.text_options!r}")
         return self
@@ -159,7 +182,10 @@ class WorldModel(nn.Module):
         if neighbours is None and config.views in ("neighbours", "all"):
             count = config.neighbours if config.views == "neighbours" else views - 1
             neighbours = azimuth_neighbours(ego_from_cam, count)
-        return self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
+        output = self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
+        if config.prediction == "data":
+            return velocity_from_data(latents, t, output)
+        return output
 
     def camera_rays(self, intrinsics, ego_from_cam, ego0_from_ego, latent_shape: tuple[int, int, int]):
         """Plücker rays pooled to the patch grid of latents of (frames, height, width): [B, V, T', 6, h', w']."""

@@ -51,6 +51,10 @@ class WfmLoss:
     time_std: float = 1.0
     clean_frames: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.2])  # P(k = 0, 1, 2, ...)
     drop: DropRates = field(default_factory=DropRates)
+    # uniform: every latent channel counts the same. pixel: each channel weighed by the picture energy a
+    # unit of it carries through the tokenizer's decoder (channel_energy), mean 1. The CPU tokenizer's
+    # whitened latents put ~90% of the picture in one channel of 16, which uniform weights train as 1/16.
+    channel_weights: str = "uniform"
 
     def validate(self) -> WfmLoss:
         probabilities = self.clean_frames
@@ -60,6 +64,8 @@ class WfmLoss:
         for name in CONDITIONS:
             if not 0 <= getattr(self.drop, name) <= 1:
                 raise ConfigError(f"loss.drop.{name} must be in [0, 1], got {getattr(self.drop, name)}")
+        if self.channel_weights not in ("uniform", "pixel"):
+            raise ConfigError(f"loss.channel_weights must be uniform or pixel, got {self.channel_weights!r}")
         if not self.time_shift > 0 or not self.time_std > 0:
             raise ConfigError("loss.time_shift and loss.time_std must be > 0")
         return self
@@ -81,6 +87,23 @@ def load_tokenizer(path: str | Path) -> CausalVideoTokenizer:
     return model.eval()
 
 
+@torch.no_grad()
+def channel_energy(tokenizer: CausalVideoTokenizer, latent_mean: torch.Tensor, latent_std: torch.Tensor,
+                   size: int = 4) -> torch.Tensor:
+    """[C] the mean squared pixel change the decoder makes for one standard deviation of each latent channel,
+    around the mean latent (a size x size grid, two latent frames), normalised to mean 1."""
+    channels = latent_mean.shape[0]
+    device = latent_mean.device
+    base = latent_mean.float()[None, :, None, None, None].expand(1, channels, 2, size, size).contiguous()
+    reference = tokenizer.decode(base)
+    energy = torch.empty(channels, device=device)
+    for c in range(channels):
+        moved = base.clone()
+        moved[:, c] += latent_std[c].float()
+        energy[c] = (tokenizer.decode(moved) - reference).float().square().mean()
+    return energy / energy.mean().clamp_min(1e-12)
+
+
 def _unwrap(model: torch.nn.Module) -> WorldModel:
     return getattr(model, "module", model)
 
@@ -93,6 +116,7 @@ class WfmTask:
         self.weights = WfmLoss()
         self.tokenizer: CausalVideoTokenizer | None = None
         self.layout = False  # data.layout, known once datasets() has run
+        self._channel_weights: torch.Tensor | None = None  # loss.channel_weights: pixel, on the first loss
 
     def configure_loss(self, loss_section: dict) -> None:
         self.weights = from_dict(WfmLoss, loss_section, "loss").validate()
@@ -192,13 +216,26 @@ class WfmTask:
         clean, keep = self._draw(size, x0.shape[2], x0.device)
         conditions = conditions_of(batch)
         loss = flow.flow_loss(lambda x, time: model(x, time, clean=clean, keep=keep, **conditions),
-                              x0, t, noise, clean)
+                              x0, t, noise, clean, channel_weights=self.channel_weights(model))
         return loss, {"flow": float(loss.detach()), "clean_frames": float(clean.sum(1).float().mean())}
 
+    def channel_weights(self, model) -> torch.Tensor | None:
+        """The loss's per-channel weights (None for uniform); pixel weights are measured once, after the
+        latent statistics are set (or restored from a checkpoint)."""
+        if self.weights.channel_weights == "uniform":
+            return None
+        if self._channel_weights is None:
+            world = _unwrap(model)
+            self.tokenizer.to(world.latent_mean.device)
+            self._channel_weights = channel_energy(self.tokenizer, world.latent_mean, world.latent_std)
+        return self._channel_weights
+
     def validate(self, model, batches: Iterable[dict]) -> dict[str, float]:
-        """The flow loss at fixed times and seeded noise, one clean frame: comparable across steps."""
+        """The flow loss at fixed times and seeded noise, one clean frame: comparable across steps. With
+        loss.channel_weights: pixel, also that weighted loss (pixel_loss), which training minimises."""
         generator = torch.Generator().manual_seed(0)
-        losses = []
+        losses, pixel_losses = [], []
+        weights = self.channel_weights(model)
         for batch in batches:
             x0 = self.encode(model, batch["video"])
             size = x0.shape[0]
@@ -208,9 +245,15 @@ class WfmTask:
             for time in (0.1, 0.3, 0.5, 0.7, 0.9):
                 noise = torch.randn(x0.shape, generator=generator).to(x0.device)
                 t = torch.full((size,), time, device=x0.device)
-                losses.append(flow.flow_loss(lambda x, tt: model(x, tt, clean=clean, **conditions),
-                                             x0, t, noise, clean))
-        return {"loss": float(torch.stack(losses).mean())}
+                velocity = model(torch.where(clean[:, None, :, None, None, None], x0, (1 - time) * x0 + time * noise),
+                                 t, clean=clean, **conditions)
+                losses.append(flow.flow_loss(lambda x, tt: velocity, x0, t, noise, clean))
+                if weights is not None:
+                    pixel_losses.append(flow.flow_loss(lambda x, tt: velocity, x0, t, noise, clean, weights))
+        found = {"loss": float(torch.stack(losses).mean())}
+        if pixel_losses:
+            found["pixel_loss"] = float(torch.stack(pixel_losses).mean())
+        return found
 
     def samples(self, model, batch):
         """The last frame of every view: the clip above, a sample from its first latent frame below."""

@@ -219,6 +219,19 @@ def test_the_loss_is_the_velocity_error_over_noisy_frames_only():
     torch.testing.assert_close(loss, expected)
 
 
+def test_channel_weights_scale_each_channels_error():
+    x0, t, noise = loss_inputs(5)
+    prediction = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    weights = torch.rand(SHAPE[3], generator=torch.Generator().manual_seed(4)) * 3
+    loss = flow.flow_loss(lambda x, time: prediction, x0, t, noise, None, channel_weights=weights)
+    squared = (prediction - (noise - x0)) ** 2
+    torch.testing.assert_close(loss, (squared * weights[:, None, None]).mean())
+    uniform = flow.flow_loss(lambda x, time: prediction, x0, t, noise, None, channel_weights=torch.ones(SHAPE[3]))
+    torch.testing.assert_close(uniform, flow.flow_loss(lambda x, time: prediction, x0, t, noise, None))
+    with pytest.raises(ConfigError, match="channel_weights"):
+        flow.flow_loss(lambda x, time: prediction, x0, t, noise, None, channel_weights=torch.ones(3))
+
+
 def test_the_loss_is_zero_on_clean_frames_whatever_the_model_says_there():
     x0, t, noise = loss_inputs(1)
     clean = torch.tensor([[True, True, False], [True, False, False]])

@@ -131,6 +131,7 @@ def test_train_wfm_runs_on_the_store_and_its_validation_loss_falls(wfm_run, synt
     ("loss.clean_frames=[0.5, 0.6]", "loss.clean_frames"),
     ("loss.drop.text=2", "loss.drop.text"),
     ("model.views=ring", "model.views"),
+    ("loss.channel_weights=luma", "loss.channel_weights must be uniform or pixel"),
 ])
 def test_wfm_config_errors_name_the_key(override, message, synthetic_store, tokenizer_folder, tmp_path, capsys):
     code = main(["train", "wfm", "--config", str(CONFIG), f"data.store={synthetic_store}",
@@ -153,8 +154,12 @@ def test_train_wfm_with_layout_maps_then_generate_a_scenario_from_the_run(synthe
     code = main(["train", "wfm", "--config", str(CONFIG), f"data.store={synthetic_store}",
                  f"data.tokenizer={tokenizer_folder}", "data.size=[96, 64]", "data.layout=true",
                  f"model.layout_channels={len(LAYOUT_CHANNELS)}", f"out={run}", "steps=3", "val_every=3",
-                 "sample_every=3", "checkpoint_every=3", "optim.lr=0.003", "--quiet"])
+                 "sample_every=3", "checkpoint_every=3", "optim.lr=0.003",
+                 # the shipped model's choices (configs/wfm.yaml)
+                 "model.prediction=data", "loss.channel_weights=pixel", "loss.time_shift=3", "--quiet"])
     assert code == 0
+    saved = yaml.safe_load((latest_checkpoint(run / "checkpoints") / "config.yaml").read_text())
+    assert saved["model"]["prediction"] == "data" and saved["loss"]["channel_weights"] == "pixel"
     weights = load_weights(latest_checkpoint(run / "checkpoints") / "model.safetensors")
     # The layout encoder starts at zero; the maps reached the model's loss if training moved it.
     assert weights["layout.project.weight"].abs().sum() > 0
@@ -171,3 +176,20 @@ def test_train_wfm_with_layout_maps_then_generate_a_scenario_from_the_run(synthe
     cameras = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{c}.mp4" for c in cameras] + ["grid.mp4", "contact_sheet.png", "scenario.yaml", ROLLOUT_STORE])
+
+
+def test_pixel_channel_weights_follow_what_each_channel_draws(tokenizer_folder):
+    """A channel the decoder draws with twice the amplitude gets four times the weight; weights have mean 1."""
+    from drivesim.wfm.task import channel_energy, load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_folder)
+    channels = tokenizer.config.latent_channels
+    mean, std = torch.zeros(channels), torch.ones(channels)
+    energy = channel_energy(tokenizer, mean, std)
+    assert energy.shape == (channels,) and bool((energy > 0).all())
+    torch.testing.assert_close(energy.mean(), torch.tensor(1.0))
+    doubled = std.clone()
+    doubled[3] = 2.0
+    ratio = channel_energy(tokenizer, mean, doubled) / energy
+    others = torch.cat([ratio[:3], ratio[4:]])
+    assert 2.5 < float(ratio[3] / others.mean()) < 5.5  # 4x if the decoder were linear around the mean

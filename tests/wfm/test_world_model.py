@@ -157,6 +157,7 @@ def test_frozen_text_encoder_stays_out_of_the_weights():
     ({"preset": "tiny", "text": "bert"}, "model.text"),
     ({"preset": "tiny", "layout_channels": -1}, "layout_channels"),
     ({"preset": "tiny", "patch": [1, 2]}, "model.patch"),
+    ({"preset": "tiny", "prediction": "noise"}, "model.prediction"),
 ])
 def test_bad_model_configs_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
@@ -179,3 +180,36 @@ def test_presets_grow():
     assert counts[0] < counts[1]
     sizes = [PRESETS[name]() for name in PRESETS]
     assert [s.dim * s.depth for s in sizes] == sorted(s.dim * s.depth for s in sizes)
+
+
+def test_a_fresh_data_prediction_model_denoises_to_the_mean_latent():
+    """EDM's preconditioning: before any training, one Euler step from pure noise lands on the mean
+    (zero) latent, where a fresh velocity model would leave the noise in place."""
+    x = latents()
+    one = torch.ones(B)
+    fresh = tiny_world_model(randomize=False, prediction="data")
+    assert torch.allclose(x - run(fresh, x, one), torch.zeros_like(x), atol=1e-5)
+    plain = tiny_world_model(randomize=False)
+    assert torch.allclose(x - run(plain, x, one), x)
+
+
+@pytest.mark.parametrize("time", [0.0, 0.2, 0.5, 0.9, 1.0])
+def test_data_prediction_velocity_is_the_one_of_its_clean_estimate(time):
+    """velocity = (x_t - x0_hat) / t with x0_hat = c_skip x_t + c_out output (c_skip = (1-t)/n2,
+    c_out = t/sqrt(n2)): the network's output enters scaled, and nothing divides by zero at t = 0."""
+    from drivesim.wfm.model import velocity_from_data
+
+    generator = torch.Generator().manual_seed(1)
+    x_t, output = torch.randn(2, 3, 4, generator=generator), torch.randn(2, 3, 4, generator=generator)
+    t = torch.full((2,), time)
+    velocity = velocity_from_data(x_t, t, output)
+    assert torch.isfinite(velocity).all()
+    n2 = (1 - time) ** 2 + time ** 2
+    if time > 0:
+        x0_hat = (1 - time) / n2 * x_t + time / n2 ** 0.5 * output
+        assert torch.allclose(velocity, (x_t - x0_hat) / time, atol=1e-5)
+    # the target noise - x0 of a clean x0 and noise reached exactly when the output is its own target
+    x0, noise = torch.randn(2, 3, 4, generator=generator), torch.randn(2, 3, 4, generator=generator)
+    noisy = (1 - time) * x0 + time * noise
+    target = ((2 * time - 1) * noisy - n2 * (noise - x0)) / n2 ** 0.5
+    assert torch.allclose(velocity_from_data(noisy, t, target), noise - x0, atol=1e-5)
