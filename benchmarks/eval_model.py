@@ -2,7 +2,7 @@
 ground-truth clips, in one run, with the metrics of `drivesim eval`.
 
     .venv/bin/python benchmarks/eval_model.py [--checkpoint weights/drivesim-small] [--heldout STORE]
-        [--out out/eval-model] [--steps 10] [--threads 2] [--record]
+        [--out out/eval-model] [--steps 10] [--temperature 1] [--frame-step 2] [--threads 2] [--record]
 
 Held-out data: --heldout names a clip store; without it, `drivesim synth --seed 9000` (a seed no training
 run uses: they use 0) renders 3 scenes of 4 s at the model's size and `drivesim ingest` cuts one 41-frame
@@ -13,7 +13,8 @@ road and its first frame as the start frame) and is rendered three ways:
 - no layout: the same model and seed with the layout maps withheld;
 - hold start frame: the start frame repeated for every frame (simulate.hold_start_frame).
 
-Each set is scored against the held-out store by drivesim.eval.report.evaluate: cross-view (CSE) and
+All rollouts are scored in one drivesim.eval.report.evaluate against the held-out store (report in
+out/eval-model/eval/report.html): cross-view (CSE) and
 temporal (TSE) Sampson error in pixels, the ego trajectory recovered from the front camera against the
 scenario's (ATE, RPE), PSNR/SSIM against the real frames, and layout agreement: PSNR inside the scenario's
 projected boxes (and outside them). The ground-truth clips' own CSE and TSE come from the same evaluate.
@@ -68,9 +69,14 @@ def heldout_store(out: Path, size: tuple[int, int]) -> Path:
     return store
 
 
-def render_variants(checkpoint: Path, store: Path, out: Path, steps: int) -> dict[str, list[float]]:
-    """Every held-out clip as a scenario, rendered the three ways into out/<variant>/<clip>; seconds per
-    rollout for each variant."""
+def _slug(variant: str) -> str:
+    return variant.replace(" ", "_")
+
+
+def render_variants(checkpoint: Path, store: Path, out: Path, steps: int,
+                    temperature: float = 1.0) -> dict[str, list[float]]:
+    """Every held-out clip as a scenario, rendered the three ways into out/rollouts/<variant>--<clip>;
+    seconds per rollout for each variant."""
     from drivesim.data.store import stored_clip_ids
     from drivesim.scenario import from_clip
     from drivesim.simulate import _trained_size, hold_start_frame, load_world_model, rollout
@@ -81,13 +87,13 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int) -> dic
     for clip_id in stored_clip_ids(store):
         scenario = from_clip(store, clip_id)
         for variant in VARIANTS:
-            folder = out / variant.replace(" ", "_") / clip_id
+            folder = out / "rollouts" / f"{_slug(variant)}--{clip_id}"
             started = time.perf_counter()
             if variant == "hold start frame":
                 result = hold_start_frame(scenario, size)
             else:
                 result = rollout(scenario, model, tokenizer, steps=steps, seed=0, progress=False,
-                                 use_layout=variant == "model")
+                                 use_layout=variant == "model", temperature=temperature)
             seconds[variant].append(time.perf_counter() - started)
             result.save(folder, overwrite=True)
             print(f"  {variant:>16}  {clip_id}: {result.num_frames} frames in {seconds[variant][-1]:.0f} s",
@@ -95,18 +101,25 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int) -> dic
     return seconds
 
 
-def score(out: Path, store: Path) -> dict:
-    """drivesim eval on each variant's folder: the summary means, and the ground truth's."""
+def score(out: Path, store: Path, frame_step: int) -> dict:
+    """One `drivesim eval` over every rollout (the ground-truth clips measured once), then the mean of
+    each variant's rows (NaN where no rollout measured a column), and the ground truth's."""
+    import numpy as np
+
     from drivesim.eval.report import evaluate, write_report
 
-    scores, truth = {}, None
+    results = evaluate(out / "rollouts", reference=store, frame_step=frame_step, progress=True)
+    write_report(results, out / "eval")
+    summary = results["summary"]
+    scores = {}
     for variant in VARIANTS:
-        folder = out / variant.replace(" ", "_")
-        results = evaluate(folder, reference=store, progress=False)
-        write_report(results, folder / "eval")
-        scores[variant] = results["summary"]["mean"]
-        truth = results["summary"]["reference_mean"]
-    scores["ground truth"] = truth
+        rows = [row for row in summary["rows"] if row["name"].startswith(f"{_slug(variant)}--")]
+        scores[variant] = {key: (float(np.nanmean(values)) if not np.all(np.isnan(values)) else math.nan)
+                           for key in summary["columns"]
+                           for values in [np.array([math.nan if row[key] is None else row[key] for row in rows],
+                                                   float)]}
+    scores["ground truth"] = {key: (math.nan if value is None else value)
+                              for key, value in summary["reference_mean"].items() if key != "name"}
     return scores
 
 
@@ -133,6 +146,8 @@ def main() -> int:
     parser.add_argument("--heldout", type=Path, help="a clip store of held-out clips (default: synthesized)")
     parser.add_argument("--out", type=Path, default=Path("out/eval-model"))
     parser.add_argument("--steps", type=int, default=10, help="sampling steps per chunk (default 10)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale (as generate)")
+    parser.add_argument("--frame-step", type=int, default=2, help="score every N-th frame (as drivesim eval)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -145,10 +160,10 @@ def main() -> int:
     load = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.heldout or heldout_store(args.out, _trained_size(load_world_model(checkpoint, "cpu")[0]))
-    print(f"checkpoint {checkpoint}, held-out store {store}, {args.steps} sampling steps, {args.threads} threads",
-          flush=True)
-    seconds = render_variants(checkpoint, store, args.out, args.steps)
-    scores = score(args.out, store)
+    print(f"checkpoint {checkpoint}, held-out store {store}, {args.steps} sampling steps, temperature "
+          f"{args.temperature:g}, {args.threads} threads", flush=True)
+    seconds = render_variants(checkpoint, store, args.out, args.steps, args.temperature)
+    scores = score(args.out, store, args.frame_step)
     rows = [("", *(label for _, label, _ in COLUMNS), "s per rollout")]
     for name in (*VARIANTS, "ground truth"):
         spent = seconds.get(name)

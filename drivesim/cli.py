@@ -303,6 +303,9 @@ def _add_generate(commands) -> None:
     parser.add_argument("--guidance", type=float, default=1.0,
                         help="classifier-free guidance scale for text and layout (default 1: none)")
     parser.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the starting noise, 0 to 2 (default 1: the model's distribution; lower "
+                             "gives smoother, likelier pictures)")
     parser.add_argument("--no-layout", action="store_true",
                         help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
@@ -323,6 +326,8 @@ def _run_generate(args) -> int:
         raise ConfigError(f"--guidance must be a finite number >= 0, got {args.guidance}")
     if args.seed is not None and not 0 <= args.seed < 2**62:
         raise ConfigError(f"--seed must be from 0 to 2**62-1, got {args.seed}")
+    if not math.isfinite(args.temperature) or not 0 <= args.temperature <= 2:
+        raise ConfigError(f"--temperature must be from 0 to 2, got {args.temperature}")
     check_out_dir(args.out, args.overwrite)  # before minutes of work
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
@@ -333,7 +338,7 @@ def _run_generate(args) -> int:
         args.checkpoint = shipped_checkpoint()
     model, tokenizer = load_world_model(args.checkpoint, args.device)
     result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                     progress=not args.quiet, use_layout=not args.no_layout)
+                     progress=not args.quiet, use_layout=not args.no_layout, temperature=args.temperature)
     written = result.save(args.out, overwrite=args.overwrite)
     height, width = result.video.shape[2:4]
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "

@@ -284,14 +284,16 @@ def _chunk_conditions(scenario, rig, times: np.ndarray, layout: bool, device) ->
 def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.0, seed: int | None = None,
             device: str | torch.device | None = None, progress: bool = True, context: int = 1,
             frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
-            on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True) -> Rollout:
+            on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True,
+            temperature: float = 1.0) -> Rollout:
     """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
     data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
     after the first starts from the last `context` latent frames of the one before, re-encoded and given
     clean. guidance scales text and layout alike (1: no guidance); seed defaults to the scenario's.
     The same inputs and seed give the same video. on_chunk(done, total) is called after every chunk
     (the editor's progress bar; an exception it raises stops the rollout there). use_layout=False withholds
-    the layout maps from a model trained with them, as training's layout dropout does (an ablation)."""
+    the layout maps from a model trained with them, as training's layout dropout does (an ablation).
+    temperature scales the starting noise of every chunk (1: the model's distribution; lower: smoother)."""
     from tqdm import tqdm
 
     from drivesim.tokenizer.model import flatten_views, unflatten_views
@@ -328,7 +330,10 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     starts = [0]
     while starts[-1] + window < total:
         starts.append(starts[-1] + window - overlap)
-    sampling = dict(steps=steps, method=method, text_scale=guidance if model.text is not None else 1.0,
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+        raise ConfigError(f"--temperature must be a number from 0 to 2, got {temperature!r}")
+    sampling = dict(steps=steps, method=method, temperature=float(temperature),
+                    text_scale=guidance if model.text is not None else 1.0,
                     layout_scale=guidance if layout else 1.0)
     shape = (1, views, latent_frames, config.latent_channels, height // s, width // s)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()

@@ -222,3 +222,20 @@ def test_generate_errors_exit_2_naming_the_input(checkpoint, tmp_path, capsys, c
     err = capsys.readouterr().err
     assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_temperature_zero_starts_from_the_mean_whatever_the_seed(loaded, tmp_path, capsys):
+    model, tokenizer = loaded
+    scenario = make_scenario()
+    cold = [rollout(scenario, model, tokenizer, steps=2, seed=seed, progress=False, temperature=0.0).video
+            for seed in (1, 2)]
+    assert np.array_equal(*cold)
+    warm = [rollout(scenario, model, tokenizer, steps=2, seed=seed, progress=False, temperature=t).video
+            for seed, t in ((1, 1.0), (1, 0.5))]
+    assert not np.array_equal(warm[0], warm[1]) and not np.array_equal(warm[1], cold[0])
+    with pytest.raises(ConfigError, match="temperature"):
+        rollout(scenario, model, tokenizer, steps=1, progress=False, temperature=-0.1)
+    scenario_file = save(scenario, tmp_path / "s.yaml")
+    code = main(["generate", "--scenario", str(scenario_file), "--out", str(tmp_path / "o"), "--temperature", "3",
+                 "--checkpoint", str(tmp_path), "--quiet"])
+    assert code == 2 and "--temperature" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -22,6 +22,9 @@ class SamplingConfig:
     text_scale: float = 1.0      # 1: no text guidance (one model call per step)
     layout_scale: float = 1.0
     seed: int = 0
+    # The starting noise is scaled by this: 1 samples the model's distribution; below 1 trades variety
+    # for the likelier, smoother picture (0: the deterministic path from the mean, as a flow's temperature).
+    temperature: float = 1.0
 
 
 def conditions_of(batch: dict) -> dict:
@@ -48,7 +51,9 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     device = next(model.parameters()).device
     clean = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     clean[:, :k] = True
-    noise = flow.noise_like(shape, config.seed, device)
+    if not 0 <= config.temperature <= 2:
+        raise ConfigError(f"temperature must be from 0 to 2, got {config.temperature!r}")
+    noise = flow.noise_like(shape, config.seed, device) * config.temperature
     # The cameras do not change between steps: their rays once, not at every model call.
     conditions = {**conditions, "rays": model.camera_rays(conditions["intrinsics"], conditions["ego_from_cam"],
                                                           conditions["ego0_from_ego"], (frames, *shape[4:]))}

@@ -17,6 +17,7 @@ from drivesim.wfm.text import ENCODERS, text_encoder
 
 CONDITIONS = ("text", "layout", "trajectory", "rays")
 PREDICTIONS = ("velocity", "data")
+ANCHORS = ("none", "last_clean")
 
 
 def velocity_from_data(x_t: torch.Tensor, t: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,10 @@ class WorldModelConfig(DiTConfig):
     # unit-variance correction to a skip path that already estimates the clean latents (EDM's
     # preconditioning, as Cosmos-Predict1), turned into a velocity here; see velocity_from_data.
     prediction: str = "velocity"
+    # With prediction: data, what the skip path starts from. none: the mean latent (zero). last_clean:
+    # the last latent frame given clean, so a fresh model continues a given frame by holding it and
+    # learns the change on top (no clean frame: the mean, as none).
+    anchor: str = "none"
 
     def validate(self) -> WorldModelConfig:
         super().validate()
@@ -62,6 +67,10 @@ class WorldModelConfig(DiTConfig):
             raise ConfigError(f"model.text must be one of {', '.join((*ENCODERS, 'none'))}, got {self.text!r}")
         if self.prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if self.anchor not in ANCHORS:
+            raise ConfigError(f"model.anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
+        if self.anchor != "none" and self.prediction != "data":
+            raise ConfigError(f"model.anchor={self.anchor} needs model.prediction=data")
         if not isinstance(self.text_options, dict):
             raise ConfigError(f"model.text_options must be a mapping, got {self.text_options!r}")
         return self
@@ -85,6 +94,15 @@ def model_config(section: dict) -> WorldModelConfig:
     values = {**dataclasses.asdict(PRESETS[preset]()), **section}
     values["patch"] = tuple(values["patch"]) if isinstance(values["patch"], (list, tuple)) else values["patch"]
     return WorldModelConfig(**values).validate()
+
+
+def last_clean_frame(latents: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """[B, V, 1, C, h, w]: each sample's last latent frame given clean (zeros where none is)."""
+    frames = latents.shape[2]
+    index = torch.arange(frames, device=latents.device)
+    last = torch.where(clean, index, torch.full_like(index, -1)).amax(dim=1)  # [B], -1: no clean frame
+    picked = latents[torch.arange(latents.shape[0], device=latents.device), :, last.clamp(min=0)]  # [B, V, C, h, w]
+    return torch.where((last >= 0)[:, None, None, None, None], picked, torch.zeros_like(picked))[:, :, None]
 
 
 class WorldModel(nn.Module):
@@ -184,6 +202,11 @@ class WorldModel(nn.Module):
             neighbours = azimuth_neighbours(ego_from_cam, count)
         output = self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
         if config.prediction == "data":
+            if config.anchor == "last_clean":
+                # x_t - (1 - t) r is the noisy residual x0 - r; its velocity is the latents' minus r
+                anchor = last_clean_frame(latents, clean)
+                time = t.to(latents.dtype).reshape(-1, 1, 1, 1, 1, 1)
+                return velocity_from_data(latents - (1 - time) * anchor, t, output) - anchor.to(output.dtype)
             return velocity_from_data(latents, t, output)
         return output
 

@@ -213,3 +213,18 @@ def test_data_prediction_velocity_is_the_one_of_its_clean_estimate(time):
     noisy = (1 - time) * x0 + time * noise
     target = ((2 * time - 1) * noisy - n2 * (noise - x0)) / n2 ** 0.5
     assert torch.allclose(velocity_from_data(noisy, t, target), noise - x0, atol=1e-5)
+
+
+def test_an_anchored_fresh_model_continues_a_given_frame_by_holding_it():
+    """anchor: last_clean: the skip path starts from the last clean latent frame, so one Euler step from
+    pure noise gives that frame for every noisy frame; a sample with no clean frame gets the mean."""
+    x = latents()
+    clean = torch.tensor([[True, False, False], [False, False, False]])
+    model = tiny_world_model(randomize=False, prediction="data", anchor="last_clean")
+    estimate = x - run(model, x, torch.ones(B), clean=clean)
+    torch.testing.assert_close(estimate[0, :, 1:], x[0, :, :1].expand(-1, 2, -1, -1, -1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(estimate[1], torch.zeros_like(x[1]), atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="needs model.prediction=data"):
+        model_config({"preset": "tiny", "anchor": "last_clean"})
+    with pytest.raises(ConfigError, match="model.anchor"):
+        model_config({"preset": "tiny", "prediction": "data", "anchor": "first"})
