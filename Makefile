@@ -41,12 +41,15 @@ ui: setup
 	$(VENV)/bin/drivesim ui --port $(PORT)
 
 # The main job: a shipped scenario rendered by the shipped weights (weights/drivesim-small, MODEL_CARD.md)
-# into six camera MP4s, grid.mp4 and contact_sheet.png. DEMO_SCENARIO=... to pick another scenario.
-DEMO_SCENARIO ?= scenarios/cut_in.yaml
+# into six camera MP4s, grid.mp4 and contact_sheet.png. town_left_turn starts from a real frame of a
+# held-out synthetic log (scenarios/README.md). DEMO_SCENARIO=... to pick another scenario.
+DEMO_SCENARIO ?= scenarios/town_left_turn.yaml
 DEMO_ROLLOUT ?= out/demo-rollout
+DEMO_STEPS ?= 2
+DEMO_TEMPERATURE ?= 0
 demo: setup
-	$(VENV)/bin/drivesim generate --scenario $(DEMO_SCENARIO) --out $(DEMO_ROLLOUT) --steps 10 --seed 0 \
-	  --device cpu --overwrite
+	$(VENV)/bin/drivesim generate --scenario $(DEMO_SCENARIO) --out $(DEMO_ROLLOUT) --steps $(DEMO_STEPS) \
+	  --temperature $(DEMO_TEMPERATURE) --seed 0 --device cpu --overwrite
 	@echo "demo: open $(DEMO_ROLLOUT)/grid.mp4 and $(DEMO_ROLLOUT)/contact_sheet.png"
 
 # The data path on its own: synthetic driving logs, then the curated clip store, verified.
@@ -72,7 +75,7 @@ bench: setup
 
 # The shipped weights on held-out synthetic scenarios beside two baselines (MODEL_CARD.md).
 eval-model: setup
-	$(PY) benchmarks/eval_model.py --record
+	$(PY) benchmarks/eval_model.py --steps $(DEMO_STEPS) --temperature $(DEMO_TEMPERATURE) --record
 
 clean:
 	rm -rf out .pytest_cache
