@@ -104,20 +104,14 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int,
 def score(out: Path, store: Path, frame_step: int) -> dict:
     """One `drivesim eval` over every rollout (the ground-truth clips measured once), then the mean of
     each variant's rows (NaN where no rollout measured a column), and the ground truth's."""
-    import numpy as np
-
-    from drivesim.eval.report import evaluate, write_report
+    from drivesim.eval.report import evaluate, mean_row, write_report
 
     results = evaluate(out / "rollouts", reference=store, frame_step=frame_step, progress=True)
     write_report(results, out / "eval")
     summary = results["summary"]
-    scores = {}
-    for variant in VARIANTS:
-        rows = [row for row in summary["rows"] if row["name"].startswith(f"{_slug(variant)}--")]
-        scores[variant] = {key: (float(np.nanmean(values)) if not np.all(np.isnan(values)) else math.nan)
-                           for key in summary["columns"]
-                           for values in [np.array([math.nan if row[key] is None else row[key] for row in rows],
-                                                   float)]}
+    scores = {variant: mean_row([row for row in summary["rows"] if row["name"].startswith(f"{_slug(variant)}--")],
+                                variant)
+              for variant in VARIANTS}
     scores["ground truth"] = {key: (math.nan if value is None else value)
                               for key, value in summary["reference_mean"].items() if key != "name"}
     return scores

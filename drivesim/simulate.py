@@ -330,9 +330,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     starts = [0]
     while starts[-1] + window < total:
         starts.append(starts[-1] + window - overlap)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise ConfigError(f"--temperature must be a number from 0 to 2, got {temperature!r}")
-    sampling = dict(steps=steps, method=method, temperature=float(temperature),
+    sampling = dict(steps=steps, method=method, temperature=temperature,  # checked by sample_latents
                     text_scale=guidance if model.text is not None else 1.0,
                     layout_scale=guidance if layout else 1.0)
     shape = (1, views, latent_frames, config.latent_channels, height // s, width // s)
@@ -362,8 +360,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             if on_chunk is not None:
                 on_chunk(index + 1, len(starts))
     generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
-    pixels = ((generated + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return _labelled(scenario, rig, pixels.permute(1, 0, 3, 4, 2).cpu().numpy())
+    return _labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
 
 
 def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:
@@ -374,8 +371,13 @@ def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:
     width, height = size
     rig = scenario.rig.resized(width, height)
     start = _start_video(scenario, rig, torch.device("cpu"))[0, :, 0]  # [V, 3, H, W] in [-1, 1]
-    pixels = ((start + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = _pixels(start).permute(0, 2, 3, 1).numpy()
     return _labelled(scenario, rig, np.repeat(pixels[None], scenario.num_frames, axis=0))
+
+
+def _pixels(video: torch.Tensor) -> torch.Tensor:
+    """Values in [-1, 1] -> uint8 0..255."""
+    return ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def _labelled(scenario, rig, video: np.ndarray) -> Rollout:

@@ -49,6 +49,7 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
         raise ConfigError(f"--out {out} is not empty (pass --overwrite to replace it)")
     path, document = resolve_checkpoint(Path(checkpoint), "wfm", report=lambda text: None)
     model, tokenizer = load_world_model(path, "cpu")
+    step = _step_of(path)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
@@ -62,10 +63,10 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
         save_file(state, str(staging / "ema.safetensors"))
         config = dict(document)
         config["data"] = {**(config.get("data") or {}), "tokenizer": TOKENIZER_FOLDER}
-        config["packed_from"] = {"checkpoint": str(path), "step": _step_of(path)}
+        config["packed_from"] = {"checkpoint": str(path), "step": step}
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         files = sorted(p for p in staging.rglob("*") if p.is_file())
-        manifest = {"step": _step_of(path),
+        manifest = {"step": step,
                     "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in files}}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         publish_folder(staging, out)
@@ -73,7 +74,7 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
         shutil.rmtree(staging, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"folder": out, "step": _step_of(path), "bytes": size, "max_difference": difference}
+    return {"folder": out, "step": step, "bytes": size, "max_difference": difference}
 
 
 def _step_of(path: Path) -> int | None:

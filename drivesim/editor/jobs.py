@@ -39,8 +39,8 @@ def cached_world_model(checkpoint: str | Path, device: str):
 
 def find_checkpoints(*roots: str | Path) -> list[Path]:
     """World-model runs under `roots` (folders with a checkpoints/ subfolder whose config says task: wfm),
-    and packed weights (a config.yaml saying task: wfm beside a manifest.json, drivesim/weights.py), sorted
-    by name; a root may itself be one."""
+    and packed weights (a config.yaml saying task: wfm beside a manifest.json, drivesim/weights.py), in the
+    order of the roots and by name within a root; a root may itself be one."""
     import yaml
 
     found = []
@@ -53,9 +53,9 @@ def find_checkpoints(*roots: str | Path) -> list[Path]:
                     task = (yaml.safe_load(config.read_text()) or {}).get("task")
                 except (OSError, yaml.YAMLError, AttributeError):
                     continue
-                if task == "wfm":
+                if task == "wfm" and folder not in found:
                     found.append(folder)
-    return sorted(set(found))
+    return found
 
 
 @dataclass

@@ -354,11 +354,8 @@ def _with_scene(scenario, prompt: str, name: str, seed: int, duration: float):
 
 def render_tab() -> None:
     config = state()["settings"]
-    roots = config["checkpoints"]
-    runs = find_checkpoints(*roots)
-    # in the order of the roots (the shipped weights come first by default), by name within a root
-    options = [str(run) for run in sorted(runs, key=lambda run: next(
-        (i for i, root in enumerate(roots) if run == root or root in run.parents), len(roots)))]
+    # the shipped weights first by default: find_checkpoints keeps the roots' order
+    options = [str(run) for run in find_checkpoints(*config["checkpoints"])]
     columns = st.columns([3, 1, 1, 1, 1])
     checkpoint = columns[0].selectbox("checkpoint (shipped weights or a `drivesim train wfm` run)", options,
                                       key="render_checkpoint",

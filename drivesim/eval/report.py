@@ -260,7 +260,7 @@ def _row(entry: dict) -> dict:
             "layout_psnr_out": _number(layout.get("psnr_outside_boxes"))}
 
 
-def _mean_row(rows: list[dict], name: str) -> dict:
+def mean_row(rows: list[dict], name: str) -> dict:
     """Per column, the mean of the rows that measured it (NaN when none did; inf stays inf)."""
     mean = {"name": name}
     for key, _, _ in COLUMNS:
@@ -273,9 +273,9 @@ def _summary(results: dict) -> dict:
     rows = [_row(entry) for entry in results["rollouts"]]
     reference = results.get("reference") or {}
     reference_rows = [_row(entry) for entry in reference.get("clips", [])]
-    return {"columns": [key for key, _, _ in COLUMNS], "rows": rows, "mean": _mean_row(rows, "mean (generated)"),
+    return {"columns": [key for key, _, _ in COLUMNS], "rows": rows, "mean": mean_row(rows, "mean (generated)"),
             "reference_rows": reference_rows,
-            "reference_mean": _mean_row(reference_rows, "mean (reference)") if reference_rows else None}
+            "reference_mean": mean_row(reference_rows, "mean (reference)") if reference_rows else None}
 
 
 def _machine() -> dict:

@@ -140,8 +140,6 @@ def _replayable(times: np.ndarray, positions: np.ndarray, fps: float, limits, ya
 def copy_start_frame(store_path: str | os.PathLike, clip_id: str, out: str | os.PathLike, frame: int = 0) -> Path:
     """A new clip store at `out` holding only `frame` of the clip (all its cameras, the boxes and road of
     that frame): a scenario's start frame small enough to ship beside the scenario file."""
-    import dataclasses
-
     from drivesim.data import store
     from drivesim.errors import DataError
 
@@ -166,7 +164,7 @@ def copy_start_frame(store_path: str | os.PathLike, clip_id: str, out: str | os.
                      attrs={**clip["attrs"], "start": int(clip["attrs"].get("start", 0)) + frame})
     settings = {**dict(root.attrs["settings"]), "frames": 1}
     written = store.create_store(out, settings, list(root.attrs["categories"]), list(root.attrs["poly_types"]))
-    store.write_clip(out, dataclasses.replace(one))
+    store.write_clip(out, one)
     entry = dict(root.attrs.get("clips", {})).get(clip_id, {"scene": clip_id, "split": "val", "caption": ""})
     written.attrs.update({"clips": {clip_id: entry}})
     return out

@@ -245,11 +245,16 @@ class WfmTask:
             for time in (0.1, 0.3, 0.5, 0.7, 0.9):
                 noise = torch.randn(x0.shape, generator=generator).to(x0.device)
                 t = torch.full((size,), time, device=x0.device)
-                velocity = model(torch.where(clean[:, None, :, None, None, None], x0, (1 - time) * x0 + time * noise),
-                                 t, clean=clean, **conditions)
-                losses.append(flow.flow_loss(lambda x, tt: velocity, x0, t, noise, clean))
+                called: list[torch.Tensor] = []  # one model call serves both losses (same x_t and t)
+
+                def velocity(x, tt):
+                    if not called:
+                        called.append(model(x, tt, clean=clean, **conditions))
+                    return called[0]
+
+                losses.append(flow.flow_loss(velocity, x0, t, noise, clean))
                 if weights is not None:
-                    pixel_losses.append(flow.flow_loss(lambda x, tt: velocity, x0, t, noise, clean, weights))
+                    pixel_losses.append(flow.flow_loss(velocity, x0, t, noise, clean, weights))
         found = {"loss": float(torch.stack(losses).mean())}
         if pixel_losses:
             found["pixel_loss"] = float(torch.stack(pixel_losses).mean())
