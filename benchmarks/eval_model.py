@@ -2,15 +2,20 @@
 ground-truth clips, in one run, with the metrics of `drivesim eval`.
 
     .venv/bin/python benchmarks/eval_model.py [--checkpoint weights/drivesim-small] [--heldout STORE]
-        [--out out/eval-model] [--steps 10] [--temperature 1] [--frame-step 2] [--threads 2] [--record]
+        [--out out/eval-model] [--steps 10] [--temperature 1] [--init reprojected] [--strength 0.5]
+        [--frame-step 2] [--threads 2] [--record]
 
 Held-out data: --heldout names a clip store; without it, `drivesim synth --seed 9000` (a seed no training
 run uses: they use 0) renders 3 scenes of 4 s at the model's size and `drivesim ingest` cuts one 41-frame
 clip from each. Every clip becomes a scenario (`drivesim.scenario.from_clip`: its rig, ego path, tracks,
-road and its first frame as the start frame) and is rendered three ways:
+road and its first frame as the start frame) and is rendered four ways:
 
-- model: `drivesim generate` with the layout maps (the shipped model as users run it);
-- no layout: the same model and seed with the layout maps withheld;
+- model: `drivesim generate` with the layout maps (the shipped model as users run it: by default each chunk
+  starts from the start frame redrawn at its ego poses, --init reprojected, noised to --strength);
+- no layout: the same model and seed with the layout maps withheld (the redrawing then has the flat ground
+  alone for depth: the boxes, lanes and road edges are the layout);
+- reprojection only: the start frame redrawn with the layout's depth and no model at all
+  (simulate.reproject_start_frame): what the model adds must show against it;
 - hold start frame: the start frame repeated for every frame (simulate.hold_start_frame).
 
 All rollouts are scored in one drivesim.eval.report.evaluate against the held-out store (report in
@@ -41,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import heading, record, table  # noqa: E402
 
 HELDOUT_SEED = 9000
-VARIANTS = ("model", "no layout", "hold start frame")
+VARIANTS = ("model", "no layout", "reprojection only", "hold start frame")
 COLUMNS = (("cse_px", "CSE px", ".2f"), ("tse_px", "TSE px", ".2f"), ("ate_m", "ATE m", ".2f"),
            ("rpe_m", "RPE m", ".2f"), ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"),
            ("layout_psnr_in", "PSNR in boxes", ".2f"), ("layout_psnr_out", "PSNR outside", ".2f"))
@@ -73,13 +78,13 @@ def _slug(variant: str) -> str:
     return variant.replace(" ", "_")
 
 
-def render_variants(checkpoint: Path, store: Path, out: Path, steps: int,
-                    temperature: float = 1.0) -> dict[str, list[float]]:
-    """Every held-out clip as a scenario, rendered the three ways into out/rollouts/<variant>--<clip>;
+def render_variants(checkpoint: Path, store: Path, out: Path, steps: int, temperature: float = 1.0,
+                    init: str = "reprojected", strength: float = 0.5) -> dict[str, list[float]]:
+    """Every held-out clip as a scenario, rendered the four ways into out/rollouts/<variant>--<clip>;
     seconds per rollout for each variant."""
     from drivesim.data.store import stored_clip_ids
     from drivesim.scenario import from_clip
-    from drivesim.simulate import _trained_size, hold_start_frame, load_world_model, rollout
+    from drivesim.simulate import _trained_size, hold_start_frame, load_world_model, reproject_start_frame, rollout
 
     model, tokenizer = load_world_model(checkpoint, "cpu")
     size = _trained_size(model)
@@ -91,9 +96,12 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int,
             started = time.perf_counter()
             if variant == "hold start frame":
                 result = hold_start_frame(scenario, size)
+            elif variant == "reprojection only":
+                result = reproject_start_frame(scenario, size)
             else:
                 result = rollout(scenario, model, tokenizer, steps=steps, seed=0, progress=False,
-                                 use_layout=variant == "model", temperature=temperature)
+                                 use_layout=variant == "model", temperature=temperature, init=init,
+                                 strength=strength)
             seconds[variant].append(time.perf_counter() - started)
             result.save(folder, overwrite=True)
             print(f"  {variant:>16}  {clip_id}: {result.num_frames} frames in {seconds[variant][-1]:.0f} s",
@@ -127,6 +135,10 @@ def checks(scores: dict) -> list[tuple[str, bool]]:
     found = [(f"layout PSNR in boxes above '{name}' ({_cell(layout, '.2f')} vs "
               f"{_cell(scores[name]['layout_psnr_in'], '.2f')} dB)", layout > scores[name]["layout_psnr_in"])
              for name in ("hold start frame", "no layout")]
+    # Not asked by the issue, but the honest question once the model starts from a redrawn frame.
+    found.append((f"layout PSNR in boxes above 'reprojection only' ({_cell(layout, '.2f')} vs "
+                  f"{_cell(scores['reprojection only']['layout_psnr_in'], '.2f')} dB)",
+                  layout > scores["reprojection only"]["layout_psnr_in"]))
     for key, label in (("cse_px", "CSE"), ("tse_px", "TSE")):
         ratio = model[key] / truth[key] if truth[key] else math.inf
         found.append((f"{label} within 2x of the ground truth's ({_cell(model[key], '.2f')} vs "
@@ -141,6 +153,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("out/eval-model"))
     parser.add_argument("--steps", type=int, default=10, help="sampling steps per chunk (default 10)")
     parser.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale (as generate)")
+    parser.add_argument("--init", choices=("noise", "reprojected"), default="reprojected",
+                        help="what each chunk starts from (as generate; default reprojected)")
+    parser.add_argument("--strength", type=float, default=0.5, help="with reprojected: the starting flow time")
     parser.add_argument("--frame-step", type=int, default=2, help="score every N-th frame (as drivesim eval)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
@@ -155,8 +170,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.heldout or heldout_store(args.out, _trained_size(load_world_model(checkpoint, "cpu")[0]))
     print(f"checkpoint {checkpoint}, held-out store {store}, {args.steps} sampling steps, temperature "
-          f"{args.temperature:g}, {args.threads} threads", flush=True)
-    seconds = render_variants(checkpoint, store, args.out, args.steps, args.temperature)
+          f"{args.temperature:g}, init {args.init} (strength {args.strength:g}), {args.threads} threads", flush=True)
+    seconds = render_variants(checkpoint, store, args.out, args.steps, args.temperature, args.init, args.strength)
     scores = score(args.out, store, args.frame_step)
     rows = [("", *(label for _, label, _ in COLUMNS), "s per rollout")]
     for name in (*VARIANTS, "ground truth"):

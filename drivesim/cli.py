@@ -308,6 +308,13 @@ def _add_generate(commands) -> None:
                              "gives smoother, likelier pictures)")
     parser.add_argument("--no-layout", action="store_true",
                         help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
+    parser.add_argument("--init", choices=("auto", "noise", "reprojected"), default="auto",
+                        help="what each chunk's sampling starts from: noise, or the scenario's start frame redrawn "
+                             "at the chunk's ego poses (reprojected; needs start_frames). Default auto: reprojected "
+                             "when the scenario has start frames, else noise")
+    parser.add_argument("--strength", type=float, default=0.5,
+                        help="with reprojected: the flow time the redrawn frames are noised to, in (0, 1] "
+                             "(1: all noise; lower keeps more of them; default 0.5)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -328,6 +335,8 @@ def _run_generate(args) -> int:
         raise ConfigError(f"--seed must be from 0 to 2**62-1, got {args.seed}")
     if not math.isfinite(args.temperature) or not 0 <= args.temperature <= 2:
         raise ConfigError(f"--temperature must be from 0 to 2, got {args.temperature}")
+    if not math.isfinite(args.strength) or not 0 < args.strength <= 1:
+        raise ConfigError(f"--strength must be a flow time in (0, 1], got {args.strength}")
     check_out_dir(args.out, args.overwrite)  # before minutes of work
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
@@ -336,9 +345,11 @@ def _run_generate(args) -> int:
         from drivesim.weights import shipped_checkpoint
 
         args.checkpoint = shipped_checkpoint()
+    init = args.init if args.init != "auto" else ("reprojected" if scenario.start_frames is not None else "noise")
     model, tokenizer = load_world_model(args.checkpoint, args.device)
     result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                     progress=not args.quiet, use_layout=not args.no_layout, temperature=args.temperature)
+                     progress=not args.quiet, use_layout=not args.no_layout, temperature=args.temperature,
+                     init=init, strength=args.strength)
     written = result.save(args.out, overwrite=args.overwrite)
     height, width = result.video.shape[2:4]
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "

@@ -25,9 +25,11 @@ import torch
 from drivesim.errors import ConfigError, DataError
 from drivesim.geometry import compose, invert
 
-__all__ = ["Rollout", "load_world_model", "rollout", "write_mp4", "grid_layout", "ROLLOUT_STORE"]
+__all__ = ["Rollout", "load_world_model", "rollout", "write_mp4", "grid_layout", "hold_start_frame",
+           "reproject_start_frame", "INITS", "ROLLOUT_STORE"]
 
 ROLLOUT_STORE = "rollout.zarr"
+INITS = ("noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
 # nuScenes-like rigs: the cameras as they sit on the car, seen from above with the front up.
 _CAR_LAYOUT = (("FRONT_LEFT", "FRONT", "FRONT_RIGHT"), ("BACK_LEFT", "BACK", "BACK_RIGHT"))
 
@@ -285,7 +287,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             device: str | torch.device | None = None, progress: bool = True, context: int = 1,
             frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
             on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True,
-            temperature: float = 1.0) -> Rollout:
+            temperature: float = 1.0, init: str = "noise", strength: float = 0.5) -> Rollout:
     """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
     data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
     after the first starts from the last `context` latent frames of the one before, re-encoded and given
@@ -293,7 +295,10 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     The same inputs and seed give the same video. on_chunk(done, total) is called after every chunk
     (the editor's progress bar; an exception it raises stops the rollout there). use_layout=False withholds
     the layout maps from a model trained with them, as training's layout dropout does (an ablation).
-    temperature scales the starting noise of every chunk (1: the model's distribution; lower: smoother)."""
+    temperature scales the starting noise of every chunk (1: the model's distribution; lower: smoother).
+    init="reprojected" starts every chunk from the scenario's start frame redrawn at the chunk's ego poses
+    (reprojected, drivesim/wfm/reproject.py), noised to flow time `strength` (1: all noise, as init="noise";
+    lower keeps more of the redrawn frame), so the picture moves with the ego from the first step."""
     from tqdm import tqdm
 
     from drivesim.tokenizer.model import flatten_views, unflatten_views
@@ -303,6 +308,14 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
         raise ConfigError(f"--steps must be an integer >= 1, got {steps!r}")
     if not math.isfinite(guidance) or guidance < 0:
         raise ConfigError(f"--guidance must be a finite number >= 0, got {guidance!r}")
+    if init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "reprojected":
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise ConfigError(f"--strength must be a flow time in (0, 1], got {strength!r}")
+        if scenario.start_frames is None:
+            raise ConfigError(f"{scenario.source}: --init reprojected redraws the scenario's start frame, and it "
+                              "names no start_frames (add them, or use --init noise)")
     seed = scenario.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
         raise ConfigError(f"--seed must be an integer from 0 to 2**62-1, got {seed!r}")
@@ -330,7 +343,8 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     starts = [0]
     while starts[-1] + window < total:
         starts.append(starts[-1] + window - overlap)
-    sampling = dict(steps=steps, method=method, temperature=temperature,  # checked by sample_latents
+    start_time = float(strength) if init == "reprojected" else 1.0
+    sampling = dict(steps=steps, method=method, temperature=temperature, start=start_time,  # checked by sample_latents
                     text_scale=guidance if model.text is not None else 1.0,
                     layout_scale=guidance if layout else 1.0)
     shape = (1, views, latent_frames, config.latent_channels, height // s, width // s)
@@ -350,9 +364,13 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
                 encoded = unflatten_views(tokenizer.encode(flatten_views(clean_video.float())), views)
                 clean_latents = torch.zeros(shape, device=device)
                 clean_latents[:, :, :k] = model.normalize(encoded.float())
+            guess = None
+            if init == "reprojected":
+                warped = _reprojected(scenario, rig, given, times, conditions.get("layout"))
+                guess = model.normalize(unflatten_views(tokenizer.encode(flatten_views(warped.float())), views).float())
             sampled = sample_latents(model, conditions, shape,
                                      SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
-                                     clean_latents=clean_latents)
+                                     clean_latents=clean_latents, init=guess)
             video = unflatten_views(tokenizer.decode(flatten_views(model.denormalize(sampled.float()))), views)
             video = video.float().clamp(-1, 1)  # [1, V, window, 3, H, W]
             pieces.append(video[0] if index == 0 else video[0, :, overlap:])
@@ -361,6 +379,51 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
                 on_chunk(index + 1, len(starts))
     generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
     return _labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
+
+
+def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, maps: torch.Tensor | None) -> torch.Tensor:
+    """The start frame `given` [1, V, 1, 3, H, W] redrawn at the ego poses of `times`: [1, V, F, 3, H, W].
+
+    Depth comes from the layout: the maps' depth channel (boxes and lanes; maps [1, V, F, C, H, W]), walls
+    raised on the road edges, then the ground; without maps (the layout withheld), the ground alone."""
+    from drivesim.render import LAYOUT_CHANNELS, MAX_DEPTH
+    from drivesim.wfm.reproject import reproject, wall_depth
+
+    poses = scenario.world_from_ego(times)
+    source_from_target = compose(invert(scenario.world_from_ego(np.zeros(1))[0]), poses)
+    depth = None
+    if maps is not None:
+        drawn = maps[0, :, :, LAYOUT_CHANNELS.index("depth")].transpose(0, 1).float().cpu() * MAX_DEPTH  # [F, V, H, W]
+        road = getattr(scenario, "road", None)
+        walls = torch.from_numpy(wall_depth(rig.intrinsics, rig.ego_from_cam, rig.width, rig.height, poses,
+                                            list(getattr(road, "road_edges", ())))).float()
+        wall_or_ground = torch.where(torch.isfinite(walls), walls, torch.zeros_like(walls))
+        depth = torch.where((drawn > 0) & (drawn < walls), drawn, wall_or_ground)
+    video, _ = reproject(given[0, :, 0].float().cpu(), torch.tensor(rig.intrinsics, dtype=torch.float32),
+                         torch.tensor(rig.ego_from_cam, dtype=torch.float32),
+                         torch.tensor(source_from_target, dtype=torch.float32), depth)
+    return video.transpose(0, 1)[None].to(given.device)
+
+
+def reproject_start_frame(scenario, size: tuple[int, int], use_layout: bool = True, chunk: int = 8) -> Rollout:
+    """The geometry-only baseline: the scenario's start frame redrawn at every frame's ego pose (see
+    _reprojected; use_layout=False: on the flat ground alone), at size = (width, height), with the
+    scenario's labels. What a world model adds must show against this."""
+    from drivesim.render import render_layout
+
+    if scenario.start_frames is None:
+        raise ConfigError(f"{scenario.source}: no start_frames to redraw (the baseline reprojects a real frame)")
+    width, height = size
+    rig = scenario.rig.resized(width, height)
+    given = _start_video(scenario, rig, torch.device("cpu"))
+    times = scenario.frame_times()
+    pieces = []
+    for first in range(0, len(times), chunk):  # a chunk at a time: every pixel looks into every camera
+        window = times[first:first + chunk]
+        maps = torch.from_numpy(render_layout(rig, scenario.layout_frames(window)))[None] if use_layout else None
+        pieces.append(_reprojected(scenario, rig, given, window, maps)[0])
+    video = torch.cat(pieces, dim=1)  # [V, F, 3, H, W]
+    return _labelled(scenario, rig, _pixels(video).permute(1, 0, 3, 4, 2).numpy())
 
 
 def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:

@@ -220,7 +220,8 @@ def _unipc_update(x: Tensor, t_from: float, t_to: float, data: Tensor, earlier: 
 
 
 def sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, method: str = "euler", shift: float = 1.0,
-           clean_latents: Tensor | None = None, clean: Tensor | None = None, progress: bool = False) -> Tensor:
+           clean_latents: Tensor | None = None, clean: Tensor | None = None, progress: bool = False,
+           start: float = 1.0) -> Tensor:
     """Integrate from noise at t = 1 to latents at t = 0 on time_grid(steps, shift); the result has noise's
     shape, in float32 at least.
 
@@ -229,7 +230,8 @@ def sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, method: str = "eu
     reuses each velocity, one per step. clean_latents [B, V, T, C, h, w] with clean bool [B, T]: the frames
     given clean, put back exactly at the start and after every step, so they come out bit for bit (the model
     sees them clean at every time). Deterministic: all randomness is in `noise` (see noise_like). Runs
-    without autograd."""
+    without autograd. start < 1: `noise` is a partly noised state x_start = (1 - start) x0 + start noise,
+    integrated from t = start over the grid scaled by start (SDEdit: an image guess the model finishes)."""
     _check_count("steps", steps)
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -251,7 +253,9 @@ def sample(velocity_fn: VelocityFn, noise: Tensor, steps: int, method: str = "eu
 
     from tqdm import tqdm
 
-    times = _grid(steps, shift)
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 < start <= 1:
+        raise ConfigError(f"start must be a flow time in (0, 1], got {start!r}")
+    times = [start * time for time in _grid(steps, shift)]
     batch = noise.shape[0]
 
     def velocity(state: Tensor, t: float) -> Tensor:

@@ -25,6 +25,9 @@ class SamplingConfig:
     # The starting noise is scaled by this: 1 samples the model's distribution; below 1 trades variety
     # for the likelier, smoother picture (0: the deterministic path from the mean, as a flow's temperature).
     temperature: float = 1.0
+    # The flow time sampling starts from: 1 is pure noise; below 1 starts from init latents noised to that
+    # time (sample_latents' init), so the model keeps their layout and finishes the picture (SDEdit).
+    start: float = 1.0
 
 
 def conditions_of(batch: dict) -> dict:
@@ -39,9 +42,12 @@ def conditions_of(batch: dict) -> dict:
 
 @torch.no_grad()
 def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], config: SamplingConfig,
-                   clean_latents: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
+                   clean_latents: torch.Tensor | None = None, progress: bool = False,
+                   init: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised latents [B, V, T, C, h, w] sampled under `conditions` (see WorldModel.forward);
-    the first config.clean_frames latent frames are copied from clean_latents (normalised too)."""
+    the first config.clean_frames latent frames are copied from clean_latents (normalised too). init
+    (normalised, the shape's): a guess of the latents, noised to config.start and finished from there;
+    needed when config.start < 1."""
     batch, views, frames = shape[:3]
     k = config.clean_frames
     if not 0 <= k < frames:
@@ -54,6 +60,13 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     if not 0 <= config.temperature <= 2:
         raise ConfigError(f"temperature must be from 0 to 2, got {config.temperature!r}")
     noise = flow.noise_like(shape, config.seed, device) * config.temperature
+    if not 0 < config.start <= 1:
+        raise ConfigError(f"start must be a flow time in (0, 1], got {config.start!r}")
+    if config.start < 1:
+        if init is None or tuple(init.shape) != tuple(shape):
+            raise ConfigError(f"start={config.start} needs init latents of shape {tuple(shape)}, got "
+                              f"{None if init is None else tuple(init.shape)}")
+        noise = (1 - config.start) * init.to(device=device, dtype=noise.dtype) + config.start * noise
     # The cameras do not change between steps: their rays once, not at every model call.
     conditions = {**conditions, "rays": model.camera_rays(conditions["intrinsics"], conditions["ego_from_cam"],
                                                           conditions["ego0_from_ego"], (frames, *shape[4:]))}
@@ -69,4 +82,5 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
 
     guided = flow.guided(velocity, text_scale=config.text_scale, layout_scale=config.layout_scale)
     return flow.sample(guided, noise, config.steps, method=config.method, shift=config.shift,
-                       clean_latents=clean_latents if k else None, clean=clean if k else None, progress=progress)
+                       clean_latents=clean_latents if k else None, clean=clean if k else None, progress=progress,
+                       start=config.start)
