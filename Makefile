@@ -47,9 +47,10 @@ DEMO_SCENARIO ?= scenarios/town_left_turn.yaml
 DEMO_ROLLOUT ?= out/demo-rollout
 DEMO_STEPS ?= 2
 DEMO_TEMPERATURE ?= 0
+DEMO_STRENGTH ?= 0.3
 demo: setup
 	$(VENV)/bin/drivesim generate --scenario $(DEMO_SCENARIO) --out $(DEMO_ROLLOUT) --steps $(DEMO_STEPS) \
-	  --temperature $(DEMO_TEMPERATURE) --seed 0 --device cpu --overwrite
+	  --temperature $(DEMO_TEMPERATURE) --strength $(DEMO_STRENGTH) --seed 0 --device cpu --overwrite
 	@echo "demo: open $(DEMO_ROLLOUT)/grid.mp4 and $(DEMO_ROLLOUT)/contact_sheet.png"
 
 # The data path on its own: synthetic driving logs, then the curated clip store, verified.
@@ -75,7 +76,8 @@ bench: setup
 
 # The shipped weights on held-out synthetic scenarios beside two baselines (MODEL_CARD.md).
 eval-model: setup
-	$(PY) benchmarks/eval_model.py --steps $(DEMO_STEPS) --temperature $(DEMO_TEMPERATURE) --record
+	$(PY) benchmarks/eval_model.py --steps $(DEMO_STEPS) --temperature $(DEMO_TEMPERATURE) --strength $(DEMO_STRENGTH) \
+	  --record
 
 clean:
 	rm -rf out .pytest_cache

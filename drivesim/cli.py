@@ -345,11 +345,10 @@ def _run_generate(args) -> int:
         from drivesim.weights import shipped_checkpoint
 
         args.checkpoint = shipped_checkpoint()
-    init = args.init if args.init != "auto" else ("reprojected" if scenario.start_frames is not None else "noise")
     model, tokenizer = load_world_model(args.checkpoint, args.device)
     result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
                      progress=not args.quiet, use_layout=not args.no_layout, temperature=args.temperature,
-                     init=init, strength=args.strength)
+                     init=args.init, strength=args.strength)
     written = result.save(args.out, overwrite=args.overwrite)
     height, width = result.video.shape[2:4]
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "

@@ -29,7 +29,7 @@ __all__ = ["Rollout", "load_world_model", "rollout", "write_mp4", "grid_layout",
            "reproject_start_frame", "INITS", "ROLLOUT_STORE"]
 
 ROLLOUT_STORE = "rollout.zarr"
-INITS = ("noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
+INITS = ("auto", "noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
 # nuScenes-like rigs: the cameras as they sit on the car, seen from above with the front up.
 _CAR_LAYOUT = (("FRONT_LEFT", "FRONT", "FRONT_RIGHT"), ("BACK_LEFT", "BACK", "BACK_RIGHT"))
 
@@ -287,7 +287,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             device: str | torch.device | None = None, progress: bool = True, context: int = 1,
             frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
             on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True,
-            temperature: float = 1.0, init: str = "noise", strength: float = 0.5) -> Rollout:
+            temperature: float = 1.0, init: str = "auto", strength: float = 0.5) -> Rollout:
     """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
     data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
     after the first starts from the last `context` latent frames of the one before, re-encoded and given
@@ -298,7 +298,8 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     temperature scales the starting noise of every chunk (1: the model's distribution; lower: smoother).
     init="reprojected" starts every chunk from the scenario's start frame redrawn at the chunk's ego poses
     (reprojected, drivesim/wfm/reproject.py), noised to flow time `strength` (1: all noise, as init="noise";
-    lower keeps more of the redrawn frame), so the picture moves with the ego from the first step."""
+    lower keeps more of the redrawn frame), so the picture moves with the ego from the first step; init="auto"
+    does that when the scenario has start frames, else starts from noise."""
     from tqdm import tqdm
 
     from drivesim.tokenizer.model import flatten_views, unflatten_views
@@ -310,6 +311,8 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
         raise ConfigError(f"--guidance must be a finite number >= 0, got {guidance!r}")
     if init not in INITS:
         raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
+    if init == "auto":
+        init = "reprojected" if scenario.start_frames is not None else "noise"
     if init == "reprojected":
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise ConfigError(f"--strength must be a flow time in (0, 1], got {strength!r}")

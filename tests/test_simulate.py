@@ -13,7 +13,7 @@ import yaml
 from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.scenario import from_dict, save
-from drivesim.simulate import ROLLOUT_STORE, grid_layout, load_world_model, rollout
+from drivesim.simulate import ROLLOUT_STORE, grid_layout, hold_start_frame, load_world_model, reproject_start_frame, rollout
 
 WIDTH, HEIGHT, FRAMES = 64, 32, 5  # per camera; 1 + 4 video frames (2 latent frames) per chunk
 CAMERAS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
@@ -239,3 +239,63 @@ def test_temperature_zero_starts_from_the_mean_whatever_the_seed(loaded, tmp_pat
     code = main(["generate", "--scenario", str(scenario_file), "--out", str(tmp_path / "o"), "--temperature", "3",
                  "--checkpoint", str(tmp_path), "--quiet"])
     assert code == 2 and "--temperature" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def started(loaded, tmp_path_factory):
+    """The tiny scenario with a start frame: frame 0 of a rollout of it, stored."""
+    model, tokenizer = loaded
+    folder = tmp_path_factory.mktemp("start")
+    rollout(make_scenario(), model, tokenizer, steps=1, progress=False).save(folder / "source")
+    document = scenario_document()
+    document["start_frames"] = {"store": str(folder / "source" / ROLLOUT_STORE), "clip": "tiny_cruise", "frame": 0}
+    return from_dict(document, source="started")
+
+
+def test_the_reprojection_baseline_moves_from_the_start_frame_with_the_ego(started):
+    held = hold_start_frame(started, (WIDTH, HEIGHT))
+    redrawn = reproject_start_frame(started, (WIDTH, HEIGHT))
+    assert redrawn.video.shape == held.video.shape and redrawn.boxes[-1].shape == held.boxes[-1].shape
+    assert np.abs(redrawn.video[0].astype(int) - held.video[0].astype(int)).mean() < 1  # no motion yet
+    moved = np.abs(redrawn.video[-1].astype(int) - held.video[-1].astype(int)).mean()
+    assert moved > 2  # the ego drove 3.5 m: the picture is not the start frame any more
+    ground_only = reproject_start_frame(started, (WIDTH, HEIGHT), use_layout=False)
+    assert not np.array_equal(ground_only.video[-1], redrawn.video[-1])  # the boxes and kerb walls count
+    with pytest.raises(ConfigError, match="no start_frames"):
+        reproject_start_frame(make_scenario(), (WIDTH, HEIGHT))
+
+
+def test_a_reprojected_start_keeps_the_redrawn_frames_as_the_strength_goes_to_zero(loaded, started):
+    from drivesim.tokenizer.model import flatten_views, unflatten_views
+
+    model, tokenizer = loaded
+    redrawn = reproject_start_frame(started, (WIDTH, HEIGHT)).video
+    redrawn = redrawn[np.minimum(np.arange(FRAMES), len(redrawn) - 1)]  # one chunk: its times end at the last frame
+    video = torch.from_numpy(redrawn).permute(1, 0, 4, 2, 3).float()[None] / 127.5 - 1
+    with torch.no_grad():
+        through = unflatten_views(tokenizer.decode(tokenizer.encode(flatten_views(video))), len(CAMERAS))
+    expected = ((through[0].clamp(-1, 1) + 1) * 127.5).permute(1, 0, 3, 4, 2).numpy()  # [F, V, H, W, 3]
+
+    def distance(result) -> float:  # frames after the given first one
+        frames = len(result.video)
+        return float(np.abs(result.video[1:].astype(float) - expected[1:frames]).mean())
+
+    near = rollout(started, model, tokenizer, steps=1, progress=False, temperature=0.0, init="reprojected",
+                   strength=0.01)
+    far = rollout(started, model, tokenizer, steps=1, progress=False, temperature=0.0)
+    assert distance(near) < 2 and distance(far) > 4 * distance(near)
+    with pytest.raises(ConfigError, match="--strength"):
+        rollout(started, model, tokenizer, steps=1, progress=False, init="reprojected", strength=0)
+    with pytest.raises(ConfigError, match="start_frames"):
+        rollout(make_scenario(), model, tokenizer, steps=1, progress=False, init="reprojected")
+    with pytest.raises(ConfigError, match="--init"):
+        rollout(started, model, tokenizer, steps=1, progress=False, init="warp")
+
+
+def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames(checkpoint, tmp_path, capsys):
+    scenario_file = save(make_scenario(), tmp_path / "s.yaml")
+    base = ["generate", "--scenario", str(scenario_file), "--checkpoint", str(checkpoint), "--quiet", "--steps", "1"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--strength", "0"]) == 2
+    assert "--strength" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*base, "--out", str(tmp_path / "b"), "--init", "reprojected"]) == 2
+    assert "start_frames" in capsys.readouterr().err

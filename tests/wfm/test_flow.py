@@ -127,6 +127,30 @@ def test_the_model_is_asked_at_the_grid_times():
 
 
 @pytest.mark.parametrize("method", flow.METHODS)
+@settings(max_examples=8, deadline=None)
+@given(start=st.floats(0.05, 1.0), steps=st.integers(1, 6))
+def test_sampling_from_a_partly_noised_state_lands_on_the_point_mass(method, start, steps):
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    guess = x0 + 0.3 * torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+    state = (1 - start) * guess + start * flow.noise_like(SHAPE, 2, "cpu")
+    asked = []
+
+    def velocity(x, t):
+        asked.append(float(t[0]))
+        return point_mass_field(x0)(x, t)
+
+    result = flow.sample(velocity, state, steps, method=method, start=start)
+    torch.testing.assert_close(result, x0, atol=1e-4, rtol=1e-4)
+    assert asked[0] == pytest.approx(start) and max(asked) <= start + 1e-9
+
+
+@pytest.mark.parametrize("start", [0.0, -0.5, 1.5, True])
+def test_bad_start_times_are_refused_by_name(start):
+    with pytest.raises(ConfigError, match="start"):
+        flow.sample(point_mass_field(torch.zeros(SHAPE)), torch.zeros(SHAPE), 2, start=start)
+
+
+@pytest.mark.parametrize("method", flow.METHODS)
 def test_sampling_is_deterministic_under_a_seed(method):
     field = flow.guided(lambda x, t, drop: wavy_field(x, t) * (1 + len(drop[0])), 2.0, 1.5)
     first = flow.sample(field, flow.noise_like(SHAPE, 7, "cpu"), 4, method=method)
