@@ -17,7 +17,7 @@ from drivesim.data.clip_sheet import box_corners
 from drivesim.errors import ConfigError
 from drivesim.geometry import Rig, camera_rays, compose, invert, transform_points
 
-__all__ = ["BACKENDS", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip", "render_layout",
+__all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip", "render_layout",
            "super_category"]
 
 # Box colour (3), 1 on the front half of a box (the heading cue), lines (2), then depth: the camera-frame
@@ -56,7 +56,7 @@ POLY_TYPES = ("lane", "road_edge")
 
 # The 12 triangles of a cuboid over box_corners' order (0-3 the front face, 4-7 the back).
 _QUADS = ((0, 1, 2, 3), (4, 5, 6, 7), (0, 1, 5, 4), (3, 2, 6, 7), (0, 3, 7, 4), (1, 2, 6, 5))
-_TRIANGLES = np.array([t for a, b, c, d in _QUADS for t in ((a, b, c), (a, c, d))], np.int64)  # [12, 3]
+BOX_TRIANGLES = np.array([t for a, b, c, d in _QUADS for t in ((a, b, c), (a, c, d))], np.int64)  # [12, 3]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on numpy arrays is ambiguous
@@ -183,12 +183,12 @@ def _draw_boxes(frame: LayoutFrame, rig: Rig, rays_cam: np.ndarray, rays_ego: np
     ego_from_world = invert(np.asarray(frame.world_from_ego, np.float64))
     # In the ego frame: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
     corners = transform_points(ego_from_world, box_corners(boxes).reshape(-1, 3))  # [N*8, 3]
-    triangles = (_TRIANGLES[None] + 8 * np.arange(len(boxes))[:, None, None]).reshape(-1, 3)
+    triangles = (BOX_TRIANGLES[None] + 8 * np.arange(len(boxes))[:, None, None]).reshape(-1, 3)
     cast = _z_pytorch3d if backend == "pytorch3d" else _z_open3d
     z, triangle = cast(corners, triangles, rig, rays_cam, rays_ego, _candidates(corners, rig))
 
     view, pixel = np.nonzero(triangle >= 0)
-    box = triangle[view, pixel] // len(_TRIANGLES)
+    box = triangle[view, pixel] // len(BOX_TRIANGLES)
     colours = np.array([PALETTE[super_category(c)] for c in frame.categories], np.float32).reshape(-1, 3)
     out[view, 0:3, pixel] = colours[box]
     # The hit point in the ego frame, from the camera ray scaled to its depth z.

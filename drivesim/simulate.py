@@ -369,7 +369,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
                 clean_latents[:, :, :k] = model.normalize(encoded.float())
             guess = None
             if init == "reprojected":
-                warped = _reprojected(scenario, rig, given, times, conditions.get("layout"))
+                warped = _reprojected(scenario, rig, given, times, layout)
                 guess = model.normalize(unflatten_views(tokenizer.encode(flatten_views(warped.float())), views).float())
             sampled = sample_latents(model, conditions, shape,
                                      SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
@@ -384,27 +384,34 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
     return _labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
 
 
-def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, maps: torch.Tensor | None) -> torch.Tensor:
+def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, use_layout: bool) -> torch.Tensor:
     """The start frame `given` [1, V, 1, 3, H, W] redrawn at the ego poses of `times`: [1, V, F, 3, H, W].
 
-    Depth comes from the layout: the maps' depth channel (boxes and lanes; maps [1, V, F, C, H, W]), walls
-    raised on the road edges, then the ground; without maps (the layout withheld), the ground alone."""
-    from drivesim.render import LAYOUT_CHANNELS, MAX_DEPTH
-    from drivesim.wfm.reproject import reproject, wall_depth
+    With the layout, depth comes from the scenario's boxes and the walls raised on its road edges
+    (reproject.scene_depth), then the ground, and a pixel on an agent's box moves with that agent from
+    where it was at the start; without (the layout withheld), the ground alone and a still world."""
+    from drivesim.wfm.reproject import object_motion, reproject, scene_depth
 
     poses = scenario.world_from_ego(times)
-    source_from_target = compose(invert(scenario.world_from_ego(np.zeros(1))[0]), poses)
-    depth = None
-    if maps is not None:
-        drawn = maps[0, :, :, LAYOUT_CHANNELS.index("depth")].transpose(0, 1).float().cpu() * MAX_DEPTH  # [F, V, H, W]
-        road = getattr(scenario, "road", None)
-        walls = torch.from_numpy(wall_depth(rig.intrinsics, rig.ego_from_cam, rig.width, rig.height, poses,
-                                            list(getattr(road, "road_edges", ())))).float()
-        wall_or_ground = torch.where(torch.isfinite(walls), walls, torch.zeros_like(walls))
-        depth = torch.where((drawn > 0) & (drawn < walls), drawn, wall_or_ground)
+    source_pose = scenario.world_from_ego(np.zeros(1))[0]
+    source_from_target = compose(invert(source_pose), poses)
+    depth = objects = motion = None
+    if use_layout:
+        boxes = [frame.boxes for frame in scenario.layout_frames(times)]
+        # layout_frames lists the boxes of the agents present, in the scenario's order
+        present = np.array([agent.present(times) for agent in scenario.agents], bool).reshape(-1, len(times))
+        at_start = np.array([agent.present(np.zeros(1))[0] for agent in scenario.agents], bool)
+        start_boxes = dict(zip(np.flatnonzero(at_start), scenario.layout_frames(np.zeros(1))[0].boxes))
+        source_boxes = [[start_boxes.get(a) for a in np.flatnonzero(present[:, f])] for f in range(len(times))]
+        hit, which = scene_depth(rig.intrinsics, rig.ego_from_cam, rig.width, rig.height, poses,
+                                 list(scenario.road.road_edges), boxes)
+        depth = torch.from_numpy(np.where(np.isfinite(hit), hit, 0.0)).float()
+        objects = torch.from_numpy(which)
+        motion = torch.from_numpy(object_motion(poses, source_pose, boxes, source_boxes)).float()
     video, _ = reproject(given[0, :, 0].float().cpu(), torch.tensor(rig.intrinsics, dtype=torch.float32),
                          torch.tensor(rig.ego_from_cam, dtype=torch.float32),
-                         torch.tensor(source_from_target, dtype=torch.float32), depth)
+                         torch.tensor(source_from_target, dtype=torch.float32), depth, objects=objects,
+                         object_motion=motion)
     return video.transpose(0, 1)[None].to(given.device)
 
 
@@ -412,8 +419,6 @@ def reproject_start_frame(scenario, size: tuple[int, int], use_layout: bool = Tr
     """The geometry-only baseline: the scenario's start frame redrawn at every frame's ego pose (see
     _reprojected; use_layout=False: on the flat ground alone), at size = (width, height), with the
     scenario's labels. What a world model adds must show against this."""
-    from drivesim.render import render_layout
-
     if scenario.start_frames is None:
         raise ConfigError(f"{scenario.source}: no start_frames to redraw (the baseline reprojects a real frame)")
     width, height = size
@@ -422,9 +427,7 @@ def reproject_start_frame(scenario, size: tuple[int, int], use_layout: bool = Tr
     times = scenario.frame_times()
     pieces = []
     for first in range(0, len(times), chunk):  # a chunk at a time: every pixel looks into every camera
-        window = times[first:first + chunk]
-        maps = torch.from_numpy(render_layout(rig, scenario.layout_frames(window)))[None] if use_layout else None
-        pieces.append(_reprojected(scenario, rig, given, window, maps)[0])
+        pieces.append(_reprojected(scenario, rig, given, times[first:first + chunk], use_layout)[0])
     video = torch.cat(pieces, dim=1)  # [V, F, 3, H, W]
     return _labelled(scenario, rig, _pixels(video).permute(1, 0, 3, 4, 2).numpy())
 

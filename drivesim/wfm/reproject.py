@@ -20,7 +20,7 @@ from torch import Tensor
 from drivesim.errors import ConfigError
 from drivesim.geometry import camera_rays, invert
 
-__all__ = ["FAR", "NEAR", "WALL_HEIGHT", "ground_depth", "reproject", "wall_depth"]
+__all__ = ["FAR", "NEAR", "WALL_HEIGHT", "ground_depth", "object_motion", "reproject", "scene_depth"]
 
 FAR = 60.0   # metres: the depth of rays that meet neither the layout nor the ground nearer than this
 NEAR = 0.3   # metres: points nearer to a source camera than this are not looked up in it
@@ -52,14 +52,17 @@ def ground_depth(intrinsics: Tensor, ego_from_cam: Tensor, width: int, height: i
 
 @torch.no_grad()
 def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_from_target: Tensor,
-              depth: Tensor | None = None, far: float = FAR) -> tuple[Tensor, Tensor]:
+              depth: Tensor | None = None, far: float = FAR, objects: Tensor | None = None,
+              object_motion: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The source frame of every camera, redrawn at each target ego pose.
 
     source [V, 3, H, W] (any value range); intrinsics [V, 3, 3] at W x H; ego_from_cam [V, 4, 4];
     source_from_target [F, 4, 4]: the source frame's ego pose from each target's (identity: the source
     itself); depth [F, V, H, W] camera-frame z in metres where it is known (the layout maps'), 0 or
-    less where not. Returns (video [F, V, 3, H, W], seen bool [F, V, H, W]); pixels no source camera
-    sees keep the source pixel of their own camera (seen False there).
+    less where not. objects [F, V, H, W] int (-1: the still world) with object_motion [F, M, 4, 4]: pixels
+    on object m move with it, carried by object_motion[f, m] (the source ego frame from the target's, for
+    points riding on m) instead of source_from_target[f]. Returns (video [F, V, 3, H, W], seen bool
+    [F, V, H, W]); pixels no source camera sees keep the source pixel of their own camera (seen False there).
     """
     _check("source", source, (None, 3, None, None), "[V, 3, H, W]")
     views, _, height, width = source.shape
@@ -69,6 +72,14 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
     frames = source_from_target.shape[0]
     if depth is not None:
         _check("depth", depth, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
+    if (objects is None) != (object_motion is None):
+        raise ConfigError("reproject: objects and object_motion come together")
+    if objects is not None:
+        _check("objects", objects, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
+        _check("object_motion", object_motion, (frames, None, 4, 4), f"[{frames}, M, 4, 4]")
+        if objects.numel() and int(objects.max()) >= object_motion.shape[1]:
+            raise ConfigError(f"reproject: objects names object {int(objects.max())}, object_motion has "
+                              f"{object_motion.shape[1]}")
     if not far > NEAR:
         raise ConfigError(f"reproject: far must be more than {NEAR} m, got {far!r}")
     dtype = torch.promote_types(source.dtype, torch.float32)
@@ -82,8 +93,14 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
         depth = depth.to(device, dtype)
         z = torch.where(depth > 0, depth, z)
     points = ego_from_cam[None, :, None, None, :3, 3] + z[..., None] * rays[None]  # [F, V, H, W, 3] target ego
-    points = (points @ source_from_target[:, None, None, :3, :3].transpose(-1, -2)
-              + source_from_target[:, None, None, None, :3, 3])  # source ego frame
+    still = (points @ source_from_target[:, None, None, :3, :3].transpose(-1, -2)
+             + source_from_target[:, None, None, None, :3, 3])  # source ego frame
+    if objects is not None:
+        moving = objects.to(device) >= 0
+        frame = torch.arange(frames, device=device)[:, None, None, None].expand_as(moving)
+        carry = object_motion.to(device, dtype)[frame[moving], objects.to(device)[moving]]  # [K, 4, 4]
+        still[moving] = (carry[:, :3, :3] @ points[moving][..., None])[..., 0] + carry[:, :3, 3]
+    points = still
     cam_from_ego = invert(ego_from_cam)  # [U, 4, 4]: the source cameras
     flat = points.reshape(-1, 3)
     in_cams = flat @ cam_from_ego[:, :3, :3].transpose(-1, -2) + cam_from_ego[:, None, :3, 3]  # [U, N, 3]
@@ -119,44 +136,85 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
 WALL_HEIGHT = 30.0  # metres: the walls raised on road edges stand for the buildings and trees behind them
 
 
-def wall_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, height: int,
-               world_from_ego: np.ndarray, road_edges: list[np.ndarray], reach: float = FAR) -> np.ndarray:
-    """[F, V, H, W] camera-frame depth (z) of walls raised on the road edges (world polylines [N, 3]),
-    WALL_HEIGHT high, at each ego pose of world_from_ego [F, 4, 4]; inf where a ray meets none. A street
-    is lined by kerbs with buildings, fences or trees behind them: this puts them at the kerb, which
-    is far nearer the truth than a far wall. Edges farther than `reach` from every pose are left out."""
+def scene_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, height: int,
+                world_from_ego: np.ndarray, road_edges: list[np.ndarray], boxes: list[np.ndarray] | None = None,
+                reach: float = FAR) -> tuple[np.ndarray, np.ndarray]:
+    """What each pixel sees of a scenario's layout, at each ego pose of world_from_ego [F, 4, 4]: (depth
+    [F, V, H, W], camera-frame z, inf where nothing is hit; box [F, V, H, W], the index into boxes[f] of
+    the box hit, -1 for a wall or nothing). The layout is the road edges (world polylines [N, 3]) raised
+    into walls WALL_HEIGHT high, and boxes[f] [N, 7] (centre, size wlh, yaw; world frame). A street is
+    lined by kerbs with buildings, fences or trees behind them: walls at the kerb are far nearer the truth
+    than a far plane. Edges farther than `reach` from every pose are left out."""
     import open3d as o3d
 
     from drivesim.data import raycast
+    from drivesim.data.clip_sheet import box_corners
+    from drivesim.render import BOX_TRIANGLES
 
     world_from_ego = np.asarray(world_from_ego, np.float64).reshape(-1, 4, 4)
     frames, views = len(world_from_ego), len(ego_from_cam)
-    depth = np.full((frames, views, height, width), np.inf)
-    ends = [(np.asarray(line, np.float64)[:-1], np.asarray(line, np.float64)[1:])
+    boxes = [np.zeros((0, 7))] * frames if boxes is None else [np.asarray(b, np.float64).reshape(-1, 7) for b in boxes]
+    if len(boxes) != frames:
+        raise ConfigError(f"scene_depth: {len(boxes)} frames of boxes for {frames} poses")
+    walls = np.zeros((0, 4, 3))
+    ends = [(np.asarray(line, np.float64)[:-1, :3], np.asarray(line, np.float64)[1:, :3])
             for line in road_edges if len(line) > 1]
-    if not ends:
-        return depth
-    a = np.concatenate([start for start, _ in ends])[:, :3]
-    b = np.concatenate([stop for _, stop in ends])[:, :3]
-    centre = world_from_ego[:, :2, 3]
-    near = np.min(np.linalg.norm((a[None, :, :2] + b[None, :, :2]) / 2 - centre[:, None], axis=-1), axis=0) < reach
-    a, b = a[near], b[near]
-    if not len(a):
-        return depth
-    up = np.array([0.0, 0.0, WALL_HEIGHT])
-    corners = np.stack([a, b, b + up, a + up], axis=1)  # [S, 4, 3]: a quad per segment
-    quads = np.arange(len(a))[:, None] * 4
-    triangles = np.concatenate([quads + [0, 1, 2], quads + [0, 2, 3]]).astype(np.uint32)
+    if ends:
+        a = np.concatenate([start for start, _ in ends])
+        b = np.concatenate([stop for _, stop in ends])
+        centre = world_from_ego[:, :2, 3]
+        near = np.min(np.linalg.norm((a[None, :, :2] + b[None, :, :2]) / 2 - centre[:, None], axis=-1), axis=0) < reach
+        up = np.array([0.0, 0.0, WALL_HEIGHT])
+        walls = np.stack([a[near], b[near], b[near] + up, a[near] + up], axis=1)  # [S, 4, 3]: a quad a segment
+    quads = np.arange(len(walls))[:, None] * 4
+    wall_triangles = np.concatenate([quads + [0, 1, 2], quads + [0, 2, 3]]).reshape(-1, 3)
     rays_cam = camera_rays(intrinsics, width, height).reshape(views, -1, 3)  # unit, numpy
     rays_ego = np.einsum("vij,vnj->vni", ego_from_cam[:, :3, :3], rays_cam)
     origins = np.broadcast_to(ego_from_cam[:, None, :3, 3], rays_ego.shape)
-    rays = np.concatenate([origins, rays_ego], axis=-1).reshape(-1, 6).astype(np.float32)
+    rays = o3d.core.Tensor(np.concatenate([origins, rays_ego], axis=-1).reshape(-1, 6).astype(np.float32))
+    depth = np.full((frames, views, height, width), np.inf)
+    box = np.full((frames, views, height, width), -1, np.int64)
     for f in range(frames):
+        corners = box_corners(boxes[f]).reshape(-1, 3) if len(boxes[f]) else np.zeros((0, 3))
+        vertices = np.concatenate([walls.reshape(-1, 3), corners])
+        if not len(vertices):
+            continue
+        triangles = np.concatenate([wall_triangles, (BOX_TRIANGLES[None] + len(walls) * 4
+                                                     + 8 * np.arange(len(boxes[f]))[:, None, None]).reshape(-1, 3)])
         # In the ego frame: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
-        local = corners.reshape(-1, 3) @ np.linalg.inv(world_from_ego[f])[:3, :3].T \
-            + np.linalg.inv(world_from_ego[f])[:3, 3]
+        ego_from_world = np.linalg.inv(world_from_ego[f])
+        local = vertices @ ego_from_world[:3, :3].T + ego_from_world[:3, 3]
         scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(local.astype(np.float32)), o3d.core.Tensor(triangles))
-        distance = scene.cast_rays(o3d.core.Tensor(rays), nthreads=raycast.THREADS)["t_hit"].numpy()
-        depth[f] = (distance.reshape(views, -1) * rays_cam[..., 2]).reshape(views, height, width)
-    return depth
+        scene.add_triangles(o3d.core.Tensor(local.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
+        hit = scene.cast_rays(rays, nthreads=raycast.THREADS)
+        depth[f] = (hit["t_hit"].numpy().reshape(views, -1) * rays_cam[..., 2]).reshape(views, height, width)
+        triangle = hit["primitive_ids"].numpy().astype(np.int64).reshape(views, height, width)
+        first_box = len(wall_triangles)
+        is_box = np.isfinite(depth[f]) & (triangle >= first_box)
+        box[f] = np.where(is_box, (triangle - first_box) // len(BOX_TRIANGLES), -1)
+    return depth, box
+
+
+def object_motion(world_from_ego: np.ndarray, source_pose: np.ndarray, boxes: list[np.ndarray],
+                  source_boxes: list[np.ndarray | None]) -> np.ndarray:
+    """[F, M, 4, 4]: for a point riding on box m of frame f, the source ego frame from frame f's ego frame.
+
+    world_from_ego [F, 4, 4]; source_pose [4, 4] the source frame's world_from_ego; boxes[f] [N_f, 7] and
+    source_boxes[f] [N_f] the same agents' boxes at the source time ([7] each, None where the agent was not
+    there: it is then carried as the still world). M is the most boxes of any frame (rows past N_f unused)."""
+    frames = len(world_from_ego)
+    count = max([len(b) for b in boxes], default=0)
+    source_from_world = np.linalg.inv(np.asarray(source_pose, np.float64))
+    motion = np.tile(np.eye(4), (frames, max(count, 1), 1, 1))
+
+    def box_pose(box) -> np.ndarray:
+        c, s = np.cos(box[6]), np.sin(box[6])
+        return np.array([[c, -s, 0, box[0]], [s, c, 0, box[1]], [0, 0, 1, box[2]], [0, 0, 0, 1]], np.float64)
+
+    for f in range(frames):
+        still = source_from_world @ np.asarray(world_from_ego[f], np.float64)
+        motion[f, :] = still
+        for m, (box, then) in enumerate(zip(boxes[f], source_boxes[f])):
+            if then is not None:
+                motion[f, m] = source_from_world @ box_pose(then) @ np.linalg.inv(box_pose(box)) @ world_from_ego[f]
+    return motion

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from drivesim.errors import ConfigError
 from drivesim.geometry import camera_rays, load_rig
-from drivesim.wfm.reproject import FAR, WALL_HEIGHT, ground_depth, reproject, wall_depth
+from drivesim.wfm.reproject import FAR, WALL_HEIGHT, ground_depth, object_motion, reproject, scene_depth
 
 WIDTH, HEIGHT = 96, 54
 RIG = load_rig("nuscenes", size=(WIDTH, HEIGHT))
@@ -21,6 +21,12 @@ K = torch.tensor(RIG.intrinsics, dtype=torch.float64)
 E = torch.tensor(RIG.ego_from_cam, dtype=torch.float64)
 WALL_Y = 7.0  # the wall stands along the street, on the left
 EDGE = np.array([[-200.0, WALL_Y, 0.0], [200.0, WALL_Y, 0.0]])
+
+
+def wall_depth(world_from_ego: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+    depth, box = scene_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, world_from_ego, edges)
+    assert (box == -1).all()  # no boxes: nothing is a box
+    return depth
 
 
 def pose(dx: float, dy: float, yaw: float) -> np.ndarray:
@@ -32,7 +38,7 @@ def pose(dx: float, dy: float, yaw: float) -> np.ndarray:
 def scene_points(world_from_ego: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per pixel of every camera at this pose: the world point it sees (ground or wall) [V, H, W, 3] and its
     camera-frame depth [V, H, W] (the scene depth)."""
-    walls = torch.from_numpy(wall_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, world_from_ego[None], [EDGE]))[0]
+    walls = torch.from_numpy(wall_depth(world_from_ego[None], [EDGE]))[0]
     depth = torch.minimum(ground_depth(K, E, WIDTH, HEIGHT), walls)
     rays = camera_rays(K, WIDTH, HEIGHT)
     rays = rays / rays[..., 2:3]
@@ -67,7 +73,7 @@ def test_a_still_world_redrawn_at_a_new_pose_matches_it_drawn_there(dx, dy, yaw)
     source = source_frame()
     target = pose(dx, dy, yaw)
     points, depth = scene_points(target)
-    walls = torch.from_numpy(wall_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, target[None], [EDGE]))
+    walls = torch.from_numpy(wall_depth(target[None], [EDGE]))
     depth_given = torch.where(torch.isfinite(walls), walls, torch.zeros_like(walls))
     video, seen = reproject(source, K, E, torch.from_numpy(target)[None], depth_given)
     expected = texture(points).permute(0, 3, 1, 2)
@@ -81,8 +87,7 @@ def test_a_still_world_redrawn_at_a_new_pose_matches_it_drawn_there(dx, dy, yaw)
 
 
 def test_wall_depth_puts_hits_on_the_wall_and_nothing_past_its_ends():
-    depth = torch.from_numpy(wall_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, np.eye(4)[None],
-                                        [np.array([[0.0, WALL_Y, 0.0], [20.0, WALL_Y, 0.0]])]))[0]
+    depth = torch.from_numpy(wall_depth(np.eye(4)[None], [np.array([[0.0, WALL_Y, 0.0], [20.0, WALL_Y, 0.0]])]))[0]
     hit = torch.isfinite(depth)
     assert hit.any() and not hit.all()
     rays = camera_rays(K, WIDTH, HEIGHT)
@@ -94,7 +99,7 @@ def test_wall_depth_puts_hits_on_the_wall_and_nothing_past_its_ends():
     assert (on[:, 2] > -1e-3).all() and (on[:, 2] < WALL_HEIGHT + 1e-3).all()
     back = [v for v, camera in enumerate(RIG.cameras) if camera.name == "CAM_BACK_RIGHT"][0]
     assert not hit[back].any()  # it looks away from the wall
-    empty = wall_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, np.eye(4)[None], [])
+    empty = wall_depth(np.eye(4)[None], [])
     assert np.isinf(empty).all()
 
 
@@ -120,3 +125,31 @@ def test_bad_inputs_are_named(case):
         args["far"] = 0.0
     with pytest.raises(ConfigError, match=case if case != "poses" else "source_from_target"):
         reproject(**args)
+
+
+@settings(max_examples=6, deadline=None)
+@given(dx=st.floats(0, 3), lead=st.floats(10, 16), crossing=st.floats(4, 7))
+def test_a_crossing_car_is_redrawn_where_it_drove_not_where_it_stood(dx, lead, crossing):
+    """A red car crosses the road ahead, `crossing` metres to the left, while the ego drives dx: redrawn with
+    its motion the target's car pixels are red; as still world they show the road where it stood."""
+    start_box = np.array([lead, -crossing / 2, 0.75, 1.8, 4.5, 1.5, math.pi / 2])
+    moved_box = start_box + [0, crossing, 0, 0, 0, 0, 0]
+    target = pose(dx, 0.0, 0.0)
+    depth, box = scene_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, np.eye(4)[None], [], [start_box[None]])
+    points, _ = scene_points(np.eye(4))
+    red = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    source = torch.where(torch.from_numpy(box[0] >= 0)[..., None], red, texture(points)).permute(0, 3, 1, 2)
+    depth, box = scene_depth(RIG.intrinsics, RIG.ego_from_cam, WIDTH, HEIGHT, target[None], [], [moved_box[None]])
+    on_car = torch.from_numpy(box[0] >= 0)
+    assert on_car.sum() > 20
+    given_depth = torch.from_numpy(np.where(np.isfinite(depth), depth, 0.0))
+    motion = object_motion(target[None], np.eye(4), [moved_box[None]], [[start_box]])
+    video, _ = reproject(source, K, E, torch.from_numpy(target)[None], given_depth, objects=torch.from_numpy(box),
+                         object_motion=torch.from_numpy(motion))
+    still, _ = reproject(source, K, E, torch.from_numpy(target)[None], given_depth)
+
+    def redness(frame):
+        return float(((frame - red[:, None, None]).abs().sum(dim=1) < 0.3)[on_car].float().mean())
+
+    assert redness(video[0]) > 0.75  # the rest: its edges, blended in the lookup, at this small size
+    assert redness(still[0]) < redness(video[0]) - 0.3
