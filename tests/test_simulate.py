@@ -111,10 +111,11 @@ def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
     calls = []
     original = generate.sample_latents
 
-    def spy(model, conditions, shape, config, clean_latents=None, progress=False):
+    def spy(model, conditions, shape, config, clean_latents=None, progress=False, init=None):
         calls.append((config.clean_frames, conditions["ego0_from_ego"].shape, conditions["layout"].shape,
                       None if clean_latents is None else clean_latents[:, :, :config.clean_frames].clone()))
-        return original(model, conditions, shape, config, clean_latents, progress)
+        assert init is None and config.start == 1  # no start frames: every chunk from noise
+        return original(model, conditions, shape, config, clean_latents, progress, init)
 
     monkeypatch.setattr(generate, "sample_latents", spy)
     scenario = make_scenario(duration=1.0)  # 13 frames: windows of 5 starting at 0, 4, 8
