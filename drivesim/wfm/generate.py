@@ -60,9 +60,7 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     if not 0 <= config.temperature <= 2:
         raise ConfigError(f"temperature must be from 0 to 2, got {config.temperature!r}")
     noise = flow.noise_like(shape, config.seed, device) * config.temperature
-    if not 0 < config.start <= 1:
-        raise ConfigError(f"start must be a flow time in (0, 1], got {config.start!r}")
-    if config.start < 1:
+    if config.start < 1:  # flow.sample checks the range
         if init is None or tuple(init.shape) != tuple(shape):
             raise ConfigError(f"start={config.start} needs init latents of shape {tuple(shape)}, got "
                               f"{None if init is None else tuple(init.shape)}")
