@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from drivesim.errors import ConfigError
-from drivesim.geometry import camera_rays, invert
+from drivesim.geometry import camera_rays, invert, matrix_from_yaw
 
 __all__ = ["FAR", "NEAR", "WALL_HEIGHT", "ground_depth", "object_motion", "reproject", "scene_depth"]
 
@@ -207,9 +207,10 @@ def object_motion(world_from_ego: np.ndarray, source_pose: np.ndarray, boxes: li
     source_from_world = np.linalg.inv(np.asarray(source_pose, np.float64))
     motion = np.tile(np.eye(4), (frames, max(count, 1), 1, 1))
 
-    def box_pose(box) -> np.ndarray:
-        c, s = np.cos(box[6]), np.sin(box[6])
-        return np.array([[c, -s, 0, box[0]], [s, c, 0, box[1]], [0, 0, 1, box[2]], [0, 0, 0, 1]], np.float64)
+    def box_pose(box) -> np.ndarray:  # world_from_box
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = matrix_from_yaw(np.float64(box[6])), box[:3]
+        return pose
 
     for f in range(frames):
         still = source_from_world @ np.asarray(world_from_ego[f], np.float64)
