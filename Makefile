@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# pip held to the lock file: exact versions, whatever the index holds newer.
+PIP_LOCKED := $(PY) -m pip install -q -c requirements.lock
 STAMP := $(VENV)/.setup-done
 APT_PACKAGES := libusb-1.0-0 libgomp1
 # The editor's real-browser test drives Debian's chromium (never a downloaded browser).
@@ -11,22 +13,40 @@ TEST_APT_PACKAGES := chromium
 BENCH_APT_PACKAGES := libvulkan1 mesa-vulkan-drivers libegl1 libgl1
 DEMO_OUT ?= out/demo
 
-.PHONY: setup test demo demo-data bench eval-model ui clean
+.PHONY: setup lock test demo demo-data bench eval-model ui clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements.lock Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned, so nothing later pulls a CUDA build.
-	$(PY) -m pip install -q "torch==2.13.*"
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps nuscenes-devkit==1.2.0
+	# Every install is held to requirements.lock (`make lock` refreshes it): pip and the build backend
+	# first, then torch on its own so nothing later pulls a CUDA build, then the package without build
+	# isolation so its build backend is the locked one too.
+	$(PIP_LOCKED) pip setuptools wheel
+	$(PIP_LOCKED) torch
+	$(PIP_LOCKED) --no-build-isolation -e ".[dev]"
+	$(PIP_LOCKED) --no-deps nuscenes-devkit
 	$(PY) -c "import drivesim, open3d, nuscenes.nuscenes, torch; print('setup ok: torch', torch.__version__)"
 	touch $(STAMP)
+
+# Re-resolve every dependency (pyproject.toml's ranges, all extras but gpu) in a scratch venv and write
+# the exact versions to requirements.lock. Commit the result after `make test` passes with it.
+LOCK_VENV := .lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(LOCK_VENV)/bin/pip install -q "torch==2.13.0"
+	$(LOCK_VENV)/bin/pip install -q --no-build-isolation -e ".[dev,bench]"
+	$(LOCK_VENV)/bin/pip install -q --no-deps nuscenes-devkit==1.2.0
+	{ echo "# Exact versions for make setup, make bench and CI (Linux x86_64, CPython 3.11). Refresh: make lock."; \
+	  echo "# torch is the CPU build; its +cpu label is dropped so the pin matches wherever pip finds it."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/'; \
+	} > requirements.lock
+	rm -rf $(LOCK_VENV)
 
 test: setup
 	@missing=""; for p in $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -69,7 +89,7 @@ bench: setup
 	  echo "could not install$$missing: the peer's row will say why it is unavailable"; fi
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_store.py --record
-	$(PY) -m pip install -q -e ".[bench]"
+	$(PIP_LOCKED) --no-build-isolation -e ".[bench]"
 	test -d $(DEMO_OUT)-store || $(MAKE) demo-data
 	$(PY) benchmarks/bench_tokenizer.py --store $(DEMO_OUT)-store --record
 	$(PY) benchmarks/bench_wfm.py --record
