@@ -13,8 +13,9 @@ matchers; here OpenCV SIFT, so the numbers are comparable between our own runs, 
 
 Both run on plain arrays, and `consistency_report` runs them on a clip of a store, so generated
 rollouts (rollout.zarr) and real or ground-truth clips (an ingested store) get the same numbers.
-Units are pixels of the images given. Pairs with too few matches are skipped and counted; when
-nothing could be measured the values are NaN and "note" says why, so blank frames never raise.
+Units are pixels of the images given. Pairs with too few matches, or whose F OpenCV's solvers fail
+on (degenerate matches: see failures.py), are skipped and counted; when nothing could be measured
+the values are NaN and "note" says why, so blank, repeated or noise frames never raise.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ import numpy as np
 
 from drivesim import geometry
 from drivesim.errors import ConfigError, DataError
+from drivesim.eval.camera_pairs import check_pairs, overlapping_pairs, rig_pairs, view_index
+from drivesim.eval.failures import describe, pair_failures
 
-__all__ = ["MIN_MATCHES", "consistency_report", "cross_view_sampson", "match_features", "overlapping_pairs",
-           "rig_pairs", "sampson_error", "temporal_sampson"]
+__all__ = ["MIN_MATCHES", "consistency_report", "cross_view_sampson", "match_features", "sampson_error",
+           "temporal_sampson"]
 
 MIN_MATCHES = 8  # the fewest matches that pin down F (8-point algorithm); fewer: skipped, not scored
 RANSAC_THRESHOLD_PX = 1.0
 RANSAC_CONFIDENCE = 0.999
-MAX_PAIR_ANGLE_DEG = 80.0  # default overlap rule: optical axes at most this far apart (and FOVs overlap)
 # Cross-view matching looks only where the other view looks, widened by this fraction of the image width:
 # near points sit off their position at infinity by parallax (f * baseline / depth; 0.1 W is depth ~4 m
 # for the nuScenes rig's 0.5 m between neighbours).
@@ -147,39 +149,6 @@ def sampson_error(F, points_a, points_b) -> np.ndarray:
     return np.abs(residual) / np.sqrt(np.maximum(gradient, np.finfo(np.float64).tiny))
 
 
-# ---------------------------------------------------------------- which cameras to pair
-
-
-def rig_pairs(rig: geometry.Rig, cameras: Sequence[str] | None = None) -> list[tuple[int, int]]:
-    """Neighbouring views of `rig` (its `neighbours`) as index pairs (a < b) into `cameras` (default: the rig's)."""
-    cameras = list(rig.names if cameras is None else cameras)
-    pairs = set()
-    for name, others in rig.neighbours.items():
-        for other in others:
-            if name in cameras and other in cameras:
-                a, b = cameras.index(name), cameras.index(other)
-                pairs.add((min(a, b), max(a, b)))
-    return sorted(pairs)
-
-
-def overlapping_pairs(intrinsics, ego_from_cam, width: int,
-                      max_angle_deg: float = MAX_PAIR_ANGLE_DEG) -> list[tuple[int, int]]:
-    """View pairs (a < b) whose optical axes are at most `max_angle_deg` apart and whose horizontal fields
-    of view overlap: the pairs a cross-view match can exist for, read from calibration alone."""
-    intrinsics = np.asarray(intrinsics, np.float64)
-    axes = np.asarray(ego_from_cam, np.float64)[:, :3, 2]
-    axes = axes / np.linalg.norm(axes, axis=1, keepdims=True)
-    # Half the horizontal field of view: to the farther image edge from the principal point.
-    half_fov = np.arctan(np.maximum(intrinsics[:, 0, 2] + 0.5, width - 0.5 - intrinsics[:, 0, 2]) / intrinsics[:, 0, 0])
-    pairs = []
-    for a in range(len(axes)):
-        for b in range(a + 1, len(axes)):
-            angle = math.acos(float(np.clip(axes[a] @ axes[b], -1.0, 1.0)))
-            if angle <= math.radians(max_angle_deg) and angle < half_fov[a] + half_fov[b]:
-                pairs.append((a, b))
-    return pairs
-
-
 # ---------------------------------------------------------------- accumulating measurements
 
 
@@ -191,6 +160,7 @@ class _Tally:
     errors: list[np.ndarray] = field(default_factory=list)
     inlier_ratios: list[float] = field(default_factory=list)
     skipped: int = 0
+    solver_errors: list[str] = field(default_factory=list)  # of the skipped, what the solver raised on each
 
     def add(self, errors: np.ndarray, inlier_ratio: float | None = None) -> None:
         self.medians.append(float(np.median(errors)))
@@ -206,6 +176,8 @@ class _Tally:
                "matches": int(len(pooled)), "measured": len(self.medians), "skipped": self.skipped}
         if with_inliers:
             out["inlier_ratio"] = float(np.mean(self.inlier_ratios)) if self.inlier_ratios else math.nan
+            out["solver_errors"] = len(self.solver_errors)
+            out["solver_error"] = self.solver_errors[0] if self.solver_errors else None
         return out
 
 
@@ -217,12 +189,13 @@ def _report(tallies: dict[str, _Tally], group: str, headline: str, with_inliers:
         total.errors += tally.errors
         total.inlier_ratios += tally.inlier_ratios
         total.skipped += tally.skipped
+        total.solver_errors += tally.solver_errors
     out = {**total.summary(headline, with_inliers), "unit": "px",
            group: {key: tally.summary(headline, with_inliers) for key, tally in tallies.items()}}
     if not tallies:
         out["note"] = empty_note
     elif not total.medians:
-        no_fit = " or no RANSAC fit" if with_inliers else ""
+        no_fit = " or no RANSAC fit (OpenCV failed on it, or found none)" if with_inliers else ""
         out["note"] = (f"nothing measured: all {total.skipped} image pairs had fewer than {MIN_MATCHES} SIFT "
                        f"matches (blank, featureless or unrelated images){no_fit}")
     else:
@@ -254,31 +227,6 @@ def _camera_names(cameras: Sequence[str] | None, views: int) -> list[str]:
     if len(cameras) != views:
         raise DataError(f"cameras: {len(cameras)} names for {views} views")
     return cameras
-
-
-def _view_index(value, cameras: list[str], where: str) -> int:
-    """A view given by index or camera name -> its index; ConfigError naming `where` otherwise."""
-    if isinstance(value, str):
-        if value not in cameras:
-            raise ConfigError(f"{where}: no camera {value!r}; cameras: {', '.join(cameras)}")
-        return cameras.index(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < len(cameras):
-        raise ConfigError(f"{where}: {value!r} is not a view index in [0, {len(cameras)}) or a camera name")
-    return int(value)
-
-
-def _check_pairs(pairs, cameras: list[str]) -> list[tuple[int, int]]:
-    checked = []
-    for i, pair in enumerate(pairs):
-        if isinstance(pair, str) or len(pair) != 2:
-            raise ConfigError(f"pairs[{i}]: expected two views (indices or camera names), got {pair!r}")
-        a, b = (_view_index(v, cameras, f"pairs[{i}]") for v in pair)
-        if a == b:
-            raise ConfigError(f"pairs[{i}]: pairs a view with itself ({cameras[a]})")
-        if (a, b) in checked or (b, a) in checked:
-            raise ConfigError(f"pairs[{i}]: {cameras[a]} and {cameras[b]} are paired twice")
-        checked.append((a, b))
-    return checked
 
 
 def _check_calibration(intrinsics, ego_from_cam, views: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,7 +289,7 @@ def _cross_views(frames: np.ndarray, intrinsics, ego_from_cam, pairs, cameras: l
         raise ConfigError(f"overlap_margin must be None or a fraction of the image width >= 0, got {overlap_margin!r}")
     intrinsics, ego_from_cam = _check_calibration(intrinsics, ego_from_cam, frames.shape[1])
     height, width = frames.shape[2:4]
-    pairs = _check_pairs(overlapping_pairs(intrinsics, ego_from_cam, width) if pairs is None else pairs, cameras)
+    pairs = check_pairs(overlapping_pairs(intrinsics, ego_from_cam, width) if pairs is None else pairs, cameras)
     if pairs:
         a, b = (np.array(side) for side in zip(*pairs))
         cam_b_from_cam_a = geometry.compose(geometry.invert(ego_from_cam[b]), ego_from_cam[a])
@@ -368,7 +316,8 @@ def _pair_key(cameras: list[str], a: int, b: int) -> str:
 
 
 def _temporal_errors(previous: _Features, current: _Features, ratio: float):
-    """(errors of all ratio-test matches under the RANSAC F, inlier ratio), or None when F cannot be fitted."""
+    """(errors of all ratio-test matches under the RANSAC F, inlier ratio), or None when F cannot be fitted;
+    may raise one of `pair_failures()` on degenerate matches."""
     import cv2
 
     points_a, points_b = _match(previous, current, ratio)
@@ -399,11 +348,16 @@ def _measure(frames: np.ndarray, cameras: list[str], frame_step: int, ratio: flo
             else:
                 tally.add(sampson_error(cross.fundamentals[p], points_a, points_b))
         for v in cameras_t if previous is not None else []:
-            measured = _temporal_errors(previous[v], features[v], ratio)
+            tally = temporal_tallies[cameras[v]]
+            try:
+                measured = _temporal_errors(previous[v], features[v], ratio)
+            except pair_failures() as error:  # a pair OpenCV cannot fit F to is skipped, like one without F
+                tally.solver_errors.append(describe(error))
+                measured = None
             if measured is None:
-                temporal_tallies[cameras[v]].skipped += 1
+                tally.skipped += 1
             else:
-                temporal_tallies[cameras[v]].add(*measured)
+                tally.add(*measured)
         previous = features
     return cross_tallies, temporal_tallies
 
@@ -445,7 +399,7 @@ def cross_view_sampson(frames, intrinsics, ego_from_cam, pairs=None, frame_step:
 def _temporal_setup(frames: np.ndarray, camera_indices, cameras: list[str]) -> list[int]:
     if camera_indices is None:
         return list(range(frames.shape[1]))
-    views = [_view_index(v, cameras, f"camera_indices[{i}]") for i, v in enumerate(camera_indices)]
+    views = [view_index(v, cameras, f"camera_indices[{i}]") for i, v in enumerate(camera_indices)]
     if not views or len(set(views)) != len(views):
         raise ConfigError(f"camera_indices must name each camera to measure once, got {list(camera_indices)!r}")
     return views
@@ -463,11 +417,13 @@ def temporal_sampson(frames, camera_indices=None, frame_step: int = 1, cameras: 
     (indices or names), all by default. Frames t and t + frame_step are SIFT-matched, F is fitted with
     RANSAC (1 px, confidence 0.999), and the median Sampson error of *all* ratio-test matches under it
     is taken, so frames no rigid motion explains score high even though RANSAC found some inliers.
-    Frame pairs with fewer than MIN_MATCHES matches, or no F, are skipped.
+    Frame pairs with fewer than MIN_MATCHES matches, or no F (none found, or OpenCV failed), are skipped.
 
     Returns {"tse": mean over measured (camera, frame pair) of the median error, "median"/"mean" over
     all matches pooled, "inlier_ratio": mean RANSAC inlier fraction, "matches", "measured",
-    "skipped", "unit": "px", "cameras": the same per camera, "note": None, or why the values are NaN}.
+    "skipped", "solver_errors" (of the skipped, pairs OpenCV failed on), "solver_error" (the first
+    such error, or None), "unit": "px", "cameras": the same per camera, "note": None, or why the
+    values are NaN}.
     """
     _check_options(ratio, max_features)
     frames = np.asarray(frames)

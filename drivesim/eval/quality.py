@@ -1,13 +1,6 @@
-"""Image and video quality of generated drives: PSNR, SSIM and layout agreement against a ground-truth
-clip, and FID / FVD from locally stored TorchScript feature networks.
-
-Reference-based metrics need a clip the rollout should reproduce. A scenario made from a stored clip
-(`drivesim scenario from-clip`) names it in `start_frames`: generated frame i is compared with frame
-start_frames.frame + i of that clip, camera by camera (the cameras both have), the reference resized
-to the generated size with PIL bilinear when the sizes differ. Layout agreement splits the error by
-the scenario's boxes as the layout renderer draws them: PSNR inside the boxes (are the cars where the
-scenario put them?) against PSNR outside (the rest of the scene). Without a reference clip the values
-are NaN and "note" says why; these metrics never raise for a missing reference.
+"""Image and video quality of generated drives: PSNR, SSIM and masked PSNR of frames, and FID / FVD from
+locally stored TorchScript feature networks. reference.py scores a rollout against its ground-truth clip
+with the per-frame metrics.
 
 FID and FVD compare feature statistics of generated and reference sets through networks the user
 stores locally; drivesim never downloads weights. Their contracts are in `load_inception` and
@@ -19,17 +12,17 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from drivesim.errors import ConfigError, DataError, DrivesimError
+from drivesim.errors import ConfigError, DataError
 
 __all__ = ["FVD_FRAMES", "SKIPPED_NOTE", "Extractor", "features", "fid", "frechet_distance",
-           "frechet_distance_of_features", "fvd", "load_i3d", "load_inception", "masked_psnr", "psnr",
-           "reference_clip", "rollout_quality", "ssim", "video_windows"]
+           "frechet_distance_of_features", "fvd", "load_i3d", "load_inception", "masked_psnr", "psnr", "ssim",
+           "video_windows"]
 
 PEAK = 255.0                 # uint8 images
 SSIM_WINDOW = 11             # Gaussian window of Wang et al. 2004: 11 x 11, sigma 1.5
@@ -130,149 +123,6 @@ def _finite_mean(values) -> float:
     values = np.asarray(values, np.float64).ravel()
     values = values[~np.isnan(values)]
     return float(np.mean(values)) if len(values) else math.nan
-
-
-# ---------------------------------------------------------------- the reference clip of a rollout
-
-
-@dataclass(frozen=True)
-class _Reference:
-    store: Path
-    clip: str
-    frame: int
-
-
-def _store_folder(path: Path) -> Path:
-    """A store, or a rollout folder holding rollout.zarr."""
-    from drivesim.simulate import ROLLOUT_STORE
-
-    if not (path / "zarr.json").is_file() and (path / ROLLOUT_STORE).is_dir():
-        return path / ROLLOUT_STORE
-    return path
-
-
-def reference_clip(scenario, rollout_folder: Path,
-                   reference: str | os.PathLike | None) -> tuple[_Reference | None, str | None]:
-    """(the clip the rollout should reproduce, None) or (None, why there is none).
-
-    The clip is the scenario's start_frames.clip: in `reference` when given, else in the store that
-    start_frames names (as written, or relative to the rollout folder).
-    """
-    from drivesim.data.store import stored_clip_ids
-
-    start = getattr(scenario, "start_frames", None)
-    if start is None:
-        return None, "the scenario has no start_frames: no ground-truth clip to compare with"
-    if reference is not None:
-        store = _store_folder(Path(reference))
-    else:
-        candidates = [Path(start.store), Path(rollout_folder) / start.store]
-        found = [c for c in candidates if (_store_folder(c) / "zarr.json").is_file()]
-        if not found:
-            return None, (f"the scenario's start_frames store {start.store} is not there and no --reference "
-                          "STORE was given")
-        store = _store_folder(found[0])
-    if start.clip not in stored_clip_ids(store):
-        return None, f"reference store {store} has no clip {start.clip!r} (the scenario's start_frames.clip)"
-    return _Reference(store, start.clip, int(start.frame)), None
-
-
-def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 [N, h, w, 3] -> [N, height, width, 3] with PIL bilinear (unchanged when the size matches)."""
-    from PIL import Image
-
-    if frames.shape[1:3] == (height, width):
-        return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in frames])
-
-
-def _box_masks(scenario, intrinsics: np.ndarray, ego_from_cam: np.ndarray, names: Sequence[str],
-               times: np.ndarray, width: int, height: int) -> np.ndarray:
-    """bool [F, V, H, W]: where the scenario's boxes are drawn at `times` (layout box colour > 0),
-    for a rig with the rollout's own calibration at the generated size."""
-    from drivesim.geometry import Camera, Rig
-    from drivesim.render import render_layout
-
-    rig = Rig("rollout", int(width), int(height),
-              tuple(Camera(name, intrinsics[v], ego_from_cam[v]) for v, name in enumerate(names)))
-    maps = render_layout(rig, scenario.layout_frames(times))  # [V, F, C, H, W]
-    return np.transpose(maps[:, :, 0:3].max(axis=2) > 0, (1, 0, 2, 3))
-
-
-def _nan_quality(note: str, **extra) -> dict:
-    return {"reference": None, "cameras": [], "frames": 0, "psnr": math.nan, "ssim": math.nan,
-            "psnr_per_frame": [], "ssim_per_frame": [], "psnr_per_camera": {}, "ssim_per_camera": {},
-            "layout": {"psnr_in_boxes": math.nan, "psnr_outside_boxes": math.nan, "box_fraction": math.nan},
-            "note": note, **extra}
-
-
-def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathLike | None = None,
-                    frame_step: int = 1) -> dict:
-    """PSNR, SSIM and layout agreement of a rollout folder against its ground-truth clip (see `reference_clip`).
-
-    Every `frame_step`-th generated frame i is compared with reference frame start_frames.frame + i, over
-    the frames both have and the cameras both have. Returns {"reference": {store, clip, frame} or None,
-    "cameras", "frames" (compared), "size": [W, H], "reference_size", "frame_indices", "psnr"/"ssim": means
-    over frames and cameras, "psnr_per_frame"/"ssim_per_frame": [compared frames] (mean over cameras),
-    "psnr_per_camera"/"ssim_per_camera", "layout": {"psnr_in_boxes", "psnr_outside_boxes", "box_fraction"},
-    "note": None or why values are NaN}. A missing or unusable reference gives NaN and a note, never an error.
-    """
-    from drivesim.data.store import open_store, read_clip, stored_clip_ids
-    from drivesim.scenario import load
-
-    if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
-        raise ConfigError(f"frame_step must be an integer >= 1, got {frame_step!r}")
-    folder = Path(rollout_folder)
-    try:
-        scenario = load(folder / "scenario.yaml")
-        found, why = reference_clip(scenario, folder, reference)
-    except DrivesimError as error:
-        return _nan_quality(f"no reference: {error}")
-    if found is None:
-        return _nan_quality(f"no reference: {why}")
-    store = _store_folder(folder)
-    root = open_store(store)
-    clip = read_clip(root, stored_clip_ids(store)[0], ("frames", "intrinsics", "ego_from_cam", "timestamps"))
-    generated_cameras = list(clip["attrs"].get("cameras") or root.attrs["settings"]["cameras"])
-    reference_root = open_store(found.store)
-    group = reference_root["clips"][found.clip]
-    reference_cameras = list(dict(group.attrs).get("cameras") or reference_root.attrs["settings"]["cameras"])
-    where = {"store": str(found.store), "clip": found.clip, "frame": found.frame}
-    cameras = [c for c in generated_cameras if c in reference_cameras]
-    if not cameras:
-        return _nan_quality(f"no reference: clip {found.clip!r} of {found.store} has none of the rollout's cameras "
-                            f"({', '.join(generated_cameras)})", reference=where)
-    count = min(len(clip["frames"]), group["frames"].shape[0] - found.frame)
-    indices = np.arange(0, max(count, 0), frame_step)
-    if len(indices) == 0:
-        return _nan_quality(f"no reference: clip {found.clip!r} has no frames from frame {found.frame} on",
-                            reference=where)
-    views = [generated_cameras.index(c) for c in cameras]
-    generated = clip["frames"][indices][:, views]                            # [F, V, H, W, 3]
-    height, width = generated.shape[2:4]
-    stored = group["frames"][found.frame:found.frame + count][indices]         # [F, V', h, w, 3]
-    reference_size = [int(stored.shape[3]), int(stored.shape[2])]
-    truth = np.stack([_resize(stored[:, reference_cameras.index(c)], width, height) for c in cameras], axis=1)
-    psnr_values, ssim_values = psnr(generated, truth), ssim(generated, truth)   # [F, V]
-    times = clip["timestamps"][indices].astype(np.float64) / 1e6
-    masks = _box_masks(scenario, clip["intrinsics"][views].astype(np.float64),
-                       clip["ego_from_cam"][views].astype(np.float64), cameras, times, width, height)
-    notes = [] if masks.any() else ["no box of the scenario is in view: layout PSNR in boxes is NaN"]
-    rates = float(clip["attrs"].get("fps") or 0), float(dict(group.attrs).get("fps") or 0)
-    if all(rates) and abs(rates[0] - rates[1]) > 1e-6:
-        notes.append(f"the rollout runs at {rates[0]:g} fps, the reference clip at {rates[1]:g} fps: "
-                     "frames are still compared one to one")
-    return {"reference": where, "cameras": cameras, "frames": int(len(indices)), "size": [int(width), int(height)],
-            "reference_size": reference_size, "frame_indices": indices.tolist(),
-            "psnr": _finite_mean(psnr_values), "ssim": _finite_mean(ssim_values),
-            "psnr_per_frame": [_finite_mean(row) for row in psnr_values],
-            "ssim_per_frame": [_finite_mean(row) for row in ssim_values],
-            "psnr_per_camera": {c: _finite_mean(psnr_values[:, v]) for v, c in enumerate(cameras)},
-            "ssim_per_camera": {c: _finite_mean(ssim_values[:, v]) for v, c in enumerate(cameras)},
-            "layout": {"psnr_in_boxes": masked_psnr(generated, truth, masks),
-                       "psnr_outside_boxes": masked_psnr(generated, truth, ~masks),
-                       "box_fraction": float(masks.mean())},
-            "note": "; ".join(notes) or None}
 
 
 # ---------------------------------------------------------------- feature networks

@@ -1,13 +1,18 @@
 """`drivesim eval`: every metric of drivesim/eval on a folder of rollouts, written as report.json and a
-self-contained report.html.
+self-contained report.html (html.py).
 
 Per rollout (a folder from `drivesim generate`, holding rollout.zarr):
 
 - consistency (consistency.py): CSE across cameras under the calibration, TSE over time, and TSE
   frame pair by frame pair for the plot;
 - trajectory following (trajectory.py): the path one camera's video shows against the commanded one;
-- quality (quality.py): PSNR, SSIM and layout agreement against the ground-truth clip the scenario
-  starts from, when there is one.
+  ATE and RPE are n/a, with the reason, on a path too short or too straight to test following;
+- quality (reference.py): PSNR, SSIM and layout agreement against the ground-truth clip the scenario
+  starts from, when there is one, over the frames the model was not given.
+
+Evaluation never aborts on one rollout: a frame pair whose motion OpenCV cannot recover counts as not
+recovered (the "pairs failed" column), and a rollout that cannot be scored at all is listed as failed,
+with its reason, while the others are scored.
 
 With a reference store (real or ground-truth clips) the same consistency and trajectory metrics run
 on its clips too, and are reported beside the generated ones: SIFT-based errors have a floor that
@@ -20,9 +25,6 @@ identical images) is the string "inf", so the file is strict JSON.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 import os
@@ -34,16 +36,18 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.errors import ConfigError, DataError, DrivesimError
+from drivesim.eval.failures import describe
 from drivesim.eval.quality import SKIPPED_NOTE, Extractor
 
-__all__ = ["COLUMNS", "MAX_REFERENCE_CLIPS", "check_inputs", "evaluate", "summary_table", "write_report"]
+__all__ = ["COLUMNS", "MAX_REFERENCE_CLIPS", "check_inputs", "evaluate", "mean_row", "scored_frames_line",
+           "summary_table", "write_report"]
 
 MAX_REFERENCE_CLIPS = 4  # reference clips measured when no rollout starts from one of its clips
 TRAJECTORY_CAMERA = "CAM_FRONT"
 # Summary columns: (key, heading, format). The keys are those of results["summary"] rows.
 COLUMNS = (("cse_px", "CSE px", ".2f"), ("tse_px", "TSE px", ".2f"), ("ate_m", "ATE m", ".2f"),
-           ("rpe_m", "RPE m", ".3f"), ("rpe_deg", "RPE deg", ".2f"), ("psnr", "PSNR dB", ".2f"),
-           ("ssim", "SSIM", ".3f"), ("layout_psnr_in", "layout PSNR in boxes", ".2f"),
+           ("rpe_m", "RPE m", ".3f"), ("rpe_deg", "RPE deg", ".2f"), ("failed_pairs", "pairs failed", ".1f"),
+           ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"), ("layout_psnr_in", "layout PSNR in boxes", ".2f"),
            ("layout_psnr_out", "layout PSNR outside", ".2f"))
 
 
@@ -66,7 +70,8 @@ def check_inputs(rollouts_dir, reference=None, inception=None, i3d=None, frame_s
     non-TorchScript --inception / --i3d file, or FID/FVD weights without a --reference to compare with.
     """
     from drivesim.data.store import open_store
-    from drivesim.eval.quality import _store_folder, load_i3d, load_inception
+    from drivesim.eval.quality import load_i3d, load_inception
+    from drivesim.eval.reference import _store_folder
     from drivesim.export import find_rollouts
 
     if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
@@ -163,14 +168,37 @@ def _clip_metrics(store: Path, clip_id: str, step: int) -> dict:
         entry["notes"].append(f"consistency not measured: {error}")
     try:
         entry["trajectory"] = _trajectory(clip, store, clip_id, cameras, step)
+        if entry["trajectory"]["note"]:
+            entry["notes"].append(f"ATE/RPE n/a: {entry['trajectory']['note']}")
     except DrivesimError as error:
         entry["notes"].append(f"trajectory not measured: {error}")
+    failed = entry["failed_pairs"] = _failed_pairs(entry)
+    if failed["solver_errors"]:
+        entry["notes"].append(f"{failed['solver_errors']} frame pair(s) not recovered because OpenCV failed on "
+                              f"them (counted in 'pairs failed'): {failed['solver_error']}")
     return entry
 
 
-def _evaluate_rollout(folder: Path, reference: Path | None, step: int) -> dict:
+def _failed_pairs(entry: dict) -> dict:
+    """Frame pairs whose motion could not be recovered (too few matches, or OpenCV's solvers failed on
+    them): the trajectory's (one camera, each frame against the last keyframe) and TSE's (every camera,
+    each frame against the one before). None where that metric did not run."""
+    trajectory = entry.get("trajectory") or {}
+    temporal = (entry.get("consistency") or {}).get("temporal") or {}
+    out = {"trajectory": trajectory.get("failed_frames"),
+           "trajectory_pairs": len(trajectory["path"]["indices"]) - 1 if trajectory else None,
+           "tse": temporal.get("skipped"),
+           "tse_pairs": temporal["measured"] + temporal["skipped"] if temporal else None}
+    counted = [out[key] for key in ("trajectory", "tse") if out[key] is not None]
+    errors = [e for e in (trajectory.get("solver_error"), temporal.get("solver_error")) if e]
+    return {**out, "total": sum(counted) if counted else None,
+            "solver_errors": trajectory.get("solver_errors", 0) + temporal.get("solver_errors", 0),
+            "solver_error": errors[0] if errors else None}
+
+
+def _evaluate_rollout(folder: Path, reference: Path | None, step: int, include_given: bool) -> dict:
     from drivesim.data.store import stored_clip_ids
-    from drivesim.eval.quality import rollout_quality
+    from drivesim.eval.reference import rollout_quality
     from drivesim.simulate import ROLLOUT_STORE
 
     store = folder / ROLLOUT_STORE
@@ -178,7 +206,7 @@ def _evaluate_rollout(folder: Path, reference: Path | None, step: int) -> dict:
     if not clips:
         raise DataError(f"--rollouts: {store} holds no clip")
     entry = {**_clip_metrics(store, clips[0], step), "name": folder.name, "folder": str(folder)}
-    entry["quality"] = rollout_quality(folder, reference, step)
+    entry["quality"] = rollout_quality(folder, reference, step, include_given)
     if entry["quality"].get("note"):
         entry["notes"].append(f"PSNR/SSIM: {entry['quality']['note']}")
     return entry
@@ -255,6 +283,7 @@ def _row(entry: dict) -> dict:
             "tse_px": _number((consistency.get("temporal") or {}).get("tse")),
             "ate_m": _number(trajectory.get("ate_m")), "rpe_m": _number(trajectory.get("rpe_trans_m")),
             "rpe_deg": _number(trajectory.get("rpe_rot_deg")),
+            "failed_pairs": _number((entry.get("failed_pairs") or {}).get("total")),
             "psnr": _number(quality.get("psnr")), "ssim": _number(quality.get("ssim")),
             "layout_psnr_in": _number(layout.get("psnr_in_boxes")),
             "layout_psnr_out": _number(layout.get("psnr_outside_boxes"))}
@@ -274,29 +303,48 @@ def _summary(results: dict) -> dict:
     reference = results.get("reference") or {}
     reference_rows = [_row(entry) for entry in reference.get("clips", [])]
     return {"columns": [key for key, _, _ in COLUMNS], "rows": rows, "mean": mean_row(rows, "mean (generated)"),
+            "failed": [{"name": f["name"], "reason": f["reason"]} for f in results.get("failed", [])],
             "reference_rows": reference_rows,
-            "reference_mean": mean_row(reference_rows, "mean (reference)") if reference_rows else None}
+            "reference_mean": mean_row(reference_rows, "mean (reference)") if reference_rows else None,
+            "reference_failed": [{"name": f["name"], "reason": f["reason"]} for f in reference.get("failed", [])]}
 
 
 def _machine() -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
 
 
+def _each(items, score, label, failed: list[dict]) -> list[dict]:
+    """score(item) for every item; one that raises anything is added to `failed` as label(item) with
+    the reason instead, so one broken rollout (a damaged store, an error no metric foresaw) never
+    costs the report on the others."""
+    scored = []
+    for item in items:
+        try:
+            scored.append(score(item))
+        except Exception as error:  # noqa: BLE001 - whatever it is, the report names it
+            failed.append({**label(item), "reason": str(error) if isinstance(error, DrivesimError)
+                           else describe(error)})
+    return scored
+
+
 def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step: int = 1,
-             progress: bool = True) -> dict:
+             progress: bool = True, include_given: bool = False) -> dict:
     """Every metric on the rollouts under `rollouts_dir` (a rollout folder or a folder of them).
 
     reference: a clip store (or rollout folder) of real or ground-truth clips: the rollouts' start-frame
     clips are looked up in it for PSNR/SSIM, and consistency and trajectory run on its clips (those the
     rollouts start from, else its first MAX_REFERENCE_CLIPS). inception / i3d: TorchScript files (or
     loaded extractors) for FID / FVD against those clips. frame_step: every N-th frame for consistency,
-    trajectory and PSNR/SSIM (FID takes every frame, FVD consecutive windows). Inputs are checked
-    before any work (`check_inputs`).
+    trajectory and PSNR/SSIM (FID takes every frame, FVD consecutive windows). include_given: score
+    PSNR/SSIM on the frames the model was given too (left out by default). Inputs are checked before
+    any work (`check_inputs`); after that nothing aborts the run (see `_each`).
 
     Returns a dict: created, drivesim_version, machine, settings, rollouts (per rollout: name, folder,
     store, clip_id, cameras, frames, size, consistency, tse_per_frame, trajectory with its x/y paths,
-    quality, notes), reference (None, or store and clips measured like the rollouts), distribution
-    (fid, fvd, counts, notes), summary (the table: rows, mean, reference_rows, reference_mean).
+    failed_pairs, quality, notes), failed (rollouts that could not be scored: name, folder, reason),
+    reference (None, or store, clips measured like the rollouts, and failed), distribution (fid, fvd,
+    counts, notes), summary (the table: rows, mean, failed, reference_rows, reference_mean,
+    reference_failed).
     """
     from tqdm import tqdm
 
@@ -308,16 +356,20 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
                "drivesim_version": drivesim.__version__, "machine": _machine(),
                "settings": {"rollouts": str(rollouts_dir), "reference": None if store is None else str(store),
                             "inception": None if inception is None else inception.source,
-                            "i3d": None if i3d is None else i3d.source, "frame_step": step},
-               "rollouts": [], "reference": None}
-    for folder in tqdm(folders, desc="eval rollouts", unit="rollout", disable=not progress):
-        results["rollouts"].append(_evaluate_rollout(folder, store, step))
+                            "i3d": None if i3d is None else i3d.source, "frame_step": step,
+                            "include_given": bool(include_given)},
+               "failed": [], "reference": None}
+    results["rollouts"] = _each(tqdm(folders, desc="eval rollouts", unit="rollout", disable=not progress),
+                                lambda folder: _evaluate_rollout(folder, store, step, include_given),
+                                lambda folder: {"name": folder.name, "folder": str(folder)}, results["failed"])
     clip_ids: list[str] = []
     if store is not None:
         clip_ids = _reference_clip_ids(store, results["rollouts"])
-        clips = [_clip_metrics(store, clip_id, step)
-                 for clip_id in tqdm(clip_ids, desc="eval reference", unit="clip", disable=not progress)]
-        results["reference"] = {"store": str(store), "clips": clips}
+        failed: list[dict] = []
+        clips = _each(tqdm(clip_ids, desc="eval reference", unit="clip", disable=not progress),
+                      lambda clip_id: _clip_metrics(store, clip_id, step), lambda clip_id: {"name": clip_id}, failed)
+        results["reference"] = {"store": str(store), "clips": clips, "failed": failed}
+        clip_ids = [clip["clip_id"] for clip in clips]
     results["distribution"] = _distribution(results["rollouts"], store, clip_ids, inception, i3d)
     results["summary"] = _summary(results)
     return results
@@ -347,9 +399,26 @@ def summary_table(results: dict) -> str:
     lines = ["  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(headings))]
     lines += ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(line))
               for line in cells]
+    lines += [f"{prefix}{failed['name']}: could not be scored: {failed['reason']}"
+              for prefix, key in (("", "failed"), ("ref ", "reference_failed")) for failed in summary.get(key, [])]
+    scored = scored_frames_line(results)
+    if scored:
+        lines.append(scored)
     distribution = results.get("distribution") or {}
     lines.append(f"FID {_shown(distribution.get('fid'), '.2f')}  FVD {_shown(distribution.get('fvd'), '.2f')}")
     return "\n".join(lines)
+
+
+def scored_frames_line(results: dict) -> str | None:
+    """Which frames PSNR/SSIM scored, in one line for the whole run (None when no rollout was scored)."""
+    said = list(dict.fromkeys((entry.get("quality") or {}).get("scored") for entry in results["rollouts"]))
+    said = [text for text in said if text]
+    if not said:
+        return None
+    if len(said) == 1:
+        return f"PSNR/SSIM over {said[0]}"
+    given = "given frames scored too" if results["settings"].get("include_given") else "given frames left out"
+    return f"PSNR/SSIM: the scored frames differ per rollout ({given}); see each rollout"
 
 
 # ---------------------------------------------------------------- JSON
@@ -379,198 +448,17 @@ def _json_safe(value):
     return str(value)
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _png(figure) -> str:
-    """The figure as a base64 PNG data URL (drawn by the Agg canvas: no display, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _figure(title: str):
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(4.6, 3.4))
-    axes = figure.subplots()
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, alpha=0.3)
-    return figure, axes
-
-
-def _trajectory_plot(trajectory: dict) -> str:
-    figure, axes = _figure(f"trajectory ({trajectory['camera']})")
-    commanded = np.asarray(trajectory["path"]["commanded_xy"], np.float64).reshape(-1, 2)
-    recovered = np.asarray(trajectory["path"]["recovered_xy"], np.float64).reshape(-1, 2)
-    axes.plot(commanded[:, 0], commanded[:, 1], "-o", markersize=3, label="commanded")
-    axes.plot(recovered[:, 0], recovered[:, 1], "-x", markersize=4, label="recovered")
-    axes.set_xlabel("x (m)")
-    axes.set_ylabel("y (m)")
-    axes.set_aspect("equal", adjustable="datalim")
-    axes.legend(fontsize=8)
-    return _png(figure)
-
-
-def _tse_plot(series: dict) -> str:
-    figure, axes = _figure("TSE per frame pair")
-    for camera, values in series["cameras"].items():
-        axes.plot(series["frames"], [math.nan if v is None else v for v in values], "-o", markersize=3, label=camera)
-    axes.set_xlabel("frame")
-    axes.set_ylabel("TSE (px)")
-    axes.legend(fontsize=7)
-    return _png(figure)
-
-
-def _cse_plot(pairs: dict) -> str:
-    figure, axes = _figure("CSE per camera pair")
-    names = list(pairs)
-    values = [_number(pairs[name].get("cse")) for name in names]
-    axes.bar(range(len(names)), [0.0 if math.isnan(v) else v for v in values])
-    for i, value in enumerate(values):
-        if math.isnan(value):
-            axes.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7)
-    axes.set_xticks(range(len(names)), [n.replace("CAM_", "") for n in names], rotation=45, ha="right", fontsize=7)
-    axes.set_ylabel("CSE (px)")
-    return _png(figure)
-
-
-def _psnr_plot(quality: dict) -> str:
-    figure, axes = _figure("PSNR per frame (vs reference)")
-    values = [min(_number(v), 100.0) for v in quality["psnr_per_frame"]]  # inf (identical) drawn at 100 dB
-    axes.plot(quality.get("frame_indices") or range(len(values)), values, "-o", markersize=3)
-    axes.set_xlabel("frame")
-    axes.set_ylabel("PSNR (dB, inf shown as 100)")
-    return _png(figure)
-
-
-def _plots(entry: dict) -> list[tuple[str, str]]:
-    """(alt text, data URL) of every plot the entry has data for."""
-    plots = []
-    trajectory = entry.get("trajectory")
-    if trajectory and trajectory.get("path"):
-        plots.append(("trajectory: commanded vs recovered x/y", _trajectory_plot(trajectory)))
-    if entry.get("tse_per_frame") and entry["tse_per_frame"]["frames"]:
-        plots.append(("TSE per frame pair", _tse_plot(entry["tse_per_frame"])))
-    pairs = ((entry.get("consistency") or {}).get("cross_view") or {}).get("pairs")
-    if pairs:
-        plots.append(("CSE per camera pair", _cse_plot(pairs)))
-    quality = entry.get("quality") or {}
-    if quality.get("psnr_per_frame") and any(not math.isnan(_number(v)) for v in quality["psnr_per_frame"]):
-        plots.append(("PSNR per frame", _psnr_plot(quality)))
-    return plots
-
-
-# ---------------------------------------------------------------- HTML
-
-_STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-tr.mean td { font-weight: bold; background: #f2f2f2; }
-tr.reference td { background: #eef5ff; }
-tr.group th { background: #ddd; text-align: left; }
-.plots img { margin: 0.3em; border: 1px solid #ddd; }
-.muted { color: #666; font-size: 0.9em; }
-"""
-
-
-def _e(value) -> str:
-    return html.escape(str(value))
-
-
-def _table_row(row: dict, css: str = "") -> str:
-    cells = "".join(f"<td>{_e(_shown(row[key], spec))}</td>" for key, _, spec in COLUMNS)
-    attribute = f' class="{css}"' if css else ""
-    return f'<tr{attribute}><td>{_e(row["name"])}</td>{cells}</tr>'
-
-
-def _summary_html(summary: dict) -> str:
-    head = "".join(f"<th>{_e(heading)}</th>" for _, heading, _ in COLUMNS)
-    span = len(COLUMNS) + 1
-    parts = [f'<table id="summary"><tr><th>rollout</th>{head}</tr>',
-             f'<tr class="group"><th colspan="{span}">generated</th></tr>',
-             *(_table_row(row) for row in summary["rows"]), _table_row(summary["mean"], "mean")]
-    if summary.get("reference_rows"):
-        parts += [f'<tr class="group"><th colspan="{span}">reference clips (real or ground truth)</th></tr>',
-                  *(_table_row(row, "reference") for row in summary["reference_rows"]),
-                  _table_row(summary["reference_mean"], "mean reference")]
-    parts.append("</table>")
-    return "\n".join(parts)
-
-
-def _distribution_html(distribution: dict) -> str:
-    lines = [f"<p>FID {_e(_shown(distribution.get('fid'), '.2f'))}"
-             + (f" <span class=\"muted\">({_e(distribution['fid_images']['generated'])} generated, "
-                f"{_e(distribution['fid_images']['reference'])} reference images)</span>"
-                if distribution.get("fid_images") else "")
-             + f"; FVD {_e(_shown(distribution.get('fvd'), '.2f'))}"
-             + (f" <span class=\"muted\">({_e(distribution['fvd_windows']['generated'])} generated, "
-                f"{_e(distribution['fvd_windows']['reference'])} reference 16-frame windows)</span>"
-                if distribution.get("fvd_windows") else "") + "</p>"]
-    lines += [f'<p class="muted">{_e(note)}</p>' for note in distribution.get("notes", [])]
-    return "\n".join(lines)
-
-
-def _entry_html(entry: dict, kind: str) -> str:
-    facts = [f"clip {_e(entry['clip_id'])}", f"{_e(entry['frames'])} frames",
-             f"{_e(len(entry['cameras']))} cameras ({_e(', '.join(entry['cameras']))})",
-             f"{_e(entry['size'][0])}x{_e(entry['size'][1])}"]
-    reference = (entry.get("quality") or {}).get("reference")
-    if reference:
-        facts.append(f"compared with clip {_e(reference['clip'])} of {_e(reference['store'])} from frame "
-                     f"{_e(reference['frame'])}")
-    images = "".join(f'<img src="{url}" alt="{_e(alt)}" title="{_e(alt)}">' for alt, url in _plots(entry))
-    notes = "".join(f"<li>{_e(note)}</li>" for note in entry.get("notes", []))
-    return (f'<section class="{kind}"><h3>{_e(entry["name"])}</h3><p class="muted">{"; ".join(facts)}</p>'
-            f'<div class="plots">{images}</div>' + (f"<ul>{notes}</ul>" if notes else "") + "</section>")
-
-
-def _html(results: dict) -> str:
-    settings, machine = results["settings"], results["machine"]
-    reference = results.get("reference")
-    all_notes = [f"{entry['name']}: {note}" for entry in results["rollouts"] for note in entry.get("notes", [])]
-    if reference:
-        all_notes += [f"reference {entry['name']}: {note}" for entry in reference["clips"]
-                      for note in entry.get("notes", [])]
-    all_notes += results["distribution"].get("notes", [])
-    settings_line = "; ".join(f"{_e(key)}: {_e(value)}" for key, value in settings.items())
-    body = [
-        "<h1>drivesim evaluation</h1>",
-        f'<p class="muted">{_e(results["created"])} · drivesim {_e(results["drivesim_version"])} · '
-        f'{_e(machine["platform"])}, {_e(machine["cpu_count"])} CPUs, Python {_e(machine["python"])}</p>',
-        f'<p class="muted">{settings_line}</p>',
-        "<h2>Summary</h2>",
-        '<p class="muted">CSE: cross-view Sampson error under the calibration; TSE: temporal Sampson error; '
-        "ATE / RPE: recovered vs commanded ego path (one camera's visual odometry); PSNR / SSIM and layout PSNR "
-        "inside / outside the scenario's boxes: against the ground-truth clip. n/a: not measured (see notes).</p>",
-        _summary_html(results["summary"]),
-        "<h2>FID and FVD</h2>", _distribution_html(results["distribution"]),
-        "<h2>Rollouts</h2>", *(_entry_html(entry, "rollout") for entry in results["rollouts"]),
-    ]
-    if reference:
-        body += [f"<h2>Reference clips ({_e(reference['store'])})</h2>",
-                 *(_entry_html(entry, "reference") for entry in reference["clips"])]
-    body += ["<h2>Notes</h2>",
-             "<ul>" + "".join(f"<li>{_e(note)}</li>" for note in all_notes) + "</ul>" if all_notes
-             else "<p>None: every metric was measured.</p>"]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>drivesim evaluation</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
 def write_report(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write report.json (every number; NaN as null, inf as "inf") and report.html (self-contained: the
     summary table with the reference clips beside the rollouts, FID/FVD, per rollout and reference clip
     its trajectory, TSE, CSE and PSNR plots as embedded PNGs, and the notes) into out_dir."""
+    from drivesim.eval.html import render  # html.py imports this module's table columns
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "report.json", out / "report.html"
     json_path.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
-    html_path.write_text(_html(results), encoding="utf-8")
+    html_path.write_text(render(results), encoding="utf-8")
     return json_path, html_path

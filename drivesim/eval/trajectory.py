@@ -4,8 +4,10 @@ Visual odometry on one camera (SIFT matches, essential matrix with the known int
 recovery) gives the camera's rotation and the direction of its translation between frames. The
 monocular scale is unknowable from the images, so each step takes its length from the commanded
 motion; rotation and heading come from the video alone. The recovered ego path is then compared
-with the commanded one: ATE after a Sim(3) (Umeyama) alignment, relative pose errors per step and
-per second, drift at the end, and the share of frames whose motion could be recovered at all.
+with the commanded one (path_metrics.py): ATE after a Sim(3) (Umeyama) alignment, relative pose
+errors per step and per second, drift at the end, and the share of frames whose motion could be
+recovered at all. A frame pair whose motion cannot be recovered, for too few matches or because
+OpenCV's solvers fail on it, counts as not recovered; it never stops the trajectory.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.errors import ConfigError, DataError
+from drivesim.eval.failures import describe, pair_failures
+from drivesim.eval.path_metrics import FOLLOWING_KEYS, following_note, trajectory_metrics
 from drivesim.geometry import invert
 
-__all__ = ["relative_motion", "recover_ego_trajectory", "trajectory_metrics", "trajectory_report", "umeyama"]
+__all__ = ["relative_motion", "recover_ego_trajectory", "trajectory_report"]
 
 MIN_MATCHES = 8        # below this the essential matrix is not worth estimating (5-point RANSAC needs margin)
 RATIO = 0.75           # Lowe's ratio test: keep a match only if clearly better than the second best
@@ -27,44 +31,6 @@ RANSAC_PIXELS = 0.5    # epipolar distance of an inlier: SIFT locates to a fract
                        # the few-pixel shifts between frames drown in a looser bound
 RANSAC_CONFIDENCE = 0.999
 MIN_PARALLAX_PIXELS = 4.0  # median shift of matches, rotation undone, that a keyframe needs
-
-
-# ---------------------------------------------------------------- Sim(3) alignment
-
-
-def umeyama(source: np.ndarray, target: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """(s, R [3,3], t [3]) minimising sum |target - (s R source + t)|^2 (Umeyama 1991).
-
-    With with_scale=False, s is 1 (a rigid SE(3) fit). A source with no spread (all points equal)
-    fixes no rotation or scale: then s = 1, R = I and t moves its point onto the target's mean.
-    """
-    source = _points(source, "source")
-    target = _points(target, "target")
-    if source.shape != target.shape:
-        raise DataError(f"umeyama: source {source.shape} and target {target.shape} must both be [N, 3]")
-    mean_source, mean_target = source.mean(axis=0), target.mean(axis=0)
-    centred_source, centred_target = source - mean_source, target - mean_target
-    variance = float(np.mean(np.sum(centred_source**2, axis=1)))
-    if variance <= 1e-300:
-        return 1.0, np.eye(3), mean_target - mean_source
-    covariance = centred_target.T @ centred_source / len(source)
-    u, singular, vt = np.linalg.svd(covariance)
-    # Flip the weakest axis if the best orthogonal fit is a reflection: R must be a rotation.
-    sign = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    scale = float(singular @ sign / variance) if with_scale else 1.0
-    return scale, rotation, mean_target - scale * rotation @ mean_source
-
-
-def _points(points, name: str) -> np.ndarray:
-    array = np.asarray(points, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise DataError(f"umeyama: {name} must be [N, 3] points with N >= 1, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise DataError(f"umeyama: {name} has non-finite values")
-    return array
 
 
 # ---------------------------------------------------------------- two-view motion
@@ -98,15 +64,25 @@ def _features(image: np.ndarray, name: str = "image") -> _Features:
 
 
 def _match(a: _Features, b: _Features) -> tuple[np.ndarray, np.ndarray]:
-    """Matched pixel pairs ([M, 2] in a, [M, 2] in b) that pass the ratio test."""
+    """Distinct matched pixel pairs ([M, 2] in a, [M, 2] in b) that pass the ratio test."""
     import cv2
 
     if len(a.descriptors) < 2 or len(b.descriptors) < 2:
         return np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-    return (a.points[[m.queryIdx for m in good]].reshape(-1, 2),
-            b.points[[m.trainIdx for m in good]].reshape(-1, 2))
+    matched = np.c_[a.points[[m.queryIdx for m in good]].reshape(-1, 2),
+                    b.points[[m.trainIdx for m in good]].reshape(-1, 2)]
+    # SIFT gives a keypoint one descriptor per dominant orientation, so a pixel pair can match several
+    # times (a quarter of all matches on rendered drives): copies add no evidence. A pixel matched to
+    # two different ones is ambiguous: at most one of its matches is right. RANSAC samples holding
+    # either are degenerate, and opencv 5.x's five-point solver then fails in solvePoly.
+    matched = np.unique(matched, axis=0)
+    unique = np.ones(len(matched), bool)
+    for side in (matched[:, :2], matched[:, 2:]):
+        _, inverse, counts = np.unique(side, axis=0, return_inverse=True, return_counts=True)
+        unique &= counts[inverse.ravel()] == 1
+    return matched[unique, :2], matched[unique, 2:]
 
 
 def _check_intrinsics(intrinsics) -> np.ndarray:
@@ -175,11 +151,16 @@ def _refine(rotation: np.ndarray, direction: np.ndarray, points_a: np.ndarray, p
 
 
 def _motion(a: _Features, b: _Features, intrinsics: np.ndarray) -> _Motion | None:
-    """cam_b_from_cam_a from two feature sets, or None when it cannot be recovered."""
+    """cam_b_from_cam_a from two feature sets, or None when too few matches agree; may raise one of
+    `pair_failures()` on degenerate matches (see `_try_motion`)."""
     import cv2
 
     points_a, points_b = _match(a, b)
-    if len(points_a) < MIN_MATCHES:
+    # A match that has not moved (within the inlier bound) fits every motion without rotation, so it
+    # says nothing about the direction of travel: (nearly) identical frames have none to recover, and
+    # OpenCV's answer to them changes with its version (4.x returns some E, 5.x fails in solvePoly).
+    moved = np.linalg.norm(points_b - points_a, axis=1) > RANSAC_PIXELS
+    if np.count_nonzero(moved) < MIN_MATCHES:
         return None
     essential, mask = cv2.findEssentialMat(points_a, points_b, intrinsics, method=cv2.RANSAC,
                                            prob=RANSAC_CONFIDENCE, threshold=RANSAC_PIXELS)
@@ -202,69 +183,26 @@ def _motion(a: _Features, b: _Features, intrinsics: np.ndarray) -> _Motion | Non
                    _parallax(points_a[inlier], points_b[inlier], rotation, intrinsics))
 
 
+def _try_motion(a: _Features, b: _Features, intrinsics: np.ndarray) -> tuple[_Motion | None, str | None]:
+    """(`_motion`, None), or (None, what the solver raised): a pair whose solver fails is not recovered,
+    like one with too few matches, so one degenerate pair never stops a whole trajectory."""
+    try:
+        return _motion(a, b, intrinsics), None
+    except pair_failures() as error:
+        return None, describe(error)
+
+
 def relative_motion(frame_a: np.ndarray, frame_b: np.ndarray, intrinsics) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Camera motion cam_b_from_cam_a between two images of one camera with intrinsics K.
 
     Returns (R [3,3], t_unit [3], inliers): a point X_a in camera a's frame is R X_a + s t_unit in
     camera b's, for the unknown scale s > 0; inliers counts the matches that agree with the motion.
-    None when fewer than 8 matches (or inliers) remain.
+    None when it cannot be recovered: fewer than 8 matches (or inliers) remain, or OpenCV's solvers
+    fail on the matches (degenerate ones: a blank, repeated or noise image).
     """
     k = _check_intrinsics(intrinsics)
-    motion = _motion(_features(frame_a, "frame_a"), _features(frame_b, "frame_b"), k)
+    motion, _ = _try_motion(_features(frame_a, "frame_a"), _features(frame_b, "frame_b"), k)
     return None if motion is None else (motion.rotation, motion.direction, motion.inliers)
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def _rotation_degrees(rotation: np.ndarray) -> np.ndarray:
-    cosine = (np.trace(rotation, axis1=-2, axis2=-1) - 1) / 2
-    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
-
-
-def _relative_errors(estimated: np.ndarray, commanded: np.ndarray, delta: int) -> tuple[float, float]:
-    """RMSE of translation (m) and rotation (deg) of est vs commanded motion over `delta` samples."""
-    rel_est = invert(estimated[:-delta]) @ estimated[delta:]
-    rel_cmd = invert(commanded[:-delta]) @ commanded[delta:]
-    error = invert(rel_cmd) @ rel_est
-    translation = np.linalg.norm(error[:, :3, 3], axis=1)
-    rotation = _rotation_degrees(error[:, :3, :3])
-    return float(np.sqrt(np.mean(translation**2))), float(np.sqrt(np.mean(rotation**2)))
-
-
-def trajectory_metrics(estimated: np.ndarray, commanded: np.ndarray, samples_per_second: float | None = None) -> dict:
-    """Compare two pose sequences [N, 4, 4] (world_from_ego, same start) sample by sample.
-
-    ate_m: RMSE of positions after the Sim(3) alignment of estimated onto commanded (ate_scale: its s);
-    rpe_trans_m / rpe_rot_deg: RMSE of the relative pose error between consecutive samples;
-    rpe_1s_*: the same over one second (None without a rate or when the sequence is shorter);
-    final_drift_m: distance between the last positions, unaligned; path_length_m: of the commanded path.
-    """
-    estimated = np.asarray(estimated, np.float64)
-    commanded = np.asarray(commanded, np.float64)
-    if estimated.shape != commanded.shape or estimated.ndim != 3 or estimated.shape[1:] != (4, 4):
-        raise DataError(f"trajectory_metrics: estimated {estimated.shape} and commanded {commanded.shape} "
-                        "must both be [N, 4, 4]")
-    if len(estimated) < 2:
-        raise DataError(f"trajectory_metrics: need at least 2 poses, got {len(estimated)}")
-    positions_est, positions_cmd = estimated[:, :3, 3], commanded[:, :3, 3]
-    scale, rotation, translation = umeyama(positions_est, positions_cmd, with_scale=True)
-    aligned = scale * positions_est @ rotation.T + translation
-    rpe_trans, rpe_rot = _relative_errors(estimated, commanded, 1)
-    metrics = {
-        "ate_m": float(np.sqrt(np.mean(np.sum((aligned - positions_cmd) ** 2, axis=1)))),
-        "ate_scale": scale,
-        "rpe_trans_m": rpe_trans,
-        "rpe_rot_deg": rpe_rot,
-        "rpe_1s_trans_m": None,
-        "rpe_1s_rot_deg": None,
-        "final_drift_m": float(np.linalg.norm(positions_est[-1] - positions_cmd[-1])),
-        "path_length_m": float(np.sum(np.linalg.norm(np.diff(positions_cmd, axis=0), axis=1))),
-    }
-    delta = round(samples_per_second) if samples_per_second else 0
-    if 1 <= delta < len(estimated):
-        metrics["rpe_1s_trans_m"], metrics["rpe_1s_rot_deg"] = _relative_errors(estimated, commanded, delta)
-    return metrics
 
 
 # ---------------------------------------------------------------- trajectories
@@ -297,6 +235,7 @@ class _Chain:
     recovered: np.ndarray   # bool [N]: its motion from the last keyframe was recovered
     keyframe: np.ndarray    # bool [N]: its pose comes straight from a visual motion
     inliers: np.ndarray     # int [N]
+    solver_errors: dict[int, str]  # sample -> what the solver raised on its pair (not recovered)
 
 
 def _chain(features, world_from_cam_cmd: np.ndarray, intrinsics: np.ndarray, min_parallax: float) -> _Chain:
@@ -329,9 +268,12 @@ def _chain(features, world_from_cam_cmd: np.ndarray, intrinsics: np.ndarray, min
                 poses[m] = _interpolate(poses[anchor], poses[n], fraction)
 
     motions: dict[int, _Motion] = {}
+    solver_errors: dict[int, str] = {}
     for n in range(1, count):
         current = features(n)
-        motion = _motion(anchor_features, current, intrinsics)
+        motion, error = _try_motion(anchor_features, current, intrinsics)
+        if error is not None:
+            solver_errors[n] = error
         if motion is None:
             continue
         recovered[n], inliers[n], motions[n] = True, motion.inliers, motion
@@ -346,7 +288,7 @@ def _chain(features, world_from_cam_cmd: np.ndarray, intrinsics: np.ndarray, min
     for n in range(1, count):  # what could not be recovered holds the last pose
         if not np.isfinite(poses[n]).all():
             poses[n] = poses[n - 1]
-    return _Chain(poses, recovered, keyframe, inliers)
+    return _Chain(poses, recovered, keyframe, inliers, solver_errors)
 
 
 def _orthonormal(transform: np.ndarray) -> np.ndarray:
@@ -375,10 +317,13 @@ def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_f
     keyframe again, so one bad frame costs no lasting drift. `fps` (of the frames) enables the
     one-second RPE.
 
-    Returns the metrics of `trajectory_metrics` plus: indices [N] (frames used), estimated and
-    commanded world_from_ego [N, 4, 4], recovered / keyframe bool [N] (the first, the anchor, is
-    both), inliers [N] (0 where not recovered), failed_frames, keyframes (count), and
-    frames_recovered = share of the N - 1 frames after the first whose motion was recovered.
+    Returns the metrics of `trajectory_metrics`, with FOLLOWING_KEYS None when `following_note` says
+    the path cannot test following ("note": why, else None), plus: indices [N] (frames used), estimated
+    and commanded world_from_ego [N, 4, 4], recovered / keyframe bool [N] (the first, the anchor, is
+    both), inliers [N] (0 where not recovered), failed_frames (frame pairs not recovered),
+    solver_errors (of those, the pairs OpenCV's solvers failed on) and solver_error (the first such
+    error, or None), keyframes (count), and frames_recovered = share of the N - 1 frames after the
+    first whose motion was recovered.
     """
     _check_step(step)
     if not (isinstance(min_parallax, (int, float)) and min_parallax >= 0):
@@ -399,10 +344,17 @@ def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_f
 
     chain = _chain(features, commanded @ ego_from_cam, k, float(min_parallax))
     estimated = chain.poses @ invert(ego_from_cam)
+    metrics = trajectory_metrics(estimated, commanded, fps / step if fps else None)
+    note = following_note(commanded[:, :3, 3], int(np.count_nonzero(chain.keyframe)))
+    if note is not None:
+        metrics.update(dict.fromkeys(FOLLOWING_KEYS))
     return {
-        **trajectory_metrics(estimated, commanded, fps / step if fps else None),
+        **metrics,
+        "note": note,
         "frames_recovered": float(np.count_nonzero(chain.recovered[1:]) / (len(indices) - 1)),
         "failed_frames": int(np.count_nonzero(~chain.recovered)),
+        "solver_errors": len(chain.solver_errors),
+        "solver_error": next(iter(chain.solver_errors.values()), None),
         "keyframes": int(np.count_nonzero(chain.keyframe)),
         "indices": indices,
         "estimated_world_from_ego": estimated,

@@ -1,6 +1,8 @@
 """`drivesim eval` (drivesim/eval/report.py): reports on rollouts of a tiny random world model, the
-reference path proven by rollouts whose frames ARE the reference clip's, FID through a TorchScript file
-given on the command line, strict JSON, escaped HTML, and option errors that exit 2 before any work."""
+reference path proven by rollouts whose frames ARE the reference clip's, the given start frame left out
+of PSNR/SSIM, OpenCV failures counted instead of raised, a broken rollout listed while the others are
+scored, FID through a TorchScript file given on the command line, strict JSON, escaped HTML, and option
+errors that exit 2 before any work."""
 
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
     """plain/: one generated rollout (7 frames, 3 cameras, 64x32) whose rollout.zarr is the reference store.
     generated/ holds rollouts whose scenarios start from that clip: perfect/ (its very frames), later/
     (its frames from frame 2, start_frames.frame 2), small/ (its frames at half size), noisy/ (its frames
-    with noise). Built from the one rollout: only what they hold matters, and a rollout costs."""
+    with noise). copied-start/: its start frame exactly, then noise. Built from the one rollout: only
+    what they hold matters, and a rollout costs."""
     model, tokenizer = load_world_model(tiny_wfm_run, "cpu")
     base = tmp_path_factory.mktemp("eval-rollouts")
     scenario = from_dict(scenario_document(0.5), source="test scenario")
@@ -80,7 +83,11 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
                         intrinsics=resize_intrinsics(result.intrinsics, 0.5, 0.5).astype(np.float32)
                         ).save(generated / "small")
     dataclasses.replace(result, scenario=starting(0), video=noisy(result.video, 25)).save(generated / "noisy")
-    return {"plain": base / "plain", "generated": generated, "reference": reference}
+    copied = noisy(result.video, 25)
+    copied[0] = result.video[0]  # the frame the model was given, shown as given
+    dataclasses.replace(result, scenario=starting(0), video=copied).save(base / "copied-start")
+    return {"plain": base / "plain", "generated": generated, "reference": reference,
+            "copied-start": base / "copied-start"}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +152,9 @@ def test_rollouts_made_of_the_reference_frames_score_perfectly(with_reference):
     assert 15 < rows["noisy"]["psnr"] < 30 and rows["noisy"]["ssim"] < 0.95
     assert math.isfinite(rows["noisy"]["layout_psnr_in"]) and math.isfinite(rows["noisy"]["layout_psnr_out"])
     quality = {entry["name"]: entry["quality"] for entry in with_reference["rollouts"]}
-    assert quality["later"]["reference"]["frame"] == 2 and quality["later"]["frames"] == 5
+    assert quality["later"]["reference"]["frame"] == 2 and quality["later"]["frames"] == 4  # 5, less the given
+    assert quality["perfect"]["frame_indices"] == [1, 2, 3, 4, 5, 6] and quality["perfect"]["given_frames"] == 1
+    assert quality["perfect"]["scored"] == "frames 1-6 of 7; frame 0 was given to the model"
     assert quality["small"]["size"] == [32, 16] and quality["small"]["reference_size"] == [64, 32]
     assert quality["noisy"]["cameras"] == ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
     assert 0 < quality["noisy"]["layout"]["box_fraction"] < 0.5  # the lead car and the truck are in view
@@ -174,6 +183,26 @@ def test_the_reference_clip_is_measured_beside_the_rollouts(with_reference, roll
 def test_the_start_frames_store_is_found_without_reference(rollouts):
     results = evaluate(rollouts["generated"] / "perfect", progress=False)
     assert math.isinf(results["summary"]["rows"][0]["psnr"]) and results["reference"] is None
+
+
+def test_the_given_start_frame_is_left_out_of_psnr_and_ssim_unless_asked(rollouts, tmp_path, capsys):
+    # Frame 0 is the start frame the model was given: counted, it alone makes PSNR infinite.
+    fair = evaluate(rollouts["copied-start"], progress=False)
+    quality = fair["rollouts"][0]["quality"]
+    assert 15 < quality["psnr"] < 30 and quality["frame_indices"] == [1, 2, 3, 4, 5, 6]
+    assert "PSNR/SSIM over frames 1-6 of 7; frame 0 was given to the model" in summary_table(fair)
+    _, html_path = write_report(fair, tmp_path / "fair")
+    assert "frames 1-6 of 7; frame 0 was given to the model" in html_path.read_text()
+    flattered = evaluate(rollouts["copied-start"], progress=False, include_given=True)
+    quality = flattered["rollouts"][0]["quality"]
+    assert math.isinf(quality["psnr"]) and quality["frame_indices"] == list(range(7))
+    assert quality["scored"] == "frames 0-6 of 7; frame 0 was given to the model and is scored too"
+    assert flattered["settings"]["include_given"] is True
+    out = tmp_path / "cli"
+    assert main(["eval", "--rollouts", str(rollouts["copied-start"]), "--include-given", "--out", str(out),
+                 "--frame-step", "2", "--quiet"]) == 0
+    assert "PSNR/SSIM over frames 0-6 (step 2) of 7; frame 0 was given to the model and is scored too" in \
+        capsys.readouterr().out
 
 
 def test_a_start_clip_missing_from_the_reference_gives_nan_and_a_note(rollouts, tmp_path):
@@ -210,9 +239,9 @@ def drive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def drive_results(drive, tmp_path_factory) -> dict:
+def drive_rollouts(drive, tmp_path_factory) -> Path:
     """perfect/: a Rollout built from the stored clip (its scenario from `from_clip`, whose start_frames
-    name the clip; its frames the clip's); noisy/: the same with noise. Evaluated with --reference."""
+    name the clip; its frames the clip's); noisy/: the same with noise."""
     from drivesim.data.store import open_store, read_clip, stored_clip_ids
     from drivesim.scenario import from_clip
     from drivesim.simulate import _labelled  # the labels rollout() gives its video: poses, boxes, tracks
@@ -224,7 +253,12 @@ def drive_results(drive, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("drive-rollouts")
     perfect.save(base / "perfect")
     dataclasses.replace(perfect, video=noisy(frames, 12)).save(base / "noisy")
-    return evaluate(base, reference=drive, progress=False)
+    return base
+
+
+@pytest.fixture(scope="module")
+def drive_results(drive, drive_rollouts) -> dict:
+    return evaluate(drive_rollouts, reference=drive, progress=False)
 
 
 def test_a_rollout_of_the_reference_clip_scores_perfectly_and_measures_like_it(drive_results, tmp_path):
@@ -235,23 +269,87 @@ def test_a_rollout_of_the_reference_clip_scores_perfectly_and_measures_like_it(d
     assert math.isinf(perfect["layout_psnr_in"]) and math.isinf(perfect["layout_psnr_out"])
     assert 25 < noisy_row["psnr"] < 35 and 0.3 < noisy_row["ssim"] < 0.99
     assert math.isfinite(noisy_row["layout_psnr_in"]) and math.isfinite(noisy_row["layout_psnr_out"])
-    # A rendered drive has texture: every geometric metric is measured, on the rollout as on the clip.
+    # A rendered drive has texture: consistency is measured, on the rollout as on the clip, and every
+    # frame pair's motion recovered.
     for row in (perfect, reference):
-        for key in ("cse_px", "tse_px", "ate_m", "rpe_m", "rpe_deg"):
+        for key in ("cse_px", "tse_px"):
             assert math.isfinite(row[key]), (row["name"], key)
+        assert row["failed_pairs"] == 0, row["name"]
     assert perfect["cse_px"] == pytest.approx(reference["cse_px"], rel=1e-3)  # the same frames, calibration
     assert perfect["tse_px"] == pytest.approx(reference["tse_px"], rel=1e-6)
-    assert perfect["tse_px"] < 1.0 and perfect["ate_m"] < 1.0
+    assert perfect["tse_px"] < 1.0
     entry = next(e for e in drive_results["rollouts"] if e["name"] == "perfect")
     series = entry["tse_per_frame"]["cameras"]["CAM_FRONT"]
     assert len(series) == 6 and np.nanmean(series) == pytest.approx(
         entry["consistency"]["temporal"]["cameras"]["CAM_FRONT"]["tse"], rel=1e-9)
     assert entry["trajectory"]["frames_recovered"] > 0.5
-    assert all(e["notes"] == [] for e in [*drive_results["rollouts"], *drive_results["reference"]["clips"]])
+    assert entry["failed_pairs"] == {"trajectory": 0, "trajectory_pairs": 6, "tse": 0, "tse_pairs": 18, "total": 0,
+                                     "solver_errors": 0, "solver_error": None}
+    # Half a second of a drive in its lane cannot test following: ATE and RPE are n/a, and say why.
+    assert all(math.isnan(row[key]) for row in (perfect, reference) for key in ("ate_m", "rpe_m", "rpe_deg"))
+    for e in [*drive_results["rollouts"], *drive_results["reference"]["clips"]]:
+        assert e["notes"] == [f"ATE/RPE n/a: {e['trajectory']['note']}"] and e["trajectory"]["note"], e["name"]
     _, html_path = write_report(drive_results, tmp_path / "drive")
     page = html_path.read_text()
     # per rollout: trajectory, TSE, CSE and PSNR plots; per reference clip: trajectory, TSE, CSE
     assert page.count('<img src="data:image/png;base64,') == 2 * 4 + 3
+
+
+def _failing(name: str):
+    import cv2
+
+    def fail(*args, **kwargs):
+        raise cv2.error(f"OpenCV(test) {name}: (-215:Assertion failed) in function 'solvePoly'")
+    return fail
+
+
+def test_opencv_errors_are_counted_as_failed_pairs_and_the_report_is_written(drive_rollouts, monkeypatch, tmp_path):
+    import cv2
+
+    monkeypatch.setattr(cv2, "findEssentialMat", _failing("findEssentialMat"))
+    monkeypatch.setattr(cv2, "findFundamentalMat", _failing("findFundamentalMat"))
+    results = evaluate(drive_rollouts / "perfect", progress=False)
+    (entry,) = results["rollouts"]
+    assert results["failed"] == []
+    failed = entry["failed_pairs"]
+    assert (failed["trajectory"], failed["trajectory_pairs"], failed["tse"], failed["tse_pairs"]) == (6, 6, 18, 18)
+    assert failed["total"] == 24 and failed["solver_errors"] == 24
+    assert failed["solver_error"].startswith("cv2.error: OpenCV(test) find")
+    assert math.isnan(by_name(results)["perfect"]["tse_px"]) and by_name(results)["perfect"]["failed_pairs"] == 24
+    assert math.isfinite(by_name(results)["perfect"]["cse_px"])  # under the calibration's F: no solver to fail
+    assert any("24 frame pair(s) not recovered because OpenCV failed" in note for note in entry["notes"])
+    table = summary_table(results)
+    assert "pairs failed" in table.splitlines()[0] and "24.0" in table.splitlines()[1]
+    json_path, html_path = write_report(results, tmp_path / "cv-errors")
+    assert strict_json(json_path)["rollouts"][0]["failed_pairs"]["total"] == 24
+    page = html_path.read_text()
+    assert "<th>pairs failed</th>" in page and "frame pairs not recovered: trajectory 6 of 6, TSE 18 of 18" in page
+
+
+def test_a_rollout_that_cannot_be_scored_is_listed_and_the_others_are_scored(drive_rollouts, tmp_path, capsys):
+    import shutil
+
+    from drivesim.data.store import stored_clip_ids
+
+    folder = tmp_path / "rollouts"
+    for name in ("perfect", "broken"):
+        shutil.copytree(drive_rollouts / "perfect", folder / name)
+    (clip_id,) = stored_clip_ids(folder / "broken" / ROLLOUT_STORE)
+    shutil.rmtree(folder / "broken" / ROLLOUT_STORE / "clips" / clip_id / "frames")  # a damaged store
+    results = evaluate(folder, progress=False)
+    assert [entry["name"] for entry in results["rollouts"]] == ["perfect"]
+    assert math.isinf(by_name(results)["perfect"]["psnr"])
+    (failed,) = results["failed"]
+    assert failed["name"] == "broken" and failed["folder"] == str(folder / "broken") and failed["reason"]
+    assert results["summary"]["failed"] == [{"name": "broken", "reason": failed["reason"]}]
+    assert f"broken: could not be scored: {failed['reason']}" in summary_table(results)
+    out = tmp_path / "eval"
+    assert main(["eval", "--rollouts", str(folder), "--out", str(out), "--quiet"]) == 1  # the report is incomplete
+    captured = capsys.readouterr()
+    assert "1 of 2 rollouts could not be scored" in captured.err and "could not be scored" in captured.out
+    report = strict_json(out / "report.json")
+    assert [entry["name"] for entry in report["rollouts"]] == ["perfect"] and report["failed"][0]["name"] == "broken"
+    assert 'class="failed"' in (out / "report.html").read_text()
 
 
 # ---------------------------------------------------------------- FID on the command line
