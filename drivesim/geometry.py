@@ -20,8 +20,8 @@ from drivesim.errors import ConfigError
 __all__ = [
     "Camera", "Rig", "camera_rays", "compose", "crop_intrinsics", "fundamental_matrix", "invert", "load_rig",
     "matrix_from_quaternion", "matrix_from_yaw", "pixel_grid", "plucker_rays", "project", "quaternion_from_matrix",
-    "resize_intrinsics", "transform_from", "transform_points", "translation_rotation_from", "unproject",
-    "yaw_from_matrix",
+    "resize_intrinsics", "rig_document", "rig_names", "slerp", "transform_from", "transform_points",
+    "translation_rotation_from", "unproject", "yaw_from_matrix",
 ]
 
 
@@ -118,6 +118,26 @@ def quaternion_from_matrix(rotation):
     q = torch.take_along_dim(candidates, best[..., None], dim=-2).squeeze(-2)
     q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
     return torch.where(q[..., :1] < 0, -q, q)
+
+
+@_numpy_or_torch()
+def slerp(q0, q1, amount):
+    """(..., 4) quaternions (w, x, y, z), amount (...,) in [0, 1] -> (..., 4) unit quaternion turning at a
+    constant rate from q0 (amount 0) to q1 (amount 1, up to sign) along the shorter arc (q and -q are one
+    rotation)."""
+    q0 = q0 / torch.linalg.vector_norm(q0, dim=-1, keepdim=True)
+    q1 = q1 / torch.linalg.vector_norm(q1, dim=-1, keepdim=True)
+    q1 = torch.where((q0 * q1).sum(-1, keepdim=True) < 0, -q1, q1)
+    # The angle between the two as 4-vectors, from atan2: acos of their dot product loses small angles.
+    angle = 2 * torch.atan2(torch.linalg.vector_norm(q0 - q1, dim=-1, keepdim=True),
+                            torch.linalg.vector_norm(q0 + q1, dim=-1, keepdim=True))
+    amount = amount[..., None]
+    sin = torch.sin(angle)
+    tiny = sin < 1e-9  # (nearly) the same rotation: the straight line is exact to rounding
+    w0 = torch.where(tiny, 1 - amount, torch.sin((1 - amount) * angle) / torch.where(tiny, 1.0, sin))
+    w1 = torch.where(tiny, amount, torch.sin(amount * angle) / torch.where(tiny, 1.0, sin))
+    q = w0 * q0 + w1 * q1
+    return q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
 
 
 @_numpy_or_torch()
@@ -356,13 +376,16 @@ class _RigFile:
 
     def mapping(self, value, where: str, fields: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
-            raise self.error(where, f"must be a mapping with fields {', '.join(fields)}, got {_show(value)}")
+            # The whole document (where == ""): its type only, since a file that is no rig may be anything.
+            shown = _show(value) if where else f"a {type(value).__name__}"
+            raise self.error(where, f"must be a mapping with fields {', '.join(fields)}, got {shown}")
         missing = [name for name in fields if name not in value]
         if missing:
             raise self.error(where, f"is missing field(s) {', '.join(missing)}")
         extra = [str(name) for name in value if name not in fields]
-        if extra:
-            raise self.error(where, f"has unknown field(s) {', '.join(extra)}; expected {', '.join(fields)}")
+        if extra:  # counted, not named, at the top: the keys of a file that is no rig are its content
+            shown = ", ".join(_show(name) for name in extra) if where else f"{len(extra)}"
+            raise self.error(where, f"has unknown field(s) {shown}; expected {', '.join(fields)}")
         return value
 
     def number(self, value, where: str, positive: bool = False) -> float:
@@ -436,23 +459,54 @@ def _views_folder() -> Path:
     return Path(os.environ.get("DRIVESIM_VIEWS") or Path(__file__).resolve().parents[1] / "views")
 
 
+def _rig_path(name_or_path: str | os.PathLike) -> Path:
+    """A bare name ("nuscenes") is views/<name>.yaml; anything else is a path."""
+    text = str(name_or_path)
+    is_name = isinstance(name_or_path, str) and Path(text).name == text and not text.endswith((".yaml", ".yml"))
+    path = _views_folder() / f"{text}.yaml" if is_name else Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such rig file; rigs in {_views_folder()}: {', '.join(rig_names()) or '(none)'}")
+    return path
+
+
+def _read_rig(path: Path):
+    """The parsed YAML of a rig file. Errors give the parser's problem and position, never the file's text:
+    a rig path may name any file on the machine, and its first bytes are nobody's business."""
+    try:
+        return yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read the rig: not UTF-8 text") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: cannot read the rig: not valid YAML{where} ({error.problem})") from None
+    # Not only YAMLError: PyYAML's constructors raise ValueError (`!!int x`, a 13th month), IndexError,
+    # AttributeError and RecursionError for text they cannot take; their messages may quote the file.
+    except Exception as error:  # noqa: BLE001 - a parse of a file the user named: any failure is a bad file
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+        raise ConfigError(f"{path}: cannot read the rig: {reason}") from None
+
+
+def rig_names() -> list[str]:
+    """The rigs of the views folder, by name."""
+    return sorted(p.stem for p in _views_folder().glob("*.yaml"))
+
+
+def rig_document(name_or_path: str | os.PathLike) -> dict:
+    """A rig file's document, checked as load_rig checks it: what a scenario holds as its inline rig."""
+    path = _rig_path(name_or_path)
+    document = _read_rig(path)
+    _RigFile(path).rig(document)
+    return document
+
+
 def load_rig(name_or_path: str | os.PathLike, size: tuple[int, int] | None = None) -> Rig:
     """Load a camera rig: a bare name ("nuscenes") from the views folder, else a YAML path.
 
     The views folder is $DRIVESIM_VIEWS, else <repo>/views. size = (width, height) rescales it.
     """
-    text = str(name_or_path)
-    is_name = isinstance(name_or_path, str) and Path(text).name == text and not text.endswith((".yaml", ".yml"))
-    path = _views_folder() / f"{text}.yaml" if is_name else Path(name_or_path)
-    if not path.is_file():
-        known = sorted(p.stem for p in _views_folder().glob("*.yaml"))
-        raise ConfigError(f"{path}: no such rig file; rigs in {_views_folder()}: {', '.join(known) or '(none)'}")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    # PyYAML raises ValueError for some bad scalars (`!!int x`, a 13th month), not only YAMLError.
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the rig: {error}") from error
-    rig = _RigFile(path).rig(document)
+    path = _rig_path(name_or_path)
+    rig = _RigFile(path).rig(_read_rig(path))
     if size is None:
         return rig
     if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(s) and s > 0 for s in size)):

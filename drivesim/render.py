@@ -9,11 +9,12 @@ are projected and rasterised at a fixed pixel width, hidden where a box is neare
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from drivesim.data.clip_sheet import box_corners
+from drivesim.data.clip_sheet import box_corners, box_rotation_matrices
+from drivesim.data.store import box_rotations, camera_poses
 from drivesim.errors import ConfigError
 from drivesim.geometry import Rig, camera_rays, compose, invert, transform_points
 
@@ -68,6 +69,10 @@ class LayoutFrame:
     categories: list[str]           # N nuScenes category names
     polylines: list[np.ndarray]     # K arrays [P_k, 3]
     poly_types: list[str]           # K of "lane" | "road_edge"
+    # The ego pose when each camera of the rig took its image, float64 [V, 4, 4] (a logged frame's
+    # cameras fire tens of ms apart); None: all at world_from_ego.
+    world_from_ego_cam: np.ndarray | None = None
+    box_rotation: np.ndarray | None = None  # [N, 4] (w, x, y, z, world frame); None: yaw only
 
 
 def super_category(category: str) -> str:
@@ -182,7 +187,7 @@ def _draw_boxes(frame: LayoutFrame, rig: Rig, rays_cam: np.ndarray, rays_ego: np
     boxes = np.asarray(frame.boxes, np.float64)
     ego_from_world = invert(np.asarray(frame.world_from_ego, np.float64))
     # In the ego frame: world coordinates can be ~1e5 m, where float32 keeps only centimetres.
-    corners = transform_points(ego_from_world, box_corners(boxes).reshape(-1, 3))  # [N*8, 3]
+    corners = transform_points(ego_from_world, box_corners(boxes, frame.box_rotation).reshape(-1, 3))  # [N*8, 3]
     triangles = (BOX_TRIANGLES[None] + 8 * np.arange(len(boxes))[:, None, None]).reshape(-1, 3)
     cast = _z_pytorch3d if backend == "pytorch3d" else _z_open3d
     z, triangle = cast(corners, triangles, rig, rays_cam, rays_ego, _candidates(corners, rig))
@@ -196,9 +201,9 @@ def _draw_boxes(frame: LayoutFrame, rig: Rig, rays_cam: np.ndarray, rays_ego: np
     ego_from_cam = rig.ego_from_cam[view]
     points = np.einsum("nij,nj->ni", ego_from_cam[:, :3, :3], points_cam) + ego_from_cam[:, :3, 3]
     centres = transform_points(ego_from_world, boxes[:, :3])
-    yaw = boxes[:, 6] + np.arctan2(ego_from_world[1, 0], ego_from_world[0, 0])
-    forward = np.stack([np.cos(yaw), np.sin(yaw)], axis=-1)  # each box's heading in the ego frame
-    ahead = np.sum((points[:, :2] - centres[box, :2]) * forward[box], axis=-1)
+    # Each box's forward axis in the ego frame.
+    forward = box_rotation_matrices(boxes, frame.box_rotation)[:, :, 0] @ ego_from_world[:3, :3].T
+    ahead = np.sum((points - centres[box]) * forward[box], axis=-1)
     out[view, LAYOUT_CHANNELS.index("box_front"), pixel] = (ahead > 0).astype(np.float32)
     return z
 
@@ -283,6 +288,22 @@ def _draw_lines(cam_from_world: np.ndarray, intrinsics: np.ndarray, segments, wi
 # ---------------------------------------------------------------- the maps
 
 
+def _rig_at(rig: Rig, frame: LayoutFrame) -> Rig:
+    """The rig as placed in the frame's ego frame (world_from_ego): cameras that fired at other ego poses
+    (frame.world_from_ego_cam) are moved by the ego's motion in between; the rig itself when none did."""
+    if frame.world_from_ego_cam is None:
+        return rig
+    poses = np.asarray(frame.world_from_ego_cam, np.float64)
+    if poses.shape != (len(rig.cameras), 4, 4):
+        raise ConfigError(f"world_from_ego_cam has shape {poses.shape}, expected ({len(rig.cameras)}, 4, 4) "
+                          f"for the rig's cameras")
+    if np.array_equal(poses, np.broadcast_to(frame.world_from_ego, poses.shape)):
+        return rig
+    ego_from_cams = compose(invert(np.asarray(frame.world_from_ego, np.float64)), poses, rig.ego_from_cam)
+    return replace(rig, cameras=tuple(replace(camera, ego_from_cam=pose)
+                                      for camera, pose in zip(rig.cameras, ego_from_cams)))
+
+
 def render_layout(rig: Rig, frames: list[LayoutFrame], size: tuple[int, int] | None = None,
                   backend: str = "auto") -> np.ndarray:
     """Layout maps float32 [V, F, C, H, W] in [0, 1], channels LAYOUT_CHANNELS, for every camera of
@@ -298,9 +319,12 @@ def render_layout(rig: Rig, frames: list[LayoutFrame], size: tuple[int, int] | N
     depth = LAYOUT_CHANNELS.index("depth")
     for f, frame in enumerate(frames):
         out = maps[:, f]
-        box_z = _draw_boxes(frame, rig, rays_cam, rays_ego, backend, out)
+        frame_rig, frame_rays_ego = _rig_at(rig, frame), rays_ego
+        if frame_rig is not rig:
+            frame_rays_ego = rays_cam @ frame_rig.ego_from_cam[:, :3, :3].transpose(0, 2, 1)
+        box_z = _draw_boxes(frame, frame_rig, rays_cam, frame_rays_ego, backend, out)
         segments = _segments(frame.polylines, frame.poly_types)
-        world_from_cams = compose(np.asarray(frame.world_from_ego, np.float64), rig.ego_from_cam)
+        world_from_cams = compose(np.asarray(frame.world_from_ego, np.float64), frame_rig.ego_from_cam)
         cam_from_worlds = invert(world_from_cams)
         for v in range(views):
             line_z = _draw_lines(cam_from_worlds[v], rig.intrinsics[v], segments, width, height, box_z[v], out[v])
@@ -311,16 +335,21 @@ def render_layout(rig: Rig, frames: list[LayoutFrame], size: tuple[int, int] | N
 
 
 def layout_frames_from_clip(clip, categories: list[str], poly_types: list[str], start: int = 0,
-                            stop: int | None = None) -> list[LayoutFrame]:
-    """Frames [start, stop) of a stored clip (a zarr group or a dict of its arrays) as LayoutFrames.
+                            stop: int | None = None, views: list[int] | None = None) -> list[LayoutFrame]:
+    """Frames [start, stop) of a stored clip (a zarr group or a dict of its arrays) as LayoutFrames,
+    for the clip's cameras `views` (all when None) in that order: the rig they are rendered with.
 
     `categories` and `poly_types` are the store's name lists (root attrs) that the clip's indices
     point into; polylines of types a scenario cannot hold are left out.
     """
     world_from_ego = np.asarray(clip["world_from_ego"][start:stop], np.float64)
     stop = start + len(world_from_ego)
+    world_from_ego_cam = camera_poses(clip, start, stop)
+    if views is not None:
+        world_from_ego_cam = world_from_ego_cam[:, list(views)]
     offsets = np.asarray(clip["box_offsets"][start:stop + 1], np.int64)
     boxes = np.asarray(clip["boxes"][offsets[0]:offsets[-1]], np.float32)[:, :7]
+    rotations = box_rotations(clip, int(offsets[0]), int(offsets[-1]))
     category = np.asarray(clip["box_category"][offsets[0]:offsets[-1]], np.int64)
     points = np.asarray(clip["polylines"][...], np.float32)
     poly_offsets = np.asarray(clip["poly_offsets"][...], np.int64)
@@ -334,5 +363,5 @@ def layout_frames_from_clip(clip, categories: list[str], poly_types: list[str], 
     for t in range(len(world_from_ego)):
         rows = slice(offsets[t] - offsets[0], offsets[t + 1] - offsets[0])
         frames.append(LayoutFrame(world_from_ego[t], boxes[rows], [categories[c] for c in category[rows]],
-                                  polylines, kinds))
+                                  polylines, kinds, world_from_ego_cam[t], rotations[rows]))
     return frames

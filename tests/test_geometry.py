@@ -27,6 +27,7 @@ from drivesim.geometry import (
     project,
     quaternion_from_matrix,
     resize_intrinsics,
+    slerp,
     transform_from,
     transform_points,
     translation_rotation_from,
@@ -105,6 +106,42 @@ def test_quarter_turn_yaw_has_the_textbook_quaternion():
 @given(st.floats(-math.pi + 1e-9, math.pi))
 def test_yaw_matrix_round_trip(yaw):
     assert yaw_from_matrix(matrix_from_yaw(np.array(yaw))) == pytest.approx(yaw, abs=1e-12)
+
+
+def _turn(q_from, q_to) -> float:
+    """The angle (radians) of the rotation taking q_from's to q_to's, read off the matrices."""
+    relative = quaternion_from_matrix(matrix_from_quaternion(q_from).T @ matrix_from_quaternion(q_to))
+    return 2 * math.atan2(np.linalg.norm(relative[1:]), abs(relative[0]))
+
+
+@FAST
+@given(unit_quaternions, unit_quaternions, st.floats(0.0, 1.0), st.booleans())
+def test_slerp_turns_at_a_constant_rate_along_the_shorter_arc(q0, q1, amount, flip):
+    assume(_turn(q0, q1) < math.pi - 1e-3)  # a half turn has no shorter arc
+    q = slerp(q0, -q1 if flip else q1, np.array(amount))  # q and -q are one rotation
+    assert np.linalg.norm(q) == pytest.approx(1.0, abs=1e-12)
+    whole = _turn(q0, q1)
+    assert _turn(q0, q) == pytest.approx(amount * whole, abs=1e-7)
+    assert _turn(q, q1) == pytest.approx((1 - amount) * whole, abs=1e-7)
+
+
+@FAST
+@given(unit_quaternions, unit_quaternions, st.floats(0.0, 1.0))
+def test_slerp_matches_pyquaternion_the_devkit_interpolates_with(q0, q1, amount):
+    from pyquaternion import Quaternion
+
+    expected = Quaternion.slerp(Quaternion(q0), Quaternion(q1), amount).rotation_matrix
+    np.testing.assert_allclose(matrix_from_quaternion(slerp(q0, q1, np.array(amount))), expected, atol=1e-6)
+
+
+def test_slerp_ends_at_its_ends_and_batches():
+    q0 = np.array([[1.0, 0, 0, 0], [0.0, 1, 0, 0]])
+    q1 = np.array([[math.cos(0.5), 0, 0, math.sin(0.5)], [0.0, 1, 0, 0]])
+    np.testing.assert_allclose(slerp(q0, q1, np.array([0.0, 0.3])), q0, atol=1e-15)
+    np.testing.assert_allclose(slerp(q0, q1, np.array([1.0, 1.0])), q1, atol=1e-15)
+    halfway = slerp(torch.tensor(q0[:1]), torch.tensor(q1[:1]), torch.tensor([0.5]))
+    assert isinstance(halfway, torch.Tensor)
+    np.testing.assert_allclose(halfway.numpy(), [[math.cos(0.25), 0, 0, math.sin(0.25)]], atol=1e-15)
 
 
 @FAST

@@ -110,6 +110,41 @@ def test_moving_the_ego_left_moves_the_box_where_the_geometry_predicts(rig):
     assert shift == pytest.approx(predicted_shift, abs=1.5)
 
 
+def test_each_camera_draws_from_the_ego_pose_it_fired_at(rig):
+    """A camera that took its image 1.5 m further on sees the box from there, its neighbours do not move."""
+    front, left = rig.names.index("CAM_FRONT"), rig.names.index("CAM_FRONT_LEFT")
+    late = np.repeat(ego_pose()[None], len(rig.cameras), axis=0)
+    late[front] = ego_pose(x=1.5)
+    still, moved = frame([CAR]), LayoutFrame(ego_pose(), np.array([CAR], np.float32), ["vehicle.car"], [], [],
+                                             world_from_ego_cam=late)
+    maps = render_layout(rig, [still, moved])
+    predicted = box_rectangle(rig, front, ego_pose(x=1.5), CAR).clip(0, [WIDTH - 1, HEIGHT - 1] * 2)
+    np.testing.assert_allclose(drawn_rectangle(box_mask(maps[front, 1])), predicted, atol=1.0)
+    assert drawn_rectangle(box_mask(maps[front, 1]))[2] > drawn_rectangle(box_mask(maps[front, 0]))[2] + 5
+    np.testing.assert_array_equal(maps[left, 1], maps[left, 0])
+
+
+def test_a_pitched_box_is_drawn_with_its_full_rotation(rig):
+    from drivesim.data.clip_sheet import box_corners
+    from drivesim.geometry import quaternion_from_matrix
+
+    front = rig.names.index("CAM_FRONT")
+    tipped = np.array([[np.cos(0.6), 0, np.sin(0.6)], [0, 1, 0], [-np.sin(0.6), 0, np.cos(0.6)]])  # nose down
+    rotation = quaternion_from_matrix(tipped)[None]
+    flat, pitched = frame([CAR]), LayoutFrame(ego_pose(), np.array([CAR], np.float32), ["vehicle.car"], [], [],
+                                              box_rotation=rotation)
+    maps = render_layout(rig, [flat, pitched])[front]
+    corners = box_corners(np.array([CAR]), rotation)[0]
+    pixels, _ = predicted_pixels(rig, front, ego_pose(), corners)
+    np.testing.assert_allclose(drawn_rectangle(box_mask(maps[1])),
+                               np.concatenate([pixels.min(axis=0), pixels.max(axis=0)]), atol=1.0)
+    assert drawn_rectangle(box_mask(maps[1]))[3] - drawn_rectangle(box_mask(maps[0]))[3] > 3  # taller in the image
+    # The heading cue follows the tipped nose: the front half is the lower, nearer half.
+    front_rows = np.nonzero(maps[1, CHANNEL["box_front"]])[0]
+    back_rows = np.nonzero(box_mask(maps[1]) & (maps[1, CHANNEL["box_front"]] == 0))[0]
+    assert front_rows.mean() > back_rows.mean()
+
+
 def test_box_colour_is_its_super_categorys(rig):
     front = rig.names.index("CAM_FRONT")
     pedestrian = (8.0, 2.0, 0.9, 0.6, 0.6, 1.8, 0.0)
@@ -239,7 +274,7 @@ def test_pytorch3d_and_open3d_backends_agree(rig):
 
 def test_frames_from_a_clip_map_store_names_and_keep_each_frames_boxes():
     clip = {
-        "world_from_ego": np.stack([ego_pose(x=t) for t in range(4)]),
+        "world_from_ego": np.stack([ego_pose(x=t) for t in range(4)]), "ego_from_cam": np.tile(np.eye(4), (2, 1, 1)),
         "boxes": np.array([[10, 0, 1, 2, 4, 2, 0, 0, 0, 1], [11, 0, 1, 2, 4, 2, 0, 0, 0, 1],
                            [12, 0, 1, 2, 4, 2, 0, 0, 0, 1], [5, 5, 1, 1, 1, 2, 0, 0, 0, 1]], np.float32),
         "box_offsets": np.array([0, 1, 2, 4, 4]), "box_category": np.array([1, 1, 1, 0]),
@@ -256,3 +291,21 @@ def test_frames_from_a_clip_map_store_names_and_keep_each_frames_boxes():
     assert frames[1].boxes.shape == (2, 7) and frames[1].boxes[0, 0] == 12
     assert frames[0].poly_types == ["lane", "road_edge"]  # the divider is left out
     np.testing.assert_array_equal(frames[0].polylines[1], clip["polylines"][4:6])
+
+
+def test_frames_from_a_clip_carry_each_cameras_pose_and_each_boxs_rotation():
+    poses = np.stack([ego_pose(x=t) for t in range(3)])
+    per_camera = np.stack([poses, poses + np.array([[0, 0, 0, 0.3]] + [[0] * 4] * 3)], axis=1)  # [3, 2, 4, 4]
+    rotations = np.array([[1, 0, 0, 0], [0.6, 0.8, 0, 0]], np.float32)
+    clip = {"world_from_ego": poses, "world_from_ego_cam": per_camera, "ego_from_cam": np.tile(np.eye(4), (2, 1, 1)),
+            "boxes": np.zeros((2, 10), np.float32), "box_rotation": rotations, "box_offsets": np.array([0, 0, 1, 2]),
+            "box_category": np.array([0, 0]), "polylines": np.zeros((0, 3), np.float32),
+            "poly_offsets": np.array([0]), "poly_type": np.zeros(0, np.int64)}
+    frames = layout_frames_from_clip(clip, ["vehicle.car"], ["lane"], start=1, views=[1])
+    assert len(frames) == 2
+    np.testing.assert_array_equal(frames[0].world_from_ego_cam, per_camera[1, [1]])
+    np.testing.assert_array_equal(frames[1].box_rotation, rotations[1:])
+    old = {name: value for name, value in clip.items() if name not in ("world_from_ego_cam", "box_rotation")}
+    frames = layout_frames_from_clip(old, ["vehicle.car"], ["lane"])  # a drivesim-clips/1 clip
+    np.testing.assert_array_equal(frames[2].world_from_ego_cam, poses[[2, 2]])
+    np.testing.assert_array_equal(frames[2].box_rotation, [[1, 0, 0, 0]])

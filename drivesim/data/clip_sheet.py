@@ -12,27 +12,38 @@ from PIL import Image, ImageDraw, ImageFont
 from drivesim.data import store
 from drivesim.data.contact_sheet import EDGES, _clip_edge, _colour
 from drivesim.errors import DataError
-from drivesim.geometry import compose, invert, transform_points
+from drivesim.geometry import compose, invert, matrix_from_quaternion, matrix_from_yaw, transform_points
 
 POLY_COLOURS = {"lane": (80, 220, 255), "road_edge": (255, 255, 255), "lane_divider": (255, 235, 60),
                 "crosswalk": (120, 255, 120), "stop_line": (255, 80, 80)}
 
 
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """[N, 8, 3] corners in the world frame of boxes [N, >=7] (centre, wlh, yaw); 0-3 the front face."""
+def box_rotation_matrices(boxes: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
+    """[N, 3, 3] world_from_box rotations: from quaternions [N, 4] (w, x, y, z) when given, else from
+    the yaw column of boxes [N, >=7]."""
+    if rotations is not None:
+        return matrix_from_quaternion(np.asarray(rotations, np.float64))
+    return matrix_from_yaw(np.asarray(boxes[:, 6], np.float64))
+
+
+def box_corners(boxes: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
+    """[N, 8, 3] corners in the world frame of boxes [N, >=7] (centre, wlh, yaw), turned by `rotations`
+    [N, 4] (w, x, y, z) when given, else by the yaw; 0-3 the front face."""
     w, l, h = boxes[:, 3:4], boxes[:, 4:5], boxes[:, 5:6]
     # The devkit's corner order (Box.corners), so drawings match nuScenes tools.
     x = l / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
     y = w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1])
     z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
-    cos, sin = np.cos(boxes[:, 6:7]), np.sin(boxes[:, 6:7])
-    return np.stack([boxes[:, 0:1] + cos * x - sin * y, boxes[:, 1:2] + sin * x + cos * y, boxes[:, 2:3] + z],
-                    axis=-1)
+    local = np.stack([x, y, z], axis=-1)  # [N, 8, 3] in the box frame
+    rotation = box_rotation_matrices(boxes, rotations)
+    return np.einsum("nij,nkj->nki", rotation, local) + np.asarray(boxes[:, None, :3], np.float64)
 
 
 def cam_from_world(clip: dict, t: int, v: int) -> np.ndarray:
-    """The transform taking world points into camera `v` at frame `t` of a clip read with read_clip."""
-    return invert(compose(clip["world_from_ego"][t], clip["ego_from_cam"][v].astype(np.float64)))
+    """The transform taking world points into camera `v` at frame `t` of a clip read with read_clip,
+    through the ego pose at that camera's own capture time."""
+    world_from_ego = store.camera_poses(clip, t, t + 1)[0, v]
+    return invert(compose(world_from_ego, clip["ego_from_cam"][v].astype(np.float64)))
 
 
 def _segments(points_cam: np.ndarray, intrinsics: np.ndarray):
@@ -57,7 +68,8 @@ def draw_frame(clip: dict, t: int, v: int, categories: list[str], poly_types: li
             draw.line(segment, fill=POLY_COLOURS.get(poly_types[kind], (200, 200, 200)), width=1)
     rows = slice(clip["box_offsets"][t], clip["box_offsets"][t + 1])
     boxes = clip["boxes"][rows].astype(np.float64)
-    for corners, category in zip(box_corners(boxes), clip["box_category"][rows]):
+    rotations = store.box_rotations(clip, rows.start, rows.stop)
+    for corners, category in zip(box_corners(boxes, rotations), clip["box_category"][rows]):
         corners = transform_points(cam_from, corners)
         colour = _colour(categories[category])
         for i, j in EDGES:

@@ -17,7 +17,10 @@ REASONS = ("static ego", "too dark", "overexposed", "blurred", "missing camera",
            "missing image", "near duplicate")
 REC601 = np.array([0.299, 0.587, 0.114])
 STOPPED_SPEED = 0.5  # m/s: below this the ego is parked or creeping in a queue
-TURN_DEGREES = 20.0  # net heading change that makes a clip a turn rather than lane keeping
+CURVE_DEGREES = 10.0  # net heading change that makes a clip a bend rather than lane keeping
+# A bend tighter than this (path length over heading change) is a turn: intersections are turned at 5-25 m,
+# while a road that curves at 60 m is still one road.
+TURN_RADIUS_M = 30.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,10 @@ def ego_travel(world_from_ego: np.ndarray) -> float:
 
 
 def static_ego(world_from_ego: np.ndarray, config: CurationConfig) -> str | None:
-    """'static ego' when the ego barely moves: such clips teach the model nothing about motion."""
+    """'static ego' when the ego barely moves: such clips teach the model nothing about motion. A single
+    frame has no motion to judge (key-frame clips, the starts of Image2World scenarios): it passes."""
+    if len(world_from_ego) < 2:
+        return None
     return "static ego" if ego_travel(world_from_ego) < config.min_travel_m else None
 
 
@@ -177,18 +183,21 @@ def _yaw(world_from_ego: np.ndarray) -> float:
 
 
 def ego_motion(world_from_ego: np.ndarray, timestamps_us: np.ndarray) -> tuple[str, float]:
-    """The ego's manoeuvre over the clip and its mean speed in m/s."""
+    """The ego's manoeuvre over the clip and its mean speed in m/s: stopped, driving straight, curving
+    (a bend of CURVE_DEGREES or more, gentler than TURN_RADIUS_M) or turning, to the left or right."""
     duration = (int(timestamps_us[-1]) - int(timestamps_us[0])) * 1e-6
-    speed = ego_travel(world_from_ego) / duration if duration > 0 else 0.0
+    travel = ego_travel(world_from_ego)
+    speed = travel / duration if duration > 0 else 0.0
     if speed < STOPPED_SPEED:
         return "stopped", speed
     turn = _yaw(world_from_ego[-1]) - _yaw(world_from_ego[0])
     turn = math.pi - (math.pi - turn) % (2 * math.pi)  # wrapped to (-pi, pi]
-    if turn > math.radians(TURN_DEGREES):
-        return "turning left", speed
-    if turn < -math.radians(TURN_DEGREES):
-        return "turning right", speed
-    return "driving straight", speed
+    if abs(turn) < math.radians(CURVE_DEGREES):
+        return "driving straight", speed
+    side = "left" if turn > 0 else "right"
+    # Radius, not heading change alone: a short clip of an intersection turn changes heading less than a
+    # long one of a highway bend.
+    return ("turning " if travel / abs(turn) < TURN_RADIUS_M else "curving ") + side, speed
 
 
 AGENT_GROUPS: dict[str, str] = {
@@ -220,14 +229,18 @@ def count_agents(track_categories: dict[int, str]) -> dict[str, int]:
 
 def caption(description: str, world_from_ego: np.ndarray, timestamps_us: np.ndarray,
             track_categories: dict[int, str]) -> str:
-    """A short caption: 'night, rain; turning left at 6 m/s; 4 cars, 1 pedestrian'."""
+    """A short caption: 'night, rain; turning left at 6 m/s; 4 cars, 1 pedestrian' ('night, rain; 4 cars,
+    1 pedestrian' for a single frame)."""
     weather = ", ".join(conditions(description)) or "day"
+    agents = ", ".join(f"{n} {noun if n == 1 else PLURALS.get(noun, noun + 's')}"
+                       for noun, n in count_agents(track_categories).items())
+    agents = agents or "no other road users"
+    if len(world_from_ego) < 2:  # one frame shows no motion; "stopped" would be a guess
+        return f"{weather}; {agents}"
     manoeuvre, speed = ego_motion(world_from_ego, timestamps_us)
     # half-up rounding: Python's round() would turn 2.5 m/s into 2
     motion = manoeuvre if manoeuvre == "stopped" else f"{manoeuvre} at {math.floor(speed + 0.5)} m/s"
-    agents = ", ".join(f"{n} {noun if n == 1 else PLURALS.get(noun, noun + 's')}"
-                       for noun, n in count_agents(track_categories).items())
-    return f"{weather}; {motion}; {agents or 'no other road users'}"
+    return f"{weather}; {motion}; {agents}"
 
 
 # --- train/val -------------------------------------------------------------------------------

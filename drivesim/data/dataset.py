@@ -184,7 +184,7 @@ class ClipDataset(torch.utils.data.Dataset):
         names = [self._cameras[v] for v in views]
         rig = Rig("clip", int(width), int(height),
                   tuple(Camera(n, k, e) for n, k, e in zip(names, intrinsics, np.asarray(ego_from_cam, np.float64))))
-        frames = layout_frames_from_clip(group, self._categories, self._poly_types, start, stop)
+        frames = layout_frames_from_clip(group, self._categories, self._poly_types, start, stop, views)
         return torch.from_numpy(render_layout(rig, frames))
 
 

@@ -20,6 +20,9 @@ from drivesim.errors import ConfigError, DataError
 SCENES = ".scenes"     # per-scene records of finished scenes: what makes a run resumable
 SUMMARY = "curation.json"
 CAPTION_RANGE_M = 50.0  # agents farther than this from the ego are not counted in the caption
+# A clip rate this close (relative) to a camera's rate, or to a whole fraction of it, resamples that camera;
+# farther off, a clip's frames would not be 1/fps apart and everything made from it would run too fast or slow.
+FPS_TOLERANCE = 0.05
 
 
 @dataclass
@@ -30,7 +33,7 @@ class IngestConfig:
     width: int = 448
     height: int = 256
     frames: int = 17
-    fps: float = 12.0
+    fps: float | None = None  # None: the rate the log's cameras run at (measured per scene; they must agree)
     stride: int | None = None  # None: clips do not overlap (stride = frames)
     cameras: list[str] | None = None  # None: every camera of the log
     workers: int = 1
@@ -46,7 +49,7 @@ class IngestConfig:
                 raise ConfigError(f"{option} must be an integer >= 1, got {value!r}")
         if self.stride is not None and (not isinstance(self.stride, int) or self.stride < 1):
             raise ConfigError(f"--stride must be an integer >= 1, got {self.stride!r}")
-        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= 1000):
+        if self.fps is not None and not (isinstance(self.fps, (int, float)) and 0 < self.fps <= 1000):
             raise ConfigError(f"--fps must be a number in (0, 1000], got {self.fps!r}")
         if self.engine not in ("local", "ray"):
             raise ConfigError(f"--engine must be local or ray, got {self.engine!r}")
@@ -104,12 +107,13 @@ class _Images:
 
 
 def _boxes(track: logs.BoxTrack, timestamps: np.ndarray):
-    boxes, categories, tracks, offsets = [], [], [], [0]
+    """(boxes, rotations, categories, tracks, offsets) of frames whose boxes are taken at `timestamps`."""
+    boxes, rotations, categories, tracks, offsets = [], [], [], [], [0]
     for when in timestamps:
-        b, c, t = track.at(int(when))
-        boxes.append(b), categories.append(c), tracks.append(t)
+        b, r, c, t = track.oriented_at(int(when))
+        boxes.append(b), rotations.append(r), categories.append(c), tracks.append(t)
         offsets.append(offsets[-1] + len(b))
-    return (np.concatenate(boxes), np.concatenate(categories), np.concatenate(tracks),
+    return (np.concatenate(boxes), np.concatenate(rotations), np.concatenate(categories), np.concatenate(tracks),
             np.asarray(offsets, np.int32))
 
 
@@ -141,7 +145,9 @@ def ingest_scene(task: SceneTask) -> dict:
         if any(token is None for row in tokens for token in row):
             report.drop("missing camera")
             continue
-        world_from_ego = logs.world_from_ego(nusc, [row[timeline.reference] for row in tokens])
+        # Each camera's own ego pose: a frame's cameras fire tens of milliseconds apart.
+        world_from_ego_cam = np.stack([logs.world_from_ego(nusc, row) for row in tokens])  # [T, V, 4, 4]
+        world_from_ego = world_from_ego_cam[:, timeline.reference]
         if reason := curate.static_ego(world_from_ego, config):
             report.drop(reason)
             continue
@@ -161,7 +167,8 @@ def ingest_scene(task: SceneTask) -> dict:
             report.drop(reason)
             continue
         timestamps = timeline.timestamps[start:start + frames]
-        boxes, categories, tracks, offsets = _boxes(track, timestamps)
+        box_times = logs.annotation_times(nusc, [row[timeline.reference] for row in tokens], timestamps)
+        boxes, rotations, categories, tracks, offsets = _boxes(track, box_times)
         caption = curate.caption(timeline.description, world_from_ego, timestamps,
                                  _nearby_tracks(boxes, categories, tracks, offsets, world_from_ego))
         polylines, poly_offsets, poly_type = logs.polylines_near(task.dataroot, timeline.location, world_from_ego)
@@ -171,7 +178,7 @@ def ingest_scene(task: SceneTask) -> dict:
                  "cameras": settings["cameras"], "fps": settings["fps"], "start": start}
         store.write_clip(Path(task.out), store.Clip(
             clip_id, video, intrinsics, ego_from_cam, world_from_ego, timestamps, boxes, offsets, categories,
-            tracks, polylines, poly_offsets, poly_type, attrs))
+            tracks, polylines, poly_offsets, poly_type, attrs, world_from_ego_cam, rotations))
         clips[clip_id] = {"hashes": [str(h) for h in curate.clip_hashes(video)], "caption": caption}
         report.kept += 1
     record = {"scene": task.scene, "split": task.split, "report": report.to_dict(), "clips": clips}
@@ -249,6 +256,37 @@ def _finish(out: Path, root, scenes: list[str], config: IngestConfig) -> curate.
     return report
 
 
+def _fits(rate: float, fps: float) -> bool:
+    """Whether frames of a `rate` Hz camera, every round(rate / fps)-th, are 1/fps apart within FPS_TOLERANCE."""
+    step = max(round(rate / fps), 1)
+    return abs(rate / step - fps) <= FPS_TOLERANCE * fps
+
+
+def clip_fps(nusc, scenes: list[str], cameras: list[str], asked: float | None) -> float:
+    """The store's frame rate: --fps where it fits every scene's reference camera, else the rate those
+    cameras run at. One rate per store: the models and everything downstream take a store's clips as one
+    frame rate. Raises ConfigError naming --fps, the scene and its measured rate."""
+    camera = cameras[logs.reference_camera(cameras)]
+    rates = {scene: logs.scene_rate(nusc, scene, cameras) for scene in scenes}
+    rates = {scene: rate for scene, rate in rates.items() if rate}
+    if asked is not None:
+        for scene, rate in rates.items():
+            if not _fits(rate, asked):
+                raise ConfigError(f"--fps {asked:g}: {camera} of {scene} runs at {rate:g} Hz; --fps must be within "
+                                  f"{FPS_TOLERANCE:.0%} of that or of a whole fraction of it ({rate:g}, {rate / 2:g}, "
+                                  f"{rate / 3:.3g}, ...), or leave --fps out to use the camera's rate")
+        return float(asked)
+    if not rates:
+        raise ConfigError(f"no scene has two {camera} frames to measure the camera rate from: pass --fps")
+    chosen = sorted(rates.values())[len(rates) // 2]
+    odd = {scene: rate for scene, rate in rates.items() if abs(rate - chosen) > FPS_TOLERANCE * chosen}
+    if odd:
+        scene, rate = next(iter(odd.items()))
+        raise ConfigError(f"{camera} runs at {chosen:g} Hz in most scenes but at {rate:g} Hz in {scene} "
+                          f"({len(odd)} scene(s) differ) and a store holds one frame rate: pass --fps")
+    return chosen
+
+
 def ingest(config: IngestConfig, progress: bool = True) -> curate.CurationReport:
     """Ingest every scene of the log into the store at config.out; returns the curation report."""
     from tqdm import tqdm
@@ -260,16 +298,17 @@ def ingest(config: IngestConfig, progress: bool = True) -> curate.CurationReport
     unknown = [c for c in cameras if c not in available]
     if unknown:
         raise ConfigError(f"--cameras {','.join(unknown)}: not in the log (cameras: {', '.join(available)})")
+    scenes = [scene["name"] for scene in nusc.scene]
+    fps = clip_fps(nusc, scenes, cameras, config.fps)  # before the store exists: a refused rate writes nothing
     source = "drivesim-synth" if logs.is_synthetic(config.dataroot) else "nuscenes"
     settings = {"source": source, "dataroot": str(Path(config.dataroot).resolve()), "version": config.version,
-                "width": config.width, "height": config.height, "frames": config.frames, "fps": config.fps,
+                "width": config.width, "height": config.height, "frames": config.frames, "fps": fps,
                 "stride": config.clip_stride, "cameras": cameras, "curation": asdict(config.curation)}
     out = Path(config.out)
     root = store.create_store(out, settings, list(logs.CATEGORIES), list(logs.POLY_TYPES))
     cleared = store.clear_partial(out)
     if cleared and progress:
         print(f"resuming: removed {cleared} unfinished write(s) of an interrupted run")
-    scenes = [scene["name"] for scene in nusc.scene]
     official = None if source == "drivesim-synth" else curate.official_splits(config.version)
     splits = curate.assign_splits(scenes, config.curation.val_fraction, official)
     pending = [SceneTask(str(config.dataroot), config.version, str(out), scene, splits[scene], settings,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.errors import DataError
-from drivesim.geometry import matrix_from_quaternion, resize_intrinsics, transform_from
+from drivesim.geometry import matrix_from_quaternion, resize_intrinsics, slerp, transform_from, yaw_from_matrix
 
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
           "sample_annotation", "sample_data", "scene", "sensor", "visibility")
@@ -120,8 +120,13 @@ def _camera_chain(nusc, scene: dict, channel: str) -> list[dict]:
     # Walk back to sweeps that precede the first key frame but fall inside the window (rare).
     while record["prev"] and nusc.get("sample_data", record["prev"])["timestamp"] >= first["timestamp"]:
         record = nusc.get("sample_data", record["prev"])
+    # A camera fires when the lidar sweeps past it, up to ~40 ms after the sample's (lidar) time: the
+    # window ends at the later of the two, or the last key frame's own image of this camera is lost.
+    end = last["timestamp"]
+    if channel in last["data"]:
+        end = max(end, nusc.get("sample_data", last["data"][channel])["timestamp"])
     chain = []
-    while record is not None and record["timestamp"] <= last["timestamp"]:
+    while record is not None and record["timestamp"] <= end:
         chain.append(record)
         record = nusc.get("sample_data", record["next"]) if record["next"] else None
     return chain
@@ -135,9 +140,7 @@ def reference_camera(cameras: list[str]) -> int:
 def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> SceneTimeline:
     """Frames at `fps` from the reference camera's chain; every other camera takes its nearest frame
     within half a period."""
-    scene = next((s for s in nusc.scene if s["name"] == scene_name), None)
-    if scene is None:
-        raise DataError(f"scene {scene_name!r} is not in the log")
+    scene = _scene_record(nusc, scene_name)
     location = nusc.get("log", scene["log_token"])["location"]
     chains = {channel: _camera_chain(nusc, scene, channel) for channel in cameras}
     reference = reference_camera(cameras)
@@ -146,24 +149,19 @@ def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> Sce
         return SceneTimeline(scene_name, scene["description"], location, np.zeros(0, np.int64), [], cameras,
                              reference)
     period = 1e6 / fps
-    start, end = chains[leader][0]["timestamp"], chains[leader][-1]["timestamp"]
-    targets = start + period * np.arange(int((end - start) // period + 1e-6) + 1)
     times = {channel: [r["timestamp"] for r in chain] for channel, chain in chains.items()}
     timestamps, tokens = [], []
-    for target in targets:
-        reference_record = _nearest(chains[leader], times[leader], target, period / 2)
+    for when, reference_record in _resample(chains[leader], times[leader], period):
+        timestamps.append(when)
         if reference_record is None:
             # A gap in the reference camera: the frame stays, empty, so no clip spans it.
-            timestamps.append(int(round(target)))
             tokens.append([None] * len(cameras))
             continue
-        when = reference_record["timestamp"]
         row = []
         for channel in cameras:
             record = reference_record if channel == leader else _nearest(chains[channel], times[channel], when,
                                                                          period / 2)
             row.append(None if record is None else record["token"])
-        timestamps.append(when)
         tokens.append(row)
     if sum(row[reference] is None for row in tokens) > len(tokens) / 2:
         raise DataError(f"--fps {fps:g} is faster than the log's {leader} "
@@ -172,8 +170,44 @@ def scene_timeline(nusc, scene_name: str, cameras: list[str], fps: float) -> Sce
                          cameras, reference)
 
 
+def _resample(chain: list[dict], times: list[int], period: float) -> list[tuple[int, dict | None]]:
+    """(timestamp, record or None for a gap) per frame: the record nearest one period after the frame
+    before, within half a period. Stepping from the frame actually taken, not along a fixed grid from
+    the first, keeps timestamps a few microseconds short of the period (a fixed grid dropped the last of
+    0, 99 997 and 199 994 us at 10 Hz) and a camera a few percent off `fps` (a grid drifts off it
+    within seconds and leaves gaps)."""
+    frames, when = [], float(times[0])
+    while when <= times[-1] + period / 2:
+        record = _nearest(chain, times, when, period / 2)
+        if record is not None:
+            when = record["timestamp"]
+        frames.append((int(round(when)), record))
+        when += period
+    return frames
+
+
+def _scene_record(nusc, scene_name: str) -> dict:
+    scene = next((s for s in nusc.scene if s["name"] == scene_name), None)
+    if scene is None:
+        raise DataError(f"scene {scene_name!r} is not in the log")
+    return scene
+
+
+def scene_rate(nusc, scene_name: str, cameras: list[str]) -> float | None:
+    """The frame rate of the scene's reference camera in Hz; None with fewer than two frames."""
+    chain = _camera_chain(nusc, _scene_record(nusc, scene_name), cameras[reference_camera(cameras)])
+    return _rate([record["timestamp"] for record in chain]) if len(chain) >= 2 else None
+
+
 def _rate(times: list[int]) -> float:
-    return (len(times) - 1) / max((times[-1] - times[0]) / 1e6, 1e-9)
+    """Hz from the median step between timestamps, so a dropped or late frame does not move it. Within 1%
+    of a whole number it is that number: cameras run at whole rates, and jitter in the steps should not
+    become 11.99 fps in every clip."""
+    if len(times) < 2:
+        return 0.0
+    rate = 1e6 / max(float(np.median(np.diff(np.asarray(times, np.int64)))), 1.0)
+    whole = round(rate)
+    return float(whole) if whole and abs(rate - whole) <= 0.01 * rate else round(rate, 2)
 
 
 def _nearest(chain: list[dict], times: list[int], when: float, tolerance: float) -> dict | None:
@@ -185,13 +219,28 @@ def _nearest(chain: list[dict], times: list[int], when: float, tolerance: float)
     return chain[best]
 
 
+def ego_poses_around(nusc, scene_name: str, camera: str, timestamp: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(timestamps int64 [2], world_from_ego [2, 4, 4]) at `camera`'s frames either side of its frame at
+    `timestamp` (that frame itself at either end of the scene): what the ego's speed and turn were there.
+    None when the camera has no frame at that time in the scene, or no other frame."""
+    chain = _camera_chain(nusc, _scene_record(nusc, scene_name), camera)
+    times = [record["timestamp"] for record in chain]
+    index = bisect.bisect_left(times, timestamp)
+    if len(chain) < 2 or index == len(times) or times[index] != timestamp:
+        return None
+    pair = (chain[max(index - 1, 0)], chain[min(index + 1, len(chain) - 1)])
+    poses = [pose_matrix(nusc.get("ego_pose", record["ego_pose_token"])) for record in pair]
+    return np.array([record["timestamp"] for record in pair], np.int64), np.stack(poses)
+
+
 def pose_matrix(record: dict) -> np.ndarray:
     """A 4x4 transform from a nuScenes record with translation and rotation (w, x, y, z)."""
     return transform_from(np.asarray(record["translation"], np.float64), np.asarray(record["rotation"], np.float64))
 
 
 def world_from_ego(nusc, tokens: list[str]) -> np.ndarray:
-    """float64 [T, 4, 4]: the ego pose at each given sample_data."""
+    """float64 [N, 4, 4]: the ego pose at each given sample_data (nuScenes records one per image, at the
+    image's own time: a frame's cameras fire up to ~40 ms apart)."""
     return np.stack([pose_matrix(nusc.get("ego_pose", nusc.get("sample_data", t)["ego_pose_token"]))
                      for t in tokens])
 
@@ -215,10 +264,23 @@ def _yaw(rotation_wxyz) -> float:
     return math.atan2(matrix[1, 0], matrix[0, 0])
 
 
+def annotation_times(nusc, tokens: list[str], timestamps: np.ndarray) -> np.ndarray:
+    """int64 [T]: the time to take each frame's boxes at. Where the frame's (reference camera's) sample_data
+    is a key frame, its sample's own time: nuScenes annotates at the sample (lidar) time and the devkit hands
+    every camera of a key frame those annotations as they are; elsewhere the frame's timestamp."""
+    times = np.asarray(timestamps, np.int64).copy()
+    for t, token in enumerate(tokens):
+        record = nusc.get("sample_data", token)
+        if record["is_key_frame"]:
+            times[t] = nusc.get("sample", record["sample_token"])["timestamp"]
+    return times
+
+
 @dataclass
 class _KeyFrame:
     timestamp: int
     boxes: dict[str, np.ndarray]   # instance token -> [10]
+    rotations: dict[str, np.ndarray]  # instance token -> float64 [4], unit quaternion (w, x, y, z), world frame
     categories: dict[str, str]
 
 
@@ -237,23 +299,32 @@ class BoxTrack:
         token = scene["first_sample_token"]
         while token:
             sample = nusc.get("sample", token)
-            boxes, categories = {}, {}
+            boxes, rotations, categories = {}, {}, {}
             for ann_token in sample["anns"]:
                 ann = nusc.get("sample_annotation", ann_token)
                 velocity = np.nan_to_num(nusc.box_velocity(ann_token)[:2])
                 boxes[ann["instance_token"]] = np.array(
                     [*ann["translation"], *ann["size"], _yaw(ann["rotation"]), *velocity, 1.0], np.float64)
+                rotation = np.asarray(ann["rotation"], np.float64)
+                rotations[ann["instance_token"]] = rotation / np.linalg.norm(rotation)
                 categories[ann["instance_token"]] = ann["category_name"]
-            self.key_frames.append(_KeyFrame(sample["timestamp"], boxes, categories))
+            self.key_frames.append(_KeyFrame(sample["timestamp"], boxes, rotations, categories))
             token = sample["next"]
         self.times = [k.timestamp for k in self.key_frames]
 
     def at(self, when: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(boxes float32 [N, 10], category int16 [N], track int32 [N]) at time `when` (microseconds).
+        """(boxes float32 [N, 10], category int16 [N], track int32 [N]) at time `when` (microseconds)."""
+        boxes, _, categories, tracks = self.oriented_at(when)
+        return boxes, categories, tracks
+
+    def oriented_at(self, when: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes float32 [N, 10], rotation float32 [N, 4] (w, x, y, z, world frame), category int16 [N],
+        track int32 [N]) at time `when` (microseconds).
 
         Objects in both bracketing key frames are interpolated (centre, size and velocity linearly,
-        yaw along the shorter arc); the last column is 1 on a key frame and 0 when interpolated.
-        An object in only one of them is held while that key frame is the nearer one.
+        rotation by slerp, as the devkit does; the yaw column is the heading of that rotation); the
+        last column is 1 on a key frame and 0 when interpolated. An object in only one of them is held
+        while that key frame is the nearer one.
         """
         index = bisect.bisect_right(self.times, when) - 1
         index = min(max(index, 0), len(self.key_frames) - 1)
@@ -261,27 +332,34 @@ class BoxTrack:
         after = self.key_frames[min(index + 1, len(self.key_frames) - 1)]
         span = after.timestamp - before.timestamp
         amount = 0.0 if span <= 0 else min(max((when - before.timestamp) / span, 0.0), 1.0)
-        rows, categories, tracks = [], [], []
+        rows, ends, categories, tracks = [], [], [], []
         for instance in sorted(set(before.boxes) | set(after.boxes), key=self.instance_index.__getitem__):
             a, b = before.boxes.get(instance), after.boxes.get(instance)
             if a is not None and b is not None:
-                box = a + (b - a) * amount
-                turn = (b[6] - a[6] + math.pi) % (2 * math.pi) - math.pi
-                box[6] = (a[6] + turn * amount + math.pi) % (2 * math.pi) - math.pi
+                box, end = a + (b - a) * amount, (before.rotations[instance], after.rotations[instance])
             elif a is not None and amount < 0.5:
-                box = a.copy()
+                box, end = a.copy(), (before.rotations[instance],) * 2
             elif b is not None and amount >= 0.5:
-                box = b.copy()
+                box, end = b.copy(), (after.rotations[instance],) * 2
             else:
                 continue
             box[9] = 1.0 if amount in (0.0, 1.0) else 0.0
             category = (before.categories.get(instance) or after.categories[instance])
             rows.append(box)
+            ends.append(end)
             categories.append(CATEGORY_INDEX.get(category, CATEGORY_INDEX["other"]))
             tracks.append(self.instance_index[instance])
         if not rows:
-            return np.zeros((0, 10), np.float32), np.zeros(0, np.int16), np.zeros(0, np.int32)
-        return np.stack(rows).astype(np.float32), np.asarray(categories, np.int16), np.asarray(tracks, np.int32)
+            return (np.zeros((0, 10), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int16),
+                    np.zeros(0, np.int32))
+        boxes = np.stack(rows)
+        start, end = (np.stack(q) for q in zip(*ends))
+        # On a key frame, the annotation's own rotation, not slerp's rounding of it.
+        rotations = start if amount == 0.0 else end if amount == 1.0 else slerp(start, end, np.full(len(rows), amount))
+        rotations = np.where(rotations[:, :1] < 0, -rotations, rotations)  # w >= 0: one sign per rotation
+        boxes[:, 6] = yaw_from_matrix(matrix_from_quaternion(rotations))
+        return (boxes.astype(np.float32), rotations.astype(np.float32), np.asarray(categories, np.int16),
+                np.asarray(tracks, np.int32))
 
 
 def image_path(nusc, token: str) -> Path:

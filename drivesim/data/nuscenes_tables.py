@@ -29,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
-from drivesim.errors import DrivesimError
+from drivesim.errors import ConfigError, DrivesimError
 from drivesim.geometry import translation_rotation_from
 
 TABLE_NAMES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
@@ -79,6 +80,8 @@ ATTRIBUTES = {
 }
 
 VISIBILITY_LEVELS = {1: "v0-40", 2: "v40-60", 3: "v60-80", 4: "v80-100"}
+# A version folder's name, as the devkit's loader takes it: one plain name, so root/version stays in root.
+VERSION = re.compile(r"v1\.0-[A-Za-z0-9_-]+")
 MODALITIES = ("camera", "lidar", "radar")
 
 
@@ -122,6 +125,14 @@ def _check_attribute_fits(category: str, attribute: str) -> None:
         raise NuScenesTableError(f"attribute '{attribute}' does not fit category '{category}': it takes {allowed}")
 
 
+def check_version(version) -> str:
+    """`version` as a table folder name (v1.0-mini, v1.0-trainval, ...); ConfigError naming --version otherwise."""
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
+        raise ConfigError(f"--version must look like v1.0-mini or v1.0-trainval (v1.0- then letters, digits, _ or "
+                          f"-), got {version!r}")
+    return version
+
+
 def attribute_for(category: str, speed: float, parked: bool) -> list[str]:
     """The nuScenes attribute a box's motion implies (the devkit scores attributes per class group)."""
     if category in ("vehicle.bicycle", "vehicle.motorcycle"):
@@ -138,7 +149,7 @@ class NuScenesWriter:
 
     def __init__(self, root: Path, version: str = "v1.0-mini", seed: int = 0):
         self.root = Path(root)
-        self.version = version
+        self.version = check_version(version)  # the tables go to root/version
         self.seed = seed
         self._tables: dict[str, dict[str, dict]] = {name: {} for name in TABLE_NAMES}
         self._counters = {name: 0 for name in TABLE_NAMES}

@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from drivesim.errors import DataError
 
-SCHEMA = "drivesim-clips/1"
+SCHEMA = "drivesim-clips/2"
+# drivesim-clips/1 stores lack world_from_ego_cam and box_rotation: they are read (camera_poses and
+# box_rotations stand in for the two) and verified, but not written to.
+READABLE_SCHEMAS = ("drivesim-clips/1", SCHEMA)
+ADDED_IN_2 = ("world_from_ego_cam", "box_rotation")
 PARTIAL = ".partial"  # clips being written; never listed, cleared when ingest starts
 SPLITS = ("train", "val")
 
@@ -36,12 +40,39 @@ class Clip:
     poly_offsets: np.ndarray    # int32 [K+1]
     poly_type: np.ndarray       # int16 [K]
     attrs: dict = field(default_factory=dict)  # source, scene, split, caption, cameras, fps, start
+    # The ego pose when each camera's image was taken, float64 [T, V, 4, 4] (world_from_ego is the
+    # reference camera's), and each box's rotation, float32 [N, 4] (w, x, y, z, world frame; boxes[:, 6]
+    # is its heading). None: the cameras fire together and the boxes only turn about z (rollouts).
+    world_from_ego_cam: np.ndarray | None = None
+    box_rotation: np.ndarray | None = None
 
 
 ARRAY_DTYPES = {"frames": np.uint8, "intrinsics": np.float32, "ego_from_cam": np.float32,
                 "world_from_ego": np.float64, "timestamps": np.int64, "boxes": np.float32,
                 "box_offsets": np.int32, "box_category": np.int16, "box_track": np.int32,
-                "polylines": np.float32, "poly_offsets": np.int32, "poly_type": np.int16}
+                "polylines": np.float32, "poly_offsets": np.int32, "poly_type": np.int16,
+                "world_from_ego_cam": np.float64, "box_rotation": np.float32}
+
+
+def camera_poses(clip, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """float64 [T, V, 4, 4]: the ego pose at each camera's own capture time, frames [start, stop) of a
+    clip (a zarr group or a dict of its arrays). A clip without them (drivesim-clips/1) gives every
+    camera its frame's world_from_ego."""
+    if "world_from_ego_cam" in clip:
+        return np.asarray(clip["world_from_ego_cam"][start:stop], np.float64)
+    poses = np.asarray(clip["world_from_ego"][start:stop], np.float64)
+    return np.repeat(poses[:, None], clip["ego_from_cam"].shape[0], axis=1)
+
+
+def box_rotations(clip, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """float64 [N, 4]: unit quaternions (w, x, y, z, world frame) of box rows [start, stop) of a clip (a
+    zarr group or a dict of its arrays). A clip without them (drivesim-clips/1) turns each box by its
+    yaw about z."""
+    if "box_rotation" in clip:
+        return np.asarray(clip["box_rotation"][start:stop], np.float64)
+    half_yaw = np.asarray(clip["boxes"][start:stop, 6], np.float64) / 2
+    zero = np.zeros_like(half_yaw)
+    return np.stack([np.cos(half_yaw), zero, zero, np.sin(half_yaw)], axis=-1)
 
 
 def _codecs(level: int):
@@ -67,7 +98,8 @@ def create_store(path: Path, settings: dict, categories: list[str], poly_types: 
             raise DataError(f"--out {path} is a non-empty folder that is not a clip store")
         root = zarr.open_group(str(path), mode="r+")
         if root.attrs.get("schema") != SCHEMA:
-            raise DataError(f"--out {path}: store schema {root.attrs.get('schema')!r}, expected {SCHEMA!r}")
+            raise DataError(f"--out {path}: store schema {root.attrs.get('schema')!r}, expected {SCHEMA!r} "
+                            "(a store of an older drivesim is read, not added to: use a new --out)")
         stored = root.attrs.get("settings", {})
         changed = [f"{key}: store has {stored.get(key)!r}, this run {value!r}"
                    for key, value in settings.items() if stored.get(key) != value]
@@ -92,8 +124,8 @@ def open_store(path: str | os.PathLike, mode: str = "r"):
     if not _is_store(path):
         raise DataError(f"store {path}: not a clip store (no zarr.json and clips/)")
     root = zarr.open_group(str(path), mode=mode)
-    if root.attrs.get("schema") != SCHEMA:
-        raise DataError(f"store {path}: schema {root.attrs.get('schema')!r}, expected {SCHEMA!r}")
+    if root.attrs.get("schema") not in READABLE_SCHEMAS:
+        raise DataError(f"store {path}: schema {root.attrs.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
     return root
 
 
@@ -127,16 +159,17 @@ def write_clip(path: Path, clip: Clip, level: int = 3) -> bool:
     staging.parent.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(str(staging), mode="w", zarr_format=3)
     group.attrs.update(clip.attrs)
-    for spec in fields(Clip):
-        if spec.name not in ARRAY_DTYPES:
-            continue
-        data = np.ascontiguousarray(getattr(clip, spec.name), dtype=ARRAY_DTYPES[spec.name])
-        if spec.name == "frames":
+    arrays = {name: getattr(clip, name) for name in ARRAY_DTYPES if getattr(clip, name) is not None}
+    # A Clip without per-camera poses or box rotations is stored with what readers would stand in for them.
+    arrays.update(world_from_ego_cam=camera_poses(arrays), box_rotation=box_rotations(arrays))
+    for name, dtype in ARRAY_DTYPES.items():
+        data = np.ascontiguousarray(arrays[name], dtype=dtype)
+        if name == "frames":
             # One chunk per image, one shard per clip: a clip is one file, an image one decode.
             group.create_array("frames", data=data, chunks=(1, 1, *data.shape[2:]), shards=data.shape,
                                compressors=_codecs(level))
         else:
-            group.create_array(spec.name, data=data, chunks=data.shape if data.size else "auto",
+            group.create_array(name, data=data, chunks=data.shape if data.size else "auto",
                                compressors=_codecs(level))
     try:
         os.rename(staging, target)
@@ -166,9 +199,12 @@ def stored_clip_ids(path: Path) -> list[str]:
 
 
 def read_clip(root, clip_id: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The clip's arrays (all, or `names`) as numpy, plus its attributes under "attrs"."""
+    """The clip's arrays (all it has, or `names`) as numpy, plus its attributes under "attrs".
+
+    A drivesim-clips/1 clip has no world_from_ego_cam or box_rotation: read them with camera_poses and
+    box_rotations, which stand in for them."""
     group = root["clips"][clip_id]
-    out = {name: group[name][...] for name in (names or ARRAY_DTYPES)}
+    out = {name: group[name][...] for name in (names or [n for n in ARRAY_DTYPES if n in group])}
     out["attrs"] = dict(group.attrs)
     return out
 
@@ -186,15 +222,24 @@ def _expected_shapes(settings: dict, shapes: dict[str, tuple]) -> dict[str, tupl
     frames, width, height = settings["frames"], settings["width"], settings["height"]
     views = len(settings["cameras"])
     n, p, k = shapes["boxes"][0], shapes["polylines"][0], shapes["poly_type"][0]
-    return {"frames": (frames, views, height, width, 3), "intrinsics": (views, 3, 3),
-            "ego_from_cam": (views, 4, 4), "world_from_ego": (frames, 4, 4), "timestamps": (frames,),
-            "boxes": (n, 10), "box_offsets": (frames + 1,), "box_category": (n,), "box_track": (n,),
-            "polylines": (p, 3), "poly_offsets": (k + 1,), "poly_type": (k,)}
+    expected = {"frames": (frames, views, height, width, 3), "intrinsics": (views, 3, 3),
+                "ego_from_cam": (views, 4, 4), "world_from_ego": (frames, 4, 4), "timestamps": (frames,),
+                "boxes": (n, 10), "box_offsets": (frames + 1,), "box_category": (n,), "box_track": (n,),
+                "polylines": (p, 3), "poly_offsets": (k + 1,), "poly_type": (k,),
+                "world_from_ego_cam": (frames, views, 4, 4), "box_rotation": (n, 4)}
+    return {name: shape for name, shape in expected.items() if name in shapes}
 
 
 def _check_offsets(offsets: np.ndarray, total: int) -> str | None:
     if offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0):
         return f"offsets must rise from 0 to {total}, got {offsets[0]}..{offsets[-1]}"
+    return None
+
+
+def _check_unit(name: str, quaternions: np.ndarray) -> str | None:
+    norms = np.linalg.norm(quaternions.astype(np.float64), axis=-1)
+    if not np.all(np.isfinite(norms)) or np.any(np.abs(norms - 1) > 1e-3):
+        return f"{name} are not finite unit quaternions"
     return None
 
 
@@ -216,7 +261,10 @@ def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
     except Exception as error:  # zarr raises several types for a broken zarr.json
         return [Problem(where, f"cannot open ({type(error).__name__}: {error})")]
     data, problems = {}, []
+    legacy = root.attrs.get("schema") != SCHEMA  # a drivesim-clips/1 store: its clips lack ADDED_IN_2
     for name, dtype in ARRAY_DTYPES.items():
+        if legacy and name in ADDED_IN_2 and name not in group:
+            continue
         try:
             array = group[name]
             if array.dtype != np.dtype(dtype):
@@ -234,6 +282,9 @@ def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
         return problems
     checks = {
         "world_from_ego": _check_rigid("world_from_ego", data["world_from_ego"]),
+        "world_from_ego_cam": _check_rigid("world_from_ego_cam", data["world_from_ego_cam"].reshape(-1, 4, 4))
+        if "world_from_ego_cam" in data else None,
+        "box_rotation": _check_unit("box_rotation", data["box_rotation"]) if "box_rotation" in data else None,
         "ego_from_cam": _check_rigid("ego_from_cam", data["ego_from_cam"]),
         "intrinsics": None if np.all(np.isfinite(data["intrinsics"])) and np.all(data["intrinsics"][:, 0, 0] > 0)
         else "intrinsics are not finite with positive focal lengths",

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from drivesim import geometry
 from drivesim.data import side_files
 from drivesim.data.meshes import agents_mesh, lamp_positions, town_mesh
-from drivesim.data.nuscenes_tables import NuScenesWriter, attribute_for
+from drivesim.data.nuscenes_tables import NuScenesWriter, attribute_for, check_version
 from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
@@ -69,8 +69,9 @@ class SynthConfig:
             raise ConfigError(f"--fps must be at most 60, got {self.fps}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 (automatic) or more, got {self.workers}")
-        if not self.version.startswith("v1.0-"):
-            raise ConfigError(f"--version must look like v1.0-mini or v1.0-trainval, got '{self.version}'")
+        if self.seed < 0:  # numpy's seed sequences take no negative entropy
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        check_version(self.version)
         check_output_folder(self.out, self.overwrite)
 
     @property
@@ -303,18 +304,16 @@ def generate(config: SynthConfig, progress: bool = True) -> Path:
     """Write the whole data set to `config.out`; the folder appears only once complete."""
     config.validate()
     out = Path(config.out)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
     rig = geometry.load_rig(config.rig, (config.width, config.height))
-    for folder in ("samples", "sweeps"):
-        for camera in rig.names:
-            (staging / folder / camera).mkdir(parents=True, exist_ok=True)
-    (staging / "samples" / "LIDAR_TOP").mkdir(parents=True)
+    staging = staging_folder(out)
     plans = [plan_scene(config, i) for i in range(config.scenes)]
     workers = config.workers or min(os.cpu_count() or 1, config.scenes)
     started = time.time()
     try:
+        for folder in ("samples", "sweeps"):
+            for camera in rig.names:
+                (staging / folder / camera).mkdir(parents=True, exist_ok=True)
+        (staging / "samples" / "LIDAR_TOP").mkdir(parents=True)
         results = _render_all(config, plans, staging, workers, progress)
         _write_tables(config, rig, results, staging)
         publish_folder(staging, out)
@@ -412,6 +411,38 @@ def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneRes
         "generator": "drivesim synth", "config": {k: str(v) if isinstance(v, Path) else v
                                                   for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")},
         "rig": config.rig, "scenes": scenes_meta})
+
+
+def staging_folder(out: Path) -> Path:
+    """A new empty folder beside `out` to write into; publish_folder moves it there once complete. Staging
+    folders that killed runs left behind (their process is gone) are removed first: they are never whole."""
+    out = Path(out)
+    prefix = f".{out.name}.partial-"
+    if out.parent.is_dir():
+        for stale in out.parent.iterdir():
+            pid = stale.name.removeprefix(prefix)
+            if stale.name.startswith(prefix) and pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    staging = out.parent / f"{prefix}{os.getpid()}"
+    try:
+        if staging.exists():  # this process's own, from a call that failed before cleaning up
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise ConfigError(f"--out {out} cannot be written: {error.strerror or error}") from None
+    return staging
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # there signal 0 is CTRL_C_EVENT, not a probe: keep every staging folder
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, under another user
+        return True
+    return True
 
 
 def publish_folder(staging: Path, out: Path) -> None:

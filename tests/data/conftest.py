@@ -31,3 +31,18 @@ def store_contents(path: Path) -> dict:
                   for name in sorted(group.array_keys())}
         contents[clip_id] = {"attrs": dict(group.attrs), "arrays": arrays}
     return contents
+
+
+def retime(root: Path, step_us: int) -> None:
+    """Move the tiny log's three CAM_FRONT frames (their ego poses and key frames too) `step_us` apart:
+    99_997 makes it a 10 Hz camera whose stamps fall a few microseconds short of the period."""
+    import json
+
+    tables = root / "v1.0-mini"
+    start = json.loads((tables / "sample_data.json").read_text())[0]["timestamp"]
+    for table in ("sample_data", "ego_pose", "sample"):
+        records = json.loads((tables / f"{table}.json").read_text())
+        for record in records:
+            frame = round((record["timestamp"] - start) / 250_000)  # the fixture's frames are 0.25 s apart
+            record["timestamp"] = start + frame * step_us
+        (tables / f"{table}.json").write_text(json.dumps(records))

@@ -126,11 +126,33 @@ def test_straight_and_stopped_motion():
 
 
 def test_heading_change_wraps_across_pi():
-    # heading from 170 to -170 degrees is a 20+ degree left turn, not a 340 degree right one
+    # heading from 170 to -170 degrees is a 25 degree bend to the left over 30 m, not a 335 degree right turn
     n = 30
     yaw = np.radians(np.linspace(170.0, 195.0, n))
     world_from_ego = _poses(np.linspace(0, -30, n), np.zeros(n), np.arctan2(np.sin(yaw), np.cos(yaw)))
-    assert ego_motion(world_from_ego, _timestamps(n))[0] == "turning left"
+    assert ego_motion(world_from_ego, _timestamps(n))[0] == "curving left"
+
+
+@pytest.mark.parametrize("left, expected", [(True, "curving left"), (False, "curving right")])
+def test_a_15_degree_bend_of_the_road_is_a_curve_not_straight(left, expected):
+    world_from_ego = _arc(10.0, 15.0, left, radius=80.0)
+    manoeuvre, speed = ego_motion(world_from_ego, _timestamps(len(world_from_ego)))
+    assert manoeuvre == expected and speed == pytest.approx(10.0, abs=0.1)
+    assert caption("", world_from_ego, _timestamps(len(world_from_ego)), {}) == \
+        f"day; {expected} at 10 m/s; no other road users"
+
+
+def test_a_short_clip_of_a_tight_turn_is_a_turn_and_a_slight_drift_is_straight():
+    tight = _arc(5.0, 30.0, left=False, radius=12.0)  # 1.3 s of an intersection turn: 30 degrees so far
+    assert ego_motion(tight, _timestamps(len(tight)))[0] == "turning right"
+    drift = _arc(10.0, 6.0, left=True, radius=80.0)
+    assert ego_motion(drift, _timestamps(len(drift)))[0] == "driving straight"
+
+
+def test_a_single_frame_is_not_static_and_its_caption_claims_no_motion():
+    one = np.eye(4)[None]
+    assert static_ego(one, CONFIG) is None
+    assert caption("Night", one, _timestamps(1), {1: "vehicle.car"}) == "night; 1 car"
 
 
 # --- exposure and blur ------------------------------------------------------------------------

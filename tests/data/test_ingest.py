@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from drivesim.cli import main
 from drivesim.data import store
 from drivesim.data.ingest import SCENES, SUMMARY
-from tests.data.conftest import store_contents
+from tests.data.conftest import retime, store_contents
 
 # Small clips keep the suite fast: 9 frames every 6 of the synthetic 12 Hz logs, at 96x56.
 OPTIONS = ["--frames", "9", "--stride", "6", "--size", "96x56", "--quiet"]
@@ -101,6 +101,79 @@ def test_tiny_hand_written_log_ingests_with_interpolated_boxes(tiny_logs, tmp_pa
     assert clip["attrs"]["caption"] == "night, rain; driving straight at 4 m/s; 1 car, 1 pedestrian"
     assert clip["attrs"]["source"] == "nuscenes"
     assert main(["store", "verify", str(out), "--quiet"]) == 0
+
+
+def _ingest_tiny(tiny_logs: Path, out: Path, *options: str) -> int:
+    return main(["ingest", "--dataroot", str(tiny_logs), "--out", str(out), "--cameras", "CAM_FRONT", "--size",
+                 "160x90", "--quiet", *options])
+
+
+def test_a_10_hz_log_is_stored_at_10_fps_with_every_frame(tiny_logs, tmp_path):
+    retime(tiny_logs, 99_997)  # three frames spanning 199 994 us
+    out = tmp_path / "store"
+    assert _ingest_tiny(tiny_logs, out, "--frames", "3") == 0
+    root = store.open_store(out)
+    assert root.attrs["settings"]["fps"] == 10.0
+    clip = store.read_clip(root, "scene-tiny-0000")
+    assert clip["attrs"]["fps"] == 10.0 and np.diff(clip["timestamps"]).tolist() == [99_997, 99_997]
+
+
+def test_an_fps_the_log_does_not_run_at_is_refused_naming_the_rate_and_scene(tiny_logs, tmp_path, capsys):
+    retime(tiny_logs, 99_997)
+    out = tmp_path / "store"
+    assert _ingest_tiny(tiny_logs, out, "--frames", "3", "--fps", "12") == 2
+    error = capsys.readouterr().err
+    assert "--fps 12: CAM_FRONT of scene-tiny runs at 10 Hz" in error and error.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fps", ["5", "10.3"])
+def test_an_fps_near_the_log_rate_or_a_whole_fraction_of_it_resamples(tiny_logs, tmp_path, fps):
+    retime(tiny_logs, 99_997)
+    out = tmp_path / "store"
+    assert _ingest_tiny(tiny_logs, out, "--frames", "2", "--fps", fps, "--min-travel", "0") == 0
+    clip = store.read_clip(store.open_store(out), "scene-tiny-0000")
+    assert clip["attrs"]["fps"] == float(fps)
+    assert np.diff(clip["timestamps"]).tolist() == ([199_994] if fps == "5" else [99_997])
+
+
+def test_one_store_holds_one_rate_and_an_fps_must_fit_every_scene(monkeypatch):
+    from drivesim.data import nuscenes as logs
+    from drivesim.data.ingest import clip_fps
+    from drivesim.errors import ConfigError
+
+    rates = {"scene-a": 12.0, "scene-b": 12.0, "scene-c": 10.0, "scene-d": None}  # d: one frame, no rate
+    monkeypatch.setattr(logs, "scene_rate", lambda nusc, scene, cameras: rates[scene])
+    with pytest.raises(ConfigError, match=r"CAM_FRONT runs at 12 Hz in most scenes but at 10 Hz in scene-c "
+                                          r"\(1 scene\(s\) differ\) .*: pass --fps"):
+        clip_fps(None, list(rates), ["CAM_FRONT"], None)
+    assert clip_fps(None, list(rates), ["CAM_FRONT"], 2) == 2.0  # every 6th and every 5th frame
+    for fps, scene, rate in ((12, "scene-c", 10), (5, "scene-a", 12)):  # 12 Hz / 5 is no whole step
+        with pytest.raises(ConfigError, match=f"--fps {fps}: CAM_FRONT of {scene} runs at {rate} Hz"):
+            clip_fps(None, list(rates), ["CAM_FRONT"], fps)
+
+
+def test_single_key_frames_are_kept_as_one_frame_clips(tiny_logs, tmp_path, capsys):
+    out = tmp_path / "store"
+    assert _ingest_tiny(tiny_logs, out, "--frames", "1", "--fps", "2") == 0
+    root = store.open_store(out)
+    assert sorted(root.attrs["clips"]) == ["scene-tiny-0000", "scene-tiny-0001"]  # the two key frames
+    clip = store.read_clip(root, "scene-tiny-0001")
+    assert clip["frames"].shape == (1, 1, 90, 160, 3)
+    assert clip["attrs"]["caption"] == "night, rain; 1 car, 1 pedestrian"
+    assert main(["store", "verify", str(out), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_an_ingest_that_keeps_nothing_says_why_on_stderr(tiny_logs, tmp_path, capsys):
+    # the tiny ego drives 2 m in 0.5 s: a 5 m --min-travel drops the clip as static
+    assert _ingest_tiny(tiny_logs, tmp_path / "a", "--frames", "3", "--min-travel", "5") == 0
+    error = capsys.readouterr().err
+    assert "kept 0 clips: all 1 window(s) of 1 scene(s) were dropped (static ego 1)" in error
+    assert "--min-travel" in error and error.count("\n") == 1
+    assert _ingest_tiny(tiny_logs, tmp_path / "b", "--frames", "4") == 0
+    assert "kept 0 clips: none of the 1 scene(s) holds 4 frames at 4 fps (--frames, --fps)" in \
+        capsys.readouterr().err
 
 
 def _run_and_kill(dataroot: Path, out: Path, ready) -> None:
@@ -244,6 +317,7 @@ OPTION_VALUES = {
     "--workers": st.one_of(st.integers(-3, 0).map(str), st.just("many")),
     "--cameras": st.sampled_from(["CAM_NOSE", ",", "CAM_FRONT,CAM_TAIL"]),
     "--val-fraction": st.sampled_from(["-0.1", "1.5", "half", "nan"]),
+    "--min-travel": st.sampled_from(["-1", "inf", "nan", "far"]),
 }
 
 

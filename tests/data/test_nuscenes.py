@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from drivesim.data import nuscenes as logs
 from drivesim.errors import DataError
+from tests.data.conftest import retime
 
 KEY0, SWEEP, KEY1 = ("5d000000000000000000000000000001", "5d000000000000000000000000000002",
                      "5d000000000000000000000000000003")
@@ -49,15 +50,39 @@ def test_boxes_are_interpolated_between_key_frames(tiny_logs):
     assert sorted(tracks.tolist()) == sorted(key_tracks.tolist())  # the same two tracks throughout
 
 
+def _yaw_quaternion(yaw: float) -> np.ndarray:
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
 def test_yaw_is_interpolated_along_the_shorter_arc(tiny_logs):
     nusc = logs.open_log(tiny_logs, "v1.0-mini")
     track = logs.BoxTrack(nusc, "scene-tiny")
     first, second = track.key_frames
     instance = next(iter(first.boxes))
-    first.boxes[instance][6], second.boxes[instance][6] = np.pi - 0.1, -np.pi + 0.1
+    first.rotations[instance], second.rotations[instance] = _yaw_quaternion(np.pi - 0.1), _yaw_quaternion(-np.pi + 0.1)
     boxes, _, tracks = track.at(track.times[0] + 250_000)
     yaw = boxes[tracks == track.instance_index[instance]][0, 6]
     assert abs(abs(yaw) - np.pi) < 1e-5  # through +-pi, not through 0
+
+
+def test_full_rotations_are_kept_on_key_frames_and_slerped_between(tiny_logs):
+    from pyquaternion import Quaternion
+
+    nusc = logs.open_log(tiny_logs, "v1.0-mini")
+    track = logs.BoxTrack(nusc, "scene-tiny")
+    first, second = track.key_frames
+    instance = next(iter(first.boxes))
+    pitched = Quaternion(axis=[0.3, 1.0, 0.2], angle=0.4)
+    rolled = Quaternion(axis=[1.0, -0.2, 0.5], angle=-0.3) * pitched
+    first.rotations[instance], second.rotations[instance] = pitched.q, rolled.q
+    for when, expected in ((track.times[0], pitched), (track.times[1], rolled),
+                           (track.times[0] + 150_000, Quaternion.slerp(pitched, rolled, 0.3))):
+        boxes, rotations, _, tracks = track.oriented_at(when)
+        mine = rotations[tracks == track.instance_index[instance]][0].astype(np.float64)
+        np.testing.assert_allclose(Quaternion(mine).rotation_matrix, expected.rotation_matrix, atol=1e-6)
+        row = boxes[tracks == track.instance_index[instance]][0]
+        heading = expected.rotation_matrix[:, 0]  # the yaw column is the heading of the box's x axis
+        assert row[6] == pytest.approx(np.arctan2(heading[1], heading[0]), abs=1e-5)
 
 
 def test_calibration_is_rescaled_to_the_stored_size(tiny_logs):
@@ -147,3 +172,48 @@ def test_polyline_pieces_are_near_runs_of_the_original(points, centres, radius):
         assert np.linalg.norm(piece[:, None] - centres[None], axis=-1).min(axis=1).max() <= radius
         assert all(tuple(p) in rows for p in piece.tolist())
     assert sum(len(p) for p in pieces) <= len(line)
+
+
+def test_frames_a_few_microseconds_short_of_the_period_are_all_kept(tiny_logs):
+    retime(tiny_logs, 99_997)  # three 10 Hz frames spanning 199 994 us
+    nusc = logs.open_log(tiny_logs, "v1.0-mini")
+    timeline = logs.scene_timeline(nusc, "scene-tiny", ["CAM_FRONT"], fps=10)
+    assert [row[0] for row in timeline.tokens] == [KEY0, SWEEP, KEY1]
+    assert np.diff(timeline.timestamps).tolist() == [99_997, 99_997]
+
+
+def test_a_camera_a_few_percent_slower_than_the_fps_keeps_every_frame(tiny_logs):
+    retime(tiny_logs, 104_000)  # 9.6 Hz resampled at 10: no frame is lost to drift
+    nusc = logs.open_log(tiny_logs, "v1.0-mini")
+    assert [row[0] for row in logs.scene_timeline(nusc, "scene-tiny", ["CAM_FRONT"], fps=10).tokens] == \
+        [KEY0, SWEEP, KEY1]
+
+
+@pytest.mark.parametrize("step_us, rate", [(99_997, 10.0), (250_000, 4.0), (83_333, 12.0), (133_333, 7.5)])
+def test_the_camera_rate_is_measured_and_whole_rates_are_kept_whole(tiny_logs, step_us, rate):
+    retime(tiny_logs, step_us)
+    assert logs.scene_rate(logs.open_log(tiny_logs, "v1.0-mini"), "scene-tiny", ["CAM_FRONT"]) == rate
+
+
+def test_ego_poses_around_a_frame_are_its_neighbours(tiny_logs):
+    nusc = logs.open_log(tiny_logs, "v1.0-mini")
+    times = logs.scene_timeline(nusc, "scene-tiny", ["CAM_FRONT"], fps=4).timestamps
+    around, poses = logs.ego_poses_around(nusc, "scene-tiny", "CAM_FRONT", int(times[1]))
+    assert around.tolist() == [times[0], times[2]]
+    np.testing.assert_allclose(poses[:, 0, 3], [600.0, 602.0])
+    assert logs.ego_poses_around(nusc, "scene-tiny", "CAM_FRONT", int(times[0]))[0].tolist() == [times[0], times[1]]
+    assert logs.ego_poses_around(nusc, "scene-tiny", "CAM_FRONT", int(times[0]) + 5) is None
+
+
+def test_a_camera_firing_after_the_last_samples_lidar_time_keeps_its_last_key_frame(tiny_logs):
+    import json
+
+    # nuScenes' sample time is the lidar's; a camera fires when the sweep passes it, up to ~40 ms later.
+    path = tiny_logs / "v1.0-mini" / "sample.json"
+    samples = json.loads(path.read_text())
+    for sample in samples:
+        sample["timestamp"] -= 20_000
+    path.write_text(json.dumps(samples))
+    nusc = logs.open_log(tiny_logs, "v1.0-mini")
+    assert [row[0] for row in logs.scene_timeline(nusc, "scene-tiny", ["CAM_FRONT"], fps=4).tokens] == \
+        [KEY0, SWEEP, KEY1]

@@ -17,6 +17,9 @@ def _clip(clip_id: str = "scene-a-0000", seed: int = 0) -> store.Clip:
     frames, views = SETTINGS["frames"], len(SETTINGS["cameras"])
     world_from_ego = np.tile(np.eye(4), (frames, 1, 1))
     world_from_ego[:, 0, 3] = np.arange(frames)
+    world_from_ego_cam = np.repeat(world_from_ego[:, None], views, axis=1)
+    world_from_ego_cam[:, 1, 0, 3] += 0.3  # the second camera fires a little later
+    rotation = rng.normal(size=(4, 4))
     return store.Clip(
         clip_id=clip_id,
         frames=rng.integers(0, 255, (frames, views, 8, 16, 3), dtype=np.uint8),
@@ -32,7 +35,9 @@ def _clip(clip_id: str = "scene-a-0000", seed: int = 0) -> store.Clip:
         poly_offsets=np.array([0, 2, 5], np.int32),
         poly_type=np.array([0, 1], np.int16),
         attrs={"scene": "scene-a", "split": "train", "caption": "day; stopped; no other road users",
-               "cameras": SETTINGS["cameras"]})
+               "cameras": SETTINGS["cameras"]},
+        world_from_ego_cam=world_from_ego_cam,
+        box_rotation=(rotation / np.linalg.norm(rotation, axis=1, keepdims=True)).astype(np.float32))
 
 
 @pytest.fixture
@@ -143,3 +148,60 @@ def test_frames_are_chunked_per_image_in_one_shard_per_clip(clip_store):
     chunk_files = [p for p in (path / "clips" / clip.clip_id / "frames").rglob("*") if p.is_file()
                    and p.name != "zarr.json"]
     assert len(chunk_files) == 1
+
+
+def test_a_clip_without_camera_poses_or_rotations_is_stored_with_their_stand_ins(tmp_path):
+    path = tmp_path / "store"
+    store.create_store(path, SETTINGS, [], [])
+    clip = _clip()
+    clip.world_from_ego_cam = clip.box_rotation = None
+    store.write_clip(path, clip)
+    data = store.read_clip(store.open_store(path), clip.clip_id)
+    np.testing.assert_array_equal(data["world_from_ego_cam"], np.repeat(clip.world_from_ego[:, None], 2, axis=1))
+    yaw = clip.boxes[:, 6].astype(np.float64)
+    np.testing.assert_allclose(data["box_rotation"][:, [0, 3]], np.stack([np.cos(yaw / 2), np.sin(yaw / 2)], -1),
+                               atol=1e-7)
+    assert not data["box_rotation"][:, 1:3].any()
+
+
+def _as_schema_1(path, clip_id: str) -> None:
+    """Make a store look as drivesim-clips/1 wrote it: the old schema name, no per-camera poses or rotations."""
+    import shutil
+
+    zarr.open_group(str(path), mode="r+").attrs["schema"] = "drivesim-clips/1"
+    for name in store.ADDED_IN_2:
+        shutil.rmtree(path / "clips" / clip_id / name)
+
+
+def test_a_schema_1_store_verifies_and_reads_through_the_stand_ins(clip_store):
+    path, clip = clip_store
+    _as_schema_1(path, clip.clip_id)
+    assert store.verify(path) == (1, [])
+    root = store.open_store(path)
+    data = store.read_clip(root, clip.clip_id)
+    assert not set(store.ADDED_IN_2) & set(data)
+    group = root["clips"][clip.clip_id]
+    for source in (data, group):
+        poses = store.camera_poses(source, 1, 3)
+        assert poses.shape == (2, 2, 4, 4)
+        np.testing.assert_array_equal(poses[:, 1], clip.world_from_ego[1:3])
+        np.testing.assert_allclose(store.box_rotations(source)[:, 3], np.sin(clip.boxes[:, 6] / 2), atol=1e-7)
+    with pytest.raises(DataError, match="use a new --out"):
+        store.create_store(path, SETTINGS, [], [])
+
+
+def test_verify_names_missing_or_misshapen_camera_poses_and_rotations(clip_store):
+    path, clip = clip_store
+    group = zarr.open_group(str(path / "clips" / clip.clip_id), mode="r+")
+    group.create_array("box_rotation", data=np.ones((4, 4), np.float32), overwrite=True)
+    import shutil
+
+    shutil.rmtree(path / "clips" / clip.clip_id / "world_from_ego_cam")
+    problems = {p.where: p.what for p in store.verify(path)[1]}
+    assert "unreadable" in problems[f"clips/{clip.clip_id}/world_from_ego_cam"]
+    group.create_array("world_from_ego_cam", data=np.tile(np.eye(4), (3, 1, 1, 1)), overwrite=True)
+    problems = {p.where: p.what for p in store.verify(path)[1]}
+    assert "expected (3, 2, 4, 4)" in problems[f"clips/{clip.clip_id}/world_from_ego_cam"]
+    group.create_array("world_from_ego_cam", data=np.tile(np.eye(4), (3, 2, 1, 1)), overwrite=True)
+    problems = {p.where: p.what for p in store.verify(path)[1]}
+    assert "unit quaternions" in problems[f"clips/{clip.clip_id}/box_rotation"]

@@ -176,3 +176,35 @@ def test_parallel_workers_write_the_same_files_as_one_process(tmp_path):
         return _tree_digest(synth.generate(config, progress=False))
 
     assert run(2, "parallel") == run(1, "serial")
+
+
+@pytest.mark.parametrize("version", ["v1.0-/../../x", "v1.0-../x", "v1.0-mini/x", "v1.0-", "v1.0-a b", "v2.0-mini",
+                                     "v1.0-mini\n"])
+def test_a_version_that_is_not_one_folder_name_is_refused_by_synth_export_and_the_writer(tmp_path, version):
+    from drivesim.data.nuscenes_tables import NuScenesWriter
+    from drivesim.errors import ConfigError
+    from drivesim.export import ExportConfig
+
+    with pytest.raises(ConfigError, match="--version must look like v1.0-mini"):
+        synth.SynthConfig(out=tmp_path / "logs", version=version).validate()
+    with pytest.raises(ConfigError, match="--version must look like v1.0-mini"):
+        ExportConfig(rollouts=tmp_path, out=tmp_path / "export", version=version).validate()
+    with pytest.raises(ConfigError, match="--version"):
+        NuScenesWriter(tmp_path / "root", version)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_staging_clears_what_killed_runs_left_and_keeps_a_running_ones(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    dead, alive = tmp_path / f".logs.partial-{finished}", tmp_path / f".logs.partial-{os.getppid()}"
+    other = tmp_path / f".logs2.partial-{finished}"  # another output's
+    for folder in (dead, alive, other):
+        (folder / "samples").mkdir(parents=True)
+    staging = synth.staging_folder(tmp_path / "logs")
+    assert staging.is_dir() and not any(staging.iterdir()) and staging.name == f".logs.partial-{os.getpid()}"
+    assert not dead.exists() and alive.exists() and other.exists()
