@@ -9,6 +9,8 @@ from pathlib import Path
 
 from drivesim.errors import ConfigError, DrivesimError
 
+START_FRAMES = 17  # a one-frame clip's scenario runs one 1 + 4k chunk unless --duration or --waypoints say
+
 
 def _add_synth(commands) -> None:
     parser = commands.add_parser(
@@ -73,7 +75,9 @@ def _add_ingest(commands) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the clip store (new, or one to resume)")
     parser.add_argument("--size", default="448x256", help="stored image size WIDTHxHEIGHT (default 448x256)")
     parser.add_argument("--frames", type=int, default=17, help="frames per clip (default 17 = 1 + 4k)")
-    parser.add_argument("--fps", type=float, default=12.0, help="clip frame rate (default 12, nuScenes cameras)")
+    parser.add_argument("--fps", type=float,
+                        help="clip frame rate: within 5%% of the cameras' rate, or of a whole fraction of it to "
+                             "take every n-th frame (default: the cameras' rate, measured in each scene)")
     parser.add_argument("--stride", type=int, help="frames between clip starts (default: --frames, no overlap)")
     parser.add_argument("--cameras", help="comma-separated camera channels (default: all of the log's)")
     parser.add_argument("--workers", type=int, default=1, help="scenes processed in parallel (default 1)")
@@ -83,6 +87,9 @@ def _add_ingest(commands) -> None:
                         help="a missing or corrupt image drops its clip (skip) or stops the run (fail)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share of scenes held out for validation, unless the official split covers them")
+    parser.add_argument("--min-travel", type=float, default=1.0, metavar="METRES",
+                        help="drop clips in which the ego moves less than this (default 1; one-frame clips are "
+                             "never dropped for it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_ingest, interrupted="finished clips are kept: run the same command to resume")
 
@@ -98,14 +105,31 @@ def _run_ingest(args) -> int:
         raise ConfigError("--cameras names no camera")
     if not 0 <= args.val_fraction <= 1:  # also false for NaN
         raise ConfigError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if not 0 <= args.min_travel < float("inf"):
+        raise ConfigError(f"--min-travel must be a number of metres >= 0, got {args.min_travel}")
     config = IngestConfig(dataroot=args.dataroot, out=args.out, version=args.version, width=width, height=height,
                           frames=args.frames, fps=args.fps, stride=args.stride, cameras=cameras,
                           workers=args.workers, engine=args.engine, on_error=args.on_error,
-                          curation=CurationConfig(val_fraction=args.val_fraction))
+                          curation=CurationConfig(val_fraction=args.val_fraction, min_travel_m=args.min_travel))
     report = ingest(config, progress=not args.quiet)
     print(report.table())
     print(f"store: {args.out} (summary: {args.out / SUMMARY})")
+    if not report.kept:  # an empty store is not an error, but nobody should find out at training time
+        print(f"drivesim ingest: warning: {_nothing_kept(report, args)}", file=sys.stderr)
     return 0
+
+
+def _nothing_kept(report, args) -> str:
+    """Why an ingest kept no clip, in one line: the drop counts, or that no scene is long enough."""
+    from drivesim.data.store import open_store
+
+    if report.dropped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in sorted(report.dropped.items(), key=lambda i: -i[1]))
+        return (f"kept 0 clips: all {report.windows} window(s) of {report.scenes} scene(s) were dropped "
+                f"({counts})" + ("; --min-travel sets the static ego limit" if "static ego" in report.dropped else ""))
+    fps = open_store(args.out).attrs["settings"]["fps"]
+    return (f"kept 0 clips: none of the {report.scenes} scene(s) holds {args.frames} frames at {fps:g} fps "
+            f"(--frames, --fps)")
 
 
 def _add_store(commands) -> None:
@@ -207,19 +231,24 @@ def _run_tokenizer_eval(args) -> int:
 
 
 def _tokenizer_eval(args) -> int:
-    from drivesim.tokenizer.evaluate import evaluate, table
+    from drivesim.tokenizer.evaluate import check_video_folder, evaluate, table
     from drivesim.tokenizer.task import load_trained
 
     if args.clips is not None and args.clips < 1:
         raise ConfigError(f"--clips must be >= 1, got {args.clips}")
     if args.videos < 0:
         raise ConfigError(f"--videos must be >= 0, got {args.videos}")
+    check_video_folder(args.out)  # before loading the model, too
     model = load_trained(args.checkpoint, ema=not args.raw)
     result = evaluate(model, args.store, args.split, args.clips, args.videos, args.out, progress=not args.quiet)
     print(table(result))
     for path in result["videos"]:
         print(f"video: {path}")
     return 0
+
+
+RIG_HELP = ("a rig in place of the scenario's rig: field: a views/ name or a rig YAML file (a scenario names a "
+            "views/ rig or holds one inline, never a file)")
 
 
 def _add_scenario(commands) -> None:
@@ -229,6 +258,7 @@ def _add_scenario(commands) -> None:
                                   description="Load and validate each scenario file (schema: scenarios/README.md). "
                                               "Exit 2 when any is invalid, naming the file and the field.")
     validate.add_argument("files", type=Path, nargs="+", metavar="FILE", help="scenario YAML files")
+    validate.add_argument("--rig", metavar="RIG", help=RIG_HELP)
     validate.set_defaults(run=_run_scenario_validate)
     from_clip = actions.add_parser("from-clip", help="turn a stored clip into a scenario file",
                                    description="Write a scenario that replays one clip of a clip store: its rig, ego "
@@ -240,6 +270,16 @@ def _add_scenario(commands) -> None:
     from_clip.add_argument("--with-start-frame", action="store_true",
                            help="also copy the clip's first frame into FILE.start.zarr beside --out and start the "
                                 "scenario from it, so the file and its start frame travel together")
+    path = from_clip.add_mutually_exclusive_group()
+    path.add_argument("--speed", type=float, metavar="M/S",
+                      help="one-frame clips: the ego drives straight ahead at this speed (default: the speed and "
+                           "turn rate the ego had there in the source log, when that log is at hand)")
+    path.add_argument("--waypoints", nargs="+", metavar="T:X,Y",
+                      help="one-frame clips: where the ego is at T seconds, X metres ahead of and Y metres left of "
+                           "where it starts, e.g. --waypoints 1:8,0 2:16,1.5 (the heading follows the path)")
+    from_clip.add_argument("--duration", type=float, metavar="SECONDS",
+                           help=f"one-frame clips, with --speed or the log's motion: how long the scenario runs "
+                                f"(default: {START_FRAMES} frames at the clip's rate)")
     from_clip.set_defaults(run=_run_scenario_from_clip)
 
 
@@ -249,9 +289,9 @@ def _run_scenario_validate(args) -> int:
     failed = 0
     for path in args.files:
         try:
-            print(f"{path}: {load(path).summary()}")
+            print(f"{path}: {load(path, rig=args.rig).summary()}")
         except DrivesimError as error:  # report every file, not only the first bad one
-            print(f"drivesim scenario: error: {error}", file=sys.stderr)
+            print(f"drivesim scenario: error: {one_line(error)}", file=sys.stderr)
             failed += 1
     return 2 if failed else 0
 
@@ -267,7 +307,8 @@ def _run_scenario_from_clip(args) -> int:
         raise ConfigError(f"--out {args.out} exists; pass --overwrite to replace it")
     if not args.out.parent.is_dir():
         raise ConfigError(f"--out {args.out}: no such folder {args.out.parent}")
-    scenario = from_clip(args.store, args.clip)
+    ego, told = _start_frame_path(args)
+    scenario = from_clip(args.store, args.clip, ego)
     if args.with_start_frame:
         import dataclasses
         import shutil
@@ -281,11 +322,71 @@ def _run_scenario_from_clip(args) -> int:
                 raise ConfigError(f"{frame_store} exists; pass --overwrite to replace it")
             shutil.rmtree(frame_store)
         copy_start_frame(args.store, args.clip, frame_store)
-        # relative to the scenario file: simulate.start_store finds it there
-        scenario = dataclasses.replace(scenario, start_frames=StartFrames(frame_store.name, args.clip, 0))
+        # Named relative to the scenario file, which lives in the same folder: the two travel together.
+        scenario = dataclasses.replace(scenario, start_frames=StartFrames(frame_store.name, args.clip, 0),
+                                       base_dir=args.out.parent.resolve())
     save(scenario, args.out)
     print(f"{args.out}: {scenario.summary()}")
+    if told:
+        print(f"ego path: {told}")
     return 0
+
+
+def _start_frame_path(args):
+    """(the ego's path, where it came from) for a one-frame clip; (None, "") for a longer one, which replays
+    its own. From --waypoints, --speed, or else the ego's motion in the source log."""
+    import math
+
+    from drivesim.errors import DataError
+    from drivesim.scenario.from_clip import clip_length, constant_path, logged_motion
+    from drivesim.scenario.trajectory import VEHICLE_LIMITS
+
+    frames, fps = clip_length(args.store, args.clip)
+    given = [f"--{name}" for name in ("speed", "waypoints", "duration") if getattr(args, name) is not None]
+    if frames != 1:
+        if given:
+            raise ConfigError(f"{given[0]}: clip {args.clip} has {frames} frames and replays their ego path; "
+                              f"{given[0]} is for one-frame clips")
+        return None, ""
+    if args.waypoints is not None:
+        if args.duration is not None:
+            raise ConfigError("--duration: with --waypoints the last waypoint's time is the duration")
+        return _waypoint_path(args.waypoints), f"{len(args.waypoints)} waypoint(s) from --waypoints"
+    duration = (START_FRAMES - 1) / fps if args.duration is None else args.duration
+    if not (math.isfinite(duration) and duration > 0):
+        raise ConfigError(f"--duration must be a number of seconds > 0, got {args.duration}")
+    if args.speed is not None:
+        if not 0 <= args.speed <= VEHICLE_LIMITS.speed:  # also false for NaN
+            raise ConfigError(f"--speed must be from 0 to {VEHICLE_LIMITS.speed:g} m/s, got {args.speed}")
+        return constant_path(args.speed, 0.0, duration), f"straight ahead at {args.speed:g} m/s from --speed"
+    try:
+        speed, yaw_rate = logged_motion(args.store, args.clip)
+    except DataError as error:
+        raise ConfigError(f"{error}; give the ego's path with --speed M/S or --waypoints") from None
+    return (constant_path(speed, yaw_rate, duration),
+            f"{speed:.1f} m/s turning {math.degrees(yaw_rate):+.1f} deg/s, as in the source log")
+
+
+def _waypoint_path(texts: list[str]):
+    """The ego's path through 'T:X,Y' waypoints after its start at 0:0,0."""
+    import math
+
+    from drivesim.scenario import Trajectory
+
+    rows = [(0.0, 0.0, 0.0)]
+    for text in texts:
+        try:
+            time, position = text.split(":")
+            row = (float(time), *(float(value) for value in position.split(",")))
+        except ValueError:
+            row = ()
+        if len(row) != 3 or not all(math.isfinite(value) for value in row):
+            raise ConfigError(f"--waypoints {text}: expected T:X,Y (seconds, metres ahead, metres left), e.g. 2:16,1.5")
+        if row[0] <= rows[-1][0]:
+            raise ConfigError(f"--waypoints {text}: times must increase from 0, the start frame's time")
+        rows.append(row)
+    times, ahead, left = (list(column) for column in zip(*rows))
+    return Trajectory.from_xy(times, list(zip(ahead, left)))
 
 
 def _add_generate(commands) -> None:
@@ -295,6 +396,7 @@ def _add_generate(commands) -> None:
                     "and write one MP4 per camera, a grid MP4, a contact sheet and a clip store with the "
                     "scenario's labels into --out.")
     parser.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="a scenario YAML file")
+    parser.add_argument("--rig", metavar="RIG", help=RIG_HELP)
     parser.add_argument("--checkpoint", type=Path,
                         help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder "
                              "(default: the shipped weights, weights/drivesim-small; see MODEL_CARD.md)")
@@ -324,14 +426,14 @@ def _add_generate(commands) -> None:
 def _run_generate(args) -> int:
     import math
 
-    from drivesim.scenario import load
+    from drivesim.scenario import MAX_SEED, load
     from drivesim.simulate import check_out_dir, load_world_model, rollout
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     if not math.isfinite(args.guidance) or args.guidance < 0:
         raise ConfigError(f"--guidance must be a finite number >= 0, got {args.guidance}")
-    if args.seed is not None and not 0 <= args.seed < 2**62:
+    if args.seed is not None and not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"--seed must be from 0 to 2**62-1, got {args.seed}")
     if not math.isfinite(args.temperature) or not 0 <= args.temperature <= 2:
         raise ConfigError(f"--temperature must be from 0 to 2, got {args.temperature}")
@@ -340,7 +442,7 @@ def _run_generate(args) -> int:
     check_out_dir(args.out, args.overwrite)  # before minutes of work
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
-    scenario = load(args.scenario)
+    scenario = load(args.scenario, rig=args.rig)
     if args.checkpoint is None:
         from drivesim.weights import shipped_checkpoint
 
@@ -381,9 +483,16 @@ def _add_ui(commands) -> None:
     parser = commands.add_parser(
         "ui", help="the scenario editor in the browser (Streamlit)",
         description="Serve the scenario editor: open, edit, preview and render scenarios. It binds "
-                    "127.0.0.1 unless --address says otherwise, and writes only into --workspace.")
+                    "127.0.0.1 unless --address says otherwise, writes only into --workspace and reads only "
+                    "under the --data-root folders, the workspace, --scenarios and --checkpoints. It has no "
+                    "log-in: whoever reaches the address can use it.")
     parser.add_argument("--port", type=int, default=8501, help="port (default 8501)")
-    parser.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; any other serves the editor, which has no log-in, "
+                             "to the network)")
+    parser.add_argument("--data-root", type=Path, action="append", dest="data_roots", metavar="FOLDER",
+                        help="a folder the editor may read clip stores and start frames from; repeat it for more "
+                             "(default: the repository's scenarios/ and out/)")
     parser.add_argument("--workspace", type=Path, default=Path("out/ui-workspace"),
                         help="folder for each browser session's uploads, scenarios and renders")
     parser.add_argument("--scenarios", type=Path, help="the scenario library (default: the repository's scenarios/)")
@@ -402,6 +511,11 @@ def ui_command(args) -> list[str]:
         raise ConfigError(f"--port must be from 1 to 65535, got {args.port}")
     if args.scenarios is not None and not args.scenarios.is_dir():
         raise ConfigError(f"--scenarios {args.scenarios}: no such folder")
+    for root in getattr(args, "data_roots", None) or ():
+        if not root.is_dir():
+            raise ConfigError(f"--data-root {root}: no such folder")
+    if args.workspace.exists() and not args.workspace.is_dir():
+        raise ConfigError(f"--workspace {args.workspace} is a file, not a folder")
     from drivesim.scenario import MAX_BYTES
 
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", args.address,
@@ -410,16 +524,36 @@ def ui_command(args) -> list[str]:
             "--client.toolbarMode", "minimal"]
 
 
+def _loopback(address: str) -> bool:
+    import ipaddress
+
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may well resolve to an outside interface
+        return False
+
+
 def _run_ui(args) -> int:
     import subprocess
 
     command = ui_command(args)
-    args.workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        args.workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--workspace {args.workspace} cannot be created: {error.strerror or error}") from None
     environment = {**os.environ, "DRIVESIM_UI_WORKSPACE": str(args.workspace.resolve())}
     if args.checkpoints:
         environment["DRIVESIM_UI_CHECKPOINTS"] = os.pathsep.join(str(p.resolve()) for p in args.checkpoints)
     if args.scenarios is not None:
         environment["DRIVESIM_UI_SCENARIOS"] = str(args.scenarios.resolve())
+    if args.data_roots:
+        environment["DRIVESIM_UI_DATA_ROOTS"] = os.pathsep.join(str(p.resolve()) for p in args.data_roots)
+    if not _loopback(args.address):
+        print(f"drivesim ui: warning: --address {args.address} serves the editor to the network, and it has no "
+              "log-in: anyone who reaches it can read the data roots, use the CPU/GPU and write into the workspace",
+              file=sys.stderr, flush=True)
     print(f"drivesim ui: http://{args.address}:{args.port} (workspace {args.workspace}); Ctrl-C stops it", flush=True)
     args.interrupted = "the editor stopped"
     return subprocess.call(command, env=environment)
@@ -472,6 +606,9 @@ def _add_eval(commands) -> None:
                         help="a locally stored TorchScript I3D network for FVD (never downloaded)")
     parser.add_argument("--frame-step", type=int, default=1, metavar="N",
                         help="measure every N-th frame (default 1; FID takes every frame, FVD 16-frame windows)")
+    parser.add_argument("--include-given", action="store_true",
+                        help="score PSNR/SSIM on the frames the model was given (the start frame) too; by default "
+                             "they are left out, as they match the reference by construction")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_eval)
 
@@ -483,12 +620,22 @@ def _run_eval(args) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     results = evaluate(args.rollouts, reference=args.reference, inception=args.inception, i3d=args.i3d,
-                       frame_step=args.frame_step, progress=not args.quiet)  # checks every input first
+                       frame_step=args.frame_step, progress=not args.quiet,
+                       include_given=args.include_given)  # checks every input first
     json_path, html_path = write_report(results, out)
     print(summary_table(results))
     print(f"report: {html_path}")
     print(f"numbers: {json_path}")
+    if results["failed"]:  # the report is written, but a script must learn that it is incomplete
+        print(f"drivesim eval: {len(results['failed'])} of {len(results['failed']) + len(results['rollouts'])} "
+              "rollouts could not be scored (listed in the report)", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(error: Exception) -> str:
+    """The message on one line: a path or value the user typed may hold a line break, shown escaped."""
+    return str(error).replace("\r", "\\r").replace("\n", "\\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -520,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except DrivesimError as error:
-        print(f"drivesim {args.command}: error: {error}", file=sys.stderr)
+        print(f"drivesim {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"drivesim {args.command}: interrupted; {getattr(args, 'interrupted', 'nothing was published')}",

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from drivesim import geometry
-from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for
+from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for, check_version
 from drivesim.data.synth import publish_folder
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
@@ -93,8 +93,7 @@ class ExportConfig:
 
     def validate(self) -> list[Path]:
         """Check every option before anything is written; returns the rollout folders found."""
-        if not self.version.startswith("v1.0-") or "/" in self.version or os.sep in self.version:
-            raise ConfigError(f"--version must look like v1.0-mini or v1.0-trainval, got '{self.version}'")
+        check_version(self.version)
         folders = find_rollouts(self.rollouts)
         check_out_dir(Path(self.out), self.overwrite)
         _check_creatable(Path(self.out))

@@ -24,6 +24,7 @@ import torch
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.geometry import compose, invert
+from drivesim.scenario import MAX_SEED
 
 __all__ = ["Rollout", "load_world_model", "rollout", "write_mp4", "grid_layout", "hold_start_frame",
            "reproject_start_frame", "INITS", "ROLLOUT_STORE"]
@@ -133,23 +134,29 @@ class Rollout:
 
     def save(self, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
         """Write the rollout into `out_dir` (new or empty, unless overwrite): <camera>.mp4 per camera,
-        grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr (a clip store). Returns what was written."""
-        out = Path(out_dir)
-        check_out_dir(out, overwrite)
-        if out.exists() and overwrite:
-            for entry in out.iterdir():
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        written: dict[str, Path] = {}
-        for v, camera in enumerate(self.cameras):
-            written[camera] = write_mp4(out / f"{camera}.mp4", self.video[:, v], self.fps)
-        written["grid"] = write_mp4(out / "grid.mp4", grid_frames(self.video, self.cameras), self.fps)
-        written["contact_sheet"] = contact_sheet(self, out / "contact_sheet.png")
+        grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr (a clip store). Returns what was written.
+
+        Everything goes to a folder beside `out_dir` that replaces it once whole: a run killed while writing
+        leaves `out_dir` as it was (a later run clears the staging folder), never half a rollout."""
+        from drivesim.data.synth import publish_folder, staging_folder
         from drivesim.scenario import save as save_scenario
 
-        written["scenario"] = save_scenario(self.scenario, out / "scenario.yaml")
-        written["store"] = self.write_store(out / ROLLOUT_STORE)
-        return written
+        out = Path(out_dir)
+        check_out_dir(out, overwrite)
+        staging = staging_folder(out)
+        names: dict[str, str] = {camera: f"{camera}.mp4" for camera in self.cameras}
+        try:
+            for v, camera in enumerate(self.cameras):
+                write_mp4(staging / names[camera], self.video[:, v], self.fps)
+            names["grid"] = write_mp4(staging / "grid.mp4", grid_frames(self.video, self.cameras), self.fps).name
+            names["contact_sheet"] = contact_sheet(self, staging / "contact_sheet.png").name
+            names["scenario"] = save_scenario(self.scenario, staging / "scenario.yaml").name
+            names["store"] = self.write_store(staging / ROLLOUT_STORE).name
+            publish_folder(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return {key: out / name for key, name in names.items()}
 
     def clip_id(self) -> str:
         name = getattr(self.scenario, "name", "") or "rollout"
@@ -229,16 +236,6 @@ def _trained_frames(model) -> int:
     return int(data.get("frames", 9))
 
 
-def start_store(scenario) -> Path:
-    """The scenario's start_frames store: a relative path is taken from the scenario file's folder when the
-    store is there (a scenario shipped with its start frame), else from the working directory."""
-    store = Path(scenario.start_frames.store)
-    base = getattr(scenario, "base_dir", None)
-    if not store.is_absolute() and base is not None and (Path(base) / store).exists():
-        return Path(base) / store
-    return store
-
-
 def _start_video(scenario, rig, device) -> torch.Tensor:
     """The scenario's start frame from its store, per camera of the rig, as video [1, V, 1, 3, H, W]."""
     import torch.nn.functional as F
@@ -247,7 +244,7 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
 
     start = scenario.start_frames
     where = f"{scenario.source}: start_frames"
-    root = open_store(start_store(scenario))
+    root = open_store(scenario.start_store())
     cameras = list(root.attrs.get("settings", {}).get("cameras", []))
     if start.clip not in root["clips"]:
         raise ConfigError(f"{where}: store {start.store} has no clip {start.clip!r}")
@@ -320,8 +317,8 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             raise ConfigError(f"{scenario.source}: --init reprojected redraws the scenario's start frame, and it "
                               "names no start_frames (add them, or use --init noise)")
     seed = scenario.seed if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**62:
-        raise ConfigError(f"--seed must be an integer from 0 to 2**62-1, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise ConfigError(f"seed must be an integer from 0 to 2**62-1, got {seed!r}")
     device = next(model.parameters()).device if device is None else _device(device)
     model.to(device)
     tokenizer.to(device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -39,19 +38,17 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     Returns {"folder", "step", "bytes", "max_difference"}: the largest change float16 storage made to any
     world-model weight. The folder is written beside `out` and swapped in only once complete.
     """
-    from drivesim.data.synth import publish_folder
-    from drivesim.simulate import load_world_model
+    from drivesim.data.synth import publish_folder, staging_folder
+    from drivesim.simulate import check_out_dir, load_world_model
     from drivesim.tokenizer.pretrained import save_pretrained
     from drivesim.train.checkpoint import _sha256, resolve_checkpoint
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} is not empty (pass --overwrite to replace it)")
+    check_out_dir(out, overwrite)  # a file, or a folder with something in it, before any loading
     path, document = resolve_checkpoint(Path(checkpoint), "wfm", report=lambda text: None)
     model, tokenizer = load_world_model(path, "cpu")
     step = _step_of(path)
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging = staging_folder(out)
     try:
         save_pretrained(tokenizer, staging / TOKENIZER_FOLDER)
         persistent = model.state_dict()

@@ -89,3 +89,54 @@ def test_synth_command_writes_a_data_set_and_contact_sheet(tmp_path):
     assert code == 0
     assert (out / "v1.0-mini" / "sample_data.json").exists() and sheet.stat().st_size > 10_000
     assert Path(out / "drivesim" / "scenes.json").exists()
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    """Run `drivesim argv`: exit 2 with one line on stderr, no traceback; returns that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"drivesim {argv[0]}") and "Traceback" not in err, err
+    return err
+
+
+def test_synth_into_a_place_that_cannot_hold_a_folder_is_one_line(tmp_path, capsys):
+    err = _one_line_error(capsys, ["synth", "--out", "/proc/nope", "--scenes", "1", "--seconds", "0.5"])
+    assert "--out /proc/nope" in err and not Path("/proc/nope").exists()
+
+
+def test_synth_refuses_a_version_that_leaves_out(tmp_path, capsys):
+    err = _one_line_error(capsys, ["synth", "--out", str(tmp_path / "o"), "--version", "v1.0-/../../x"])
+    assert "--version" in err and sorted(tmp_path.iterdir()) == []
+
+
+def test_tokenizer_eval_refuses_an_out_file_before_evaluating(tmp_path, capsys, monkeypatch):
+    import drivesim.tokenizer.task
+
+    target = tmp_path / "videos"
+    target.write_text("mine")
+    monkeypatch.setattr(drivesim.tokenizer.task, "load_trained", lambda *a, **k: pytest.fail("loaded first"))
+    err = _one_line_error(capsys, ["tokenizer", "eval", "--checkpoint", str(tmp_path), "--store", str(tmp_path),
+                                   "--out", str(target)])
+    assert f"--out {target} is a file" in err and target.read_text() == "mine"
+    # the library function refuses it too, before any clip is read
+    from drivesim.tokenizer.evaluate import evaluate
+
+    with pytest.raises(ConfigError, match="is a file"):
+        evaluate(None, tmp_path / "no-store", out=target)
+
+
+def test_generate_refuses_the_scenario_seed_limit_by_the_scenario_not_by_a_flag(tmp_path, capsys):
+    import yaml
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(yaml.safe_dump({"prompt": "a road", "rig": "front3", "fps": 12, "duration": 0.25,
+                                        "seed": 10**26, "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0},
+                                                                              {"t": 0.25, "x": 3, "y": 0}]}}))
+    err = _one_line_error(capsys, ["generate", "--scenario", str(scenario), "--checkpoint", str(tmp_path / "none"),
+                                   "--out", str(tmp_path / "out")])
+    assert f"{scenario}: seed: must be an integer from 0 to 2**62-1" in err and "--seed" not in err
+
+
+def test_a_line_break_in_a_value_is_shown_escaped_on_the_one_line(tmp_path, capsys):
+    err = _one_line_error(capsys, ["synth", "--out", str(tmp_path / "o"), "--size", "4\n48 by 256"])
+    assert "4\\n48 by 256" in err

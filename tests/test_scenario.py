@@ -192,7 +192,7 @@ def _set(document, path, value):
     (("ego", "waypoints", 1, "x"), math.nan, r"ego\.waypoints\[1\]\.x: must be a finite number"),
     (("agents", 0, "size", 1), math.inf, r"agents\[0\]\.size: must be a finite number"),
     (("fps",), math.nan, r"fps: must be a finite number"),
-    (("rig",), "no_such_rig", r"rig: .*no such rig file"),
+    (("rig",), "no_such_rig", r"rig: no such rig .no_such_rig. in"),
     (("agents", 0, "category"), "vehicle.spaceship", r"agents\[0\]\.category: unknown category 'vehicle.spaceship'"),
     (("agents", 0, "waypoints", 0, "x"), 1.5, r"agents\[0\] \(lead\): overlaps the ego at the start"),
     (("wheather",), "rain", r"unknown key\(s\) wheather"),
@@ -410,7 +410,6 @@ def test_from_clip_with_its_start_frame_travels_with_the_file(clip_store, tmp_pa
     import shutil
 
     from drivesim.data.store import open_store, read_clip, verify
-    from drivesim.simulate import start_store
 
     folder = tmp_path / "made"
     folder.mkdir()
@@ -427,7 +426,7 @@ def test_from_clip_with_its_start_frame_travels_with_the_file(clip_store, tmp_pa
     shutil.copytree(folder, moved)
     scenario = sc.load(moved / "replay.yaml")
     assert scenario.start_frames.store == "replay.start.zarr"
-    assert start_store(scenario) == moved / "replay.start.zarr"
+    assert scenario.start_store() == moved / "replay.start.zarr"
     # the store beside it is not silently replaced
     code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out",
                  str(folder / "replay.yaml"), "--with-start-frame"])
@@ -446,3 +445,66 @@ def test_a_saved_duration_keeps_its_frame_count(tmp_path, fps, frames):
     scenario = sc.from_dict(document, "t")
     assert scenario.num_frames == frames
     assert sc.load(sc.save(scenario, tmp_path / "s.yaml")).num_frames == frames
+
+
+# ---------------------------------------------------------------- what a scenario may open (issue 19)
+
+
+@pytest.mark.parametrize("rig", ["/etc/passwd", "../../../../etc/passwd", "secret.yaml", "views/front3.yaml"])
+def test_a_scenario_names_a_views_rig_and_never_opens_a_file(tmp_path, rig):
+    (tmp_path / "secret.yaml").write_text("password: hunter2\n")
+    file = _write(tmp_path, {**_document(), "rig": rig})
+    with pytest.raises(ScenarioError, match=r"rig: no such rig .* in .*--rig FILE") as caught:
+        sc.load(file)
+    message = str(caught.value)
+    assert "root:" not in message and "hunter2" not in message and "\n" not in message
+
+
+def test_a_rig_file_given_with_rig_is_inlined_and_travels_with_the_scenario(tmp_path, capsys):
+    rig_file = tmp_path / "my_rig.yaml"
+    rig_file.write_text((SCENARIOS.parent / "views" / "front3.yaml").read_text().replace("front3", "mine"))
+    file = _write(tmp_path, {**_document(), "rig": "nuscenes"})
+    scenario = sc.load(file, rig=rig_file)
+    assert scenario.rig.name == "mine" and len(scenario.rig.cameras) == 3
+    assert isinstance(scenario.to_dict()["rig"], dict)  # the saved file holds the rig, not a path
+    assert sc.load(sc.save(scenario, tmp_path / "elsewhere.yaml")).rig.name == "mine"
+    assert sc.load(file, rig="front3").rig.name == "front3"
+    assert main(["scenario", "validate", str(file), "--rig", str(rig_file)]) == 0
+    assert "rig mine (3 cameras)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["root:x:0:0:root:/root:/bin/bash\n", "password: hunter2\n",
+                                     "[hunter2, {a: b\n", "\x00\x01hunter2\xff"])
+def test_a_bad_rig_file_is_refused_without_quoting_it(tmp_path, capsys, content):
+    rig_file = tmp_path / "notes.txt"
+    rig_file.write_bytes(content.encode("latin-1"))
+    file = _write(tmp_path, _document())
+    assert main(["scenario", "validate", str(file), "--rig", str(rig_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(rig_file) in err and err.count("\n") == 1
+    assert "root:x" not in err and "hunter2" not in err and "Traceback" not in err
+
+
+def test_a_seed_a_rollout_cannot_take_is_refused_by_validation(tmp_path):
+    assert sc.from_dict({**_document(), "seed": sc.MAX_SEED - 1}, "t").seed == sc.MAX_SEED - 1
+    for seed in (sc.MAX_SEED, 10**26):
+        with pytest.raises(ScenarioError, match=r"seed: must be an integer from 0 to 2\*\*62-1"):
+            sc.load(_write(tmp_path, {**_document(), "seed": seed}))
+
+
+def test_a_relative_start_store_is_read_beside_the_file_and_saved_relative_to_the_new_one(tmp_path, monkeypatch):
+    first, second = tmp_path / "a", tmp_path / "b" / "deeper"
+    first.mkdir()
+    second.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frames.zarr").mkdir()  # one in the working directory too: it must not be the one found
+    document = {**_document(), "start_frames": {"store": "frames.zarr", "clip": "c"}}
+    scenario = sc.load(_write(first, document))
+    assert scenario.start_store() == first / "frames.zarr"
+    moved = sc.load(sc.save(scenario, second / "copy.yaml"))
+    assert moved.start_frames.store == "../../a/frames.zarr"
+    assert moved.start_store().resolve() == (first / "frames.zarr").resolve()
+    # a scenario without a file (from_dict, from_clip) reads a relative store from the working directory
+    loose = sc.from_dict(document, "t")
+    assert loose.start_store() == Path("frames.zarr")
+    assert sc.load(sc.save(loose, second / "loose.yaml")).start_store().resolve() == tmp_path / "frames.zarr"

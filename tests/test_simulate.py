@@ -300,3 +300,62 @@ def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames
     assert "--strength" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*base, "--out", str(tmp_path / "b"), "--init", "reprojected"]) == 2
     assert "start_frames" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- nothing lost (issue 19)
+
+
+def small_rollout():
+    """A Rollout of noise with the scenario's labels: what save writes, without a model."""
+    from drivesim.geometry import load_rig
+    from drivesim.simulate import _labelled
+
+    scenario = make_scenario()
+    rig = load_rig("front3", (32, 16))
+    video = np.random.default_rng(0).integers(0, 256, (scenario.num_frames, 3, 16, 32, 3), dtype=np.uint8)
+    return _labelled(scenario, rig, video)
+
+
+def test_a_save_killed_while_writing_leaves_out_as_it_was(tmp_path, monkeypatch):
+    from drivesim.simulate import Rollout
+
+    result = small_rollout()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("the run before")
+
+    def killed(self, path):
+        (path / "zarr.json").parent.mkdir(parents=True, exist_ok=True)
+        (path / "zarr.json").write_text("{")  # half a store, then the signal
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Rollout, "write_store", killed)
+    with pytest.raises(KeyboardInterrupt):
+        result.save(out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left either
+    monkeypatch.undo()
+    written = result.save(out, overwrite=True)
+    assert not (out / "old.txt").exists() and written["store"] == out / ROLLOUT_STORE
+    assert all(path.exists() and path.is_relative_to(out) for path in written.values())
+
+
+def test_a_rerun_clears_the_staging_folder_a_killed_run_left(tmp_path):
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    stale = tmp_path / f".out.partial-{finished.stdout.strip()}"  # its process is gone: never complete
+    (stale / "rollout.zarr").mkdir(parents=True)
+    written = small_rollout().save(tmp_path / "out")
+    assert not stale.exists() and (tmp_path / "out" / "grid.mp4") == written["grid"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_rollout_names_its_seed_parameter_not_a_flag():
+    from drivesim.scenario import MAX_SEED
+
+    for seed in (-1, MAX_SEED):
+        with pytest.raises(ConfigError, match=r"^seed must be an integer from 0 to 2\*\*62-1"):
+            rollout(make_scenario(), None, None, seed=seed, progress=False)

@@ -126,3 +126,15 @@ def test_the_editor_lists_packed_weights_first(packed, tiny_wfm_run, monkeypatch
     monkeypatch.delenv("DRIVESIM_UI_CHECKPOINTS", raising=False)
     monkeypatch.setattr(weights, "SHIPPED", packed)
     assert page.settings()["checkpoints"] == [packed, Path("runs")]
+
+
+def test_pack_refuses_an_out_that_is_a_file_before_loading(tmp_path, capsys, monkeypatch):
+    import drivesim.simulate
+
+    target = tmp_path / "weights.bin"
+    target.write_text("mine")
+    monkeypatch.setattr(drivesim.simulate, "load_world_model", lambda *a: pytest.fail("loaded before checking"))
+    assert main(["pack-weights", "--checkpoint", str(tmp_path), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {target} is a file" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert target.read_text() == "mine"

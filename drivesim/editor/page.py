@@ -17,6 +17,7 @@ from drivesim import scenario as sc
 from drivesim.editor import presets
 from drivesim.editor.history import History
 from drivesim.editor.jobs import RenderJob, find_checkpoints
+from drivesim.editor.roots import check_readable, check_scenario, data_roots, readable_roots
 from drivesim.editor.workspace import Workspace, new_session_id, safe_name
 from drivesim.errors import DrivesimError
 
@@ -25,11 +26,15 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def settings() -> dict:
-    """Where the page reads and writes; `drivesim ui` sets these from its options."""
-    return {"workspace": Path(os.environ.get("DRIVESIM_UI_WORKSPACE", "out/ui-workspace")),
-            "scenarios": Path(os.environ.get("DRIVESIM_UI_SCENARIOS", REPO / "scenarios")),
-            "checkpoints": [Path(p) for p in os.environ.get("DRIVESIM_UI_CHECKPOINTS", default_checkpoints())
-                            .split(os.pathsep) if p]}
+    """Where the page reads and writes; `drivesim ui` sets these from its options. "readable": the folders
+    it may open anything under (drivesim/editor/roots.py)."""
+    config = {"workspace": Path(os.environ.get("DRIVESIM_UI_WORKSPACE", "out/ui-workspace")),
+              "scenarios": Path(os.environ.get("DRIVESIM_UI_SCENARIOS", REPO / "scenarios")),
+              "checkpoints": [Path(p) for p in os.environ.get("DRIVESIM_UI_CHECKPOINTS", default_checkpoints())
+                              .split(os.pathsep) if p],
+              "data_roots": data_roots()}
+    config["readable"] = readable_roots(config)
+    return config
 
 
 def default_checkpoints() -> str:
@@ -108,9 +113,14 @@ def value(key: str):
 # ---------------------------------------------------------------- opening and saving
 
 
+def readable() -> list[Path]:
+    return state()["settings"]["readable"]
+
+
 def open_scenario(field: str, loader) -> None:
     try:
         scenario = loader()
+        check_scenario(scenario, readable())  # its start frames: a path an upload may name
     except DrivesimError as error:
         state()["errors"][field] = str(error)
         return
@@ -137,11 +147,14 @@ def sidebar() -> None:
                 open_scenario("open", lambda: sc.load(scenarios[name]))
         elif source == "Clip store":
             store = st.text_input("clip store folder", key="open_store_path", placeholder="out/demo-store")
-            clips = _store_clips(store)
+            clips, refusal = _store_clips(store)
+            if refusal:
+                st.error(refusal, icon="⚠️")
             # keyed by the folder: a choice made while another folder was typed must not linger
             clip = st.selectbox("clip", clips, key=f"open_store_clip:{store}", disabled=not clips)
             if pressed("Open clip", "open_clip", disabled=not clip):
-                open_scenario("open", lambda: sc.from_clip(store, clip))
+                open_scenario("open", lambda: sc.from_clip(check_readable(store.strip(), readable(), "clip store"),
+                                                           clip))
         else:
             upload = st.file_uploader("scenario YAML (10 MB at most)", type=["yaml", "yml"], key="open_upload",
                                       max_upload_size=sc.MAX_BYTES // 2**20)
@@ -171,15 +184,20 @@ def sidebar() -> None:
         st.caption(f"workspace: {workspace().folder}")
 
 
-def _store_clips(store: str) -> list[str]:
+def _store_clips(store: str) -> tuple[list[str], str | None]:
+    """(the clips of the typed store, why it is refused when it lies outside the readable folders)."""
     if not store or not store.strip():
-        return []
+        return [], None
     from drivesim.data.store import stored_clip_ids
 
     try:
-        return stored_clip_ids(Path(store.strip()))
+        path = check_readable(store.strip(), readable(), "clip store")
+    except DrivesimError as error:
+        return [], str(error)
+    try:
+        return stored_clip_ids(path), None
     except (DrivesimError, OSError, ValueError):
-        return []
+        return [], None
 
 
 def _step(action) -> None:
@@ -380,10 +398,17 @@ def render_tab() -> None:
 
 def _start_render(checkpoint, steps, guidance, seed, device) -> None:
     path = Path(str(checkpoint or "").strip())
+    scenario = history().current
+    try:  # a typed checkpoint, and the start frames, only under the folders named at start
+        if str(checkpoint or "").strip():
+            path = check_readable(path, readable(), "checkpoint")
+        check_scenario(scenario, readable())
+    except DrivesimError as error:
+        state()["errors"]["render"] = str(error)
+        return
     if not str(checkpoint or "").strip() or not path.is_dir():
         state()["errors"]["render"] = f"checkpoint {checkpoint!r}: no such run folder"
         return
-    scenario = history().current
     out = workspace().new_render_folder(scenario.name or "render")
     state()["errors"]["render"] = None
     state()["job"] = RenderJob(scenario, path, out, steps=int(steps), guidance=float(guidance), seed=int(seed),

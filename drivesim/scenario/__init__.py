@@ -15,12 +15,12 @@ from drivesim.scenario.edits import (add_agent, mirror, move_agent, move_ego, re
                                      set_ego_trajectory, shift_time)
 from drivesim.scenario.files import MAX_BYTES, from_dict, load, save
 from drivesim.scenario.from_clip import from_clip
-from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames
+from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Limits, Trajectory, limits_for
 from drivesim.scenario.validate import validate
 
 __all__ = [
-    "CATEGORIES", "MAX_BYTES", "Agent", "Limits", "Road", "Scenario", "StartFrames", "Trajectory", "add_agent",
-    "from_clip", "from_dict", "limits_for", "load", "mirror", "move_agent", "move_ego", "remove_agent", "save",
-    "scale_speed", "set_ego_trajectory", "shift_time", "validate",
+    "CATEGORIES", "MAX_BYTES", "MAX_SEED", "Agent", "Limits", "Road", "Scenario", "StartFrames", "Trajectory",
+    "add_agent", "from_clip", "from_dict", "limits_for", "load", "mirror", "move_agent", "move_ego", "remove_agent",
+    "save", "scale_speed", "set_ego_trajectory", "shift_time", "validate",
 ]

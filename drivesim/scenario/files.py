@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from drivesim.errors import ScenarioError
-from drivesim.geometry import _show
+from drivesim.geometry import _show, rig_document, rig_names
 from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate
@@ -35,8 +35,8 @@ class _Reader:
         return ScenarioError(f"{self.source}: {where}: {problem}" if where else f"{self.source}: {problem}")
 
     def mapping(self, value, where: str, allowed: set, required=()) -> dict:
-        if not isinstance(value, dict):
-            raise self.error(where, f"must be a mapping, got {_show(value)}")
+        if not isinstance(value, dict):  # the whole document (where == ""): its type, not a quote of the file
+            raise self.error(where, f"must be a mapping, got {_show(value) if where else type(value).__name__}")
         extra = sorted(str(key) for key in value if key not in allowed)
         if extra:
             raise self.error(where, f"has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
@@ -137,7 +137,7 @@ class _Reader:
         document = self.mapping(document, "", _TOP, _TOP_REQUIRED)
         rig = document["rig"]
         if not (isinstance(rig, dict) or (isinstance(rig, str) and rig.strip())):
-            raise self.error("rig", f"must be a views/ rig name, a rig file or an inline rig, got {_show(rig)}")
+            raise self.error("rig", f"must be a views/ rig name or an inline rig, got {_show(rig)}")
         fps, duration = self.number(document["fps"], "fps"), self.number(document["duration"], "duration")
         start = None
         if document.get("start_frames") is not None:
@@ -167,8 +167,9 @@ def from_dict(document, source: str = "scenario", base_dir: Path | None = None) 
     return validate(_Reader(source).scenario(document, base_dir))
 
 
-def load(path: str | os.PathLike) -> Scenario:
-    """Read and validate a scenario file (at most 10 MB, yaml.safe_load)."""
+def load(path: str | os.PathLike, rig: str | os.PathLike | None = None) -> Scenario:
+    """Read and validate a scenario file (at most 10 MB, yaml.safe_load). `rig`, a views/ name or a rig file the
+    user gave (`--rig`), replaces the file's rig: field; a file's document is inlined, as scenarios hold no paths."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -181,22 +182,46 @@ def load(path: str | os.PathLike) -> Scenario:
                             f"{MAX_BYTES // 2**20} MB")
     try:
         document = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    # PyYAML raises ValueError for some scalars and RecursionError for deep nesting, not only YAMLError.
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as error:
+    # Not only YAMLError: PyYAML's constructors raise ValueError (`!!int abc`), IndexError (`!!int`),
+    # AttributeError (`!!timestamp x`) and RecursionError (deep nesting) for text they cannot take.
+    except Exception as error:  # noqa: BLE001 - a parse of the user's file: any failure is a bad file
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ScenarioError(f"{path}: not a readable YAML scenario: {first}") from None
     if document is None:
         raise ScenarioError(f"{path}: the file is empty")
+    if rig is not None and isinstance(document, dict):
+        document = {**document, "rig": _given_rig(rig)}
     try:
         return from_dict(document, str(path), path.resolve().parent)
     except RecursionError:  # a self-referencing YAML alias
         raise ScenarioError(f"{path}: the document refers to itself") from None
 
 
+def _given_rig(rig: str | os.PathLike) -> str | dict:
+    """A rig given on the command line: a views/ name stays a name, a file becomes an inline rig document."""
+    if isinstance(rig, str) and rig in rig_names():
+        return rig
+    return rig_document(rig)
+
+
+def _document_at(scenario: Scenario, folder: Path) -> dict:
+    """The scenario's document for a file in `folder`: a relative start_frames.store is rewritten relative to
+    that folder (a relative store is read from the scenario file's folder), so it names the same store."""
+    document = scenario.to_dict()
+    given = scenario.start_frames.store if scenario.start_frames is not None else None
+    if given is not None and not Path(given).is_absolute():
+        store = os.path.abspath(scenario.start_store())
+        try:
+            document["start_frames"]["store"] = Path(os.path.relpath(store, os.path.abspath(folder))).as_posix()
+        except ValueError:  # another drive (Windows): no relative path leads there
+            document["start_frames"]["store"] = store
+    return document
+
+
 def save(scenario: Scenario, path: str | os.PathLike) -> Path:
     """Write the scenario as YAML (atomically: the old file stays whole until the new one is)."""
     path = Path(path)
-    text = yaml.safe_dump(scenario.to_dict(), sort_keys=False, default_flow_style=None, width=120)
+    text = yaml.safe_dump(_document_at(scenario, path.parent), sort_keys=False, default_flow_style=None, width=120)
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(text, encoding="utf-8")

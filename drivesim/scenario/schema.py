@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,11 +12,13 @@ import numpy as np
 
 from drivesim.data.nuscenes import CATEGORIES as STORE_CATEGORIES
 from drivesim.errors import ConfigError, ScenarioError
-from drivesim.geometry import Rig, _RigFile, load_rig
+from drivesim.geometry import Rig, _RigFile, _show, _views_folder, load_rig, rig_names
 from drivesim.render import LayoutFrame
 from drivesim.scenario.trajectory import Trajectory
 
 CATEGORIES = tuple(name for name in STORE_CATEGORIES if name != "other")  # the 23 nuScenes categories
+MAX_SEED = 2**62  # seeds are 0 .. MAX_SEED - 1: torch takes 64-bit seeds, and a rollout adds the chunk index
+_RIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,7 +61,7 @@ class StartFrames:
 class Scenario:
     """What a rollout is asked to show. Build it with load, from_dict, from_clip or an edit: they validate."""
 
-    rig_spec: str | dict           # a views/ name, a rig YAML path, or an inline rig document
+    rig_spec: str | dict           # a views/ name or an inline rig document (never a path: see rig)
     fps: float
     duration: float                # seconds; frames at 0, 1/fps, ... up to duration
     ego: Trajectory
@@ -70,10 +72,13 @@ class Scenario:
     seed: int = 0
     start_frames: StartFrames | None = None
     source: str = "scenario"       # names the scenario in errors: its file, or what it came from
-    base_dir: Path | None = None   # a relative rig path is read from here
+    base_dir: Path | None = None   # the scenario file's folder: a relative start_frames.store lies here
 
     @cached_property
     def rig(self) -> Rig:
+        """The rig named in views/, or the inline one. A scenario never names a rig file: a file someone
+        uploads to the editor must not make the server open (and quote) a path of its choosing; a rig file
+        given on the command line (`--rig FILE`) is inlined instead (files.load)."""
         if isinstance(self.rig_spec, dict):
             try:
                 return _RigFile(Path(f"{self.source}: rig")).rig(self.rig_spec)
@@ -81,15 +86,24 @@ class Scenario:
                 raise
             except ConfigError as error:  # the inline rig's own checks: one error type for every scenario fault
                 raise ScenarioError(str(error)) from None
-        text = self.rig_spec
-        if self.base_dir is not None and (text.endswith((".yaml", ".yml")) or os.sep in text):
-            text = str(self.base_dir / text) if not Path(text).is_absolute() else text
+        if not _RIG_NAME.fullmatch(self.rig_spec) or self.rig_spec not in rig_names():
+            raise ScenarioError(f"{self.source}: rig: no such rig {_show(self.rig_spec)} in {_views_folder()} "
+                                f"(rigs: {', '.join(rig_names()) or '(none)'}); a scenario names one of those or "
+                                "holds its rig inline, and a rig file is given with --rig FILE")
         try:
-            return load_rig(text)
-        except ScenarioError:
-            raise
-        except Exception as error:  # ConfigError from the rig file; OSError and the like for odd paths
+            return load_rig(self.rig_spec)
+        except ConfigError as error:  # a broken views/ file
             raise ScenarioError(f"{self.source}: rig: {error}") from None
+
+    def start_store(self) -> Path | None:
+        """Where start_frames.store lies: a relative path is taken from the scenario file's folder (from the
+        working directory for a scenario that has no file), so a scenario travels with its start frames."""
+        if self.start_frames is None:
+            return None
+        store = Path(self.start_frames.store)
+        if store.is_absolute() or self.base_dir is None:
+            return store
+        return Path(self.base_dir) / store
 
     @property
     def num_frames(self) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.errors import ScenarioError
 from drivesim.geometry import _show
-from drivesim.scenario.schema import CATEGORIES, Scenario
+from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Scenario
 from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_for
 
 MAX_FPS, MAX_DURATION = 120.0, 3600.0
@@ -70,8 +70,9 @@ def validate(scenario: Scenario) -> Scenario:
         fail("fps", f"must be a number in (0, {MAX_FPS:g}], got {_show(scenario.fps)}")
     if not (isinstance(scenario.duration, (int, float)) and 0 < scenario.duration <= MAX_DURATION):
         fail("duration", f"must be a number of seconds in (0, {MAX_DURATION:g}], got {_show(scenario.duration)}")
-    if not (isinstance(scenario.seed, int) and not isinstance(scenario.seed, bool) and scenario.seed >= 0):
-        fail("seed", f"must be an integer >= 0, got {_show(scenario.seed)}")
+    seed = scenario.seed
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < MAX_SEED):
+        fail("seed", f"must be an integer from 0 to 2**62-1, got {_show(scenario.seed)}")
     scenario.rig  # noqa: B018 - loading it is the check (unknown rig, bad inline rig)
     problem = scenario.ego.problem()
     if problem:

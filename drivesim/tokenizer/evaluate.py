@@ -41,12 +41,25 @@ def write_side_by_side(path: Path, original: torch.Tensor, reconstruction: torch
     return path
 
 
+def check_video_folder(out: Path | None) -> None:
+    """--out can hold the videos: refused before any clip is reconstructed, not at the first video written."""
+    from drivesim.data.synth import check_writable
+
+    if out is None:
+        return
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    check_writable(Path(out), "--out")
+
+
 def evaluate(model, store: str | Path, split: str = "val", clips: int | None = None, videos: int = 2,
              out: Path | None = None, progress: bool = True) -> dict:
     """Scores per clip and camera, their means, and the videos written."""
     from tqdm import tqdm
 
     from drivesim.data.dataset import ClipDataset
+
+    check_video_folder(out)
 
     tc = model.config.temporal_compression
     probe = ClipDataset(store, split=split, random_crop=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from drivesim.errors import DataError
@@ -40,7 +41,13 @@ def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """The tensors of a safetensors file; DataError naming it when it cannot be read as one. (A checksum
+    manifest proves a file unchanged since it was written, not that it was whole when written.)"""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"{path}: not a readable safetensors file ({reason})") from None
 
 
 def checkpoint_name(step: int) -> str:

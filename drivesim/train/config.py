@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0  # 0 disables clipping
+    grad_clip: float = 1.0  # 0 disables clipping (NaN is refused: it would disable it silently)
 
 
 @dataclass
@@ -56,6 +57,8 @@ class TrainConfig:
     loss: dict = field(default_factory=dict)   # the task's loss weights, checked by the task
 
     def validate(self) -> None:
+        _check_finite(self)
+        _check_run_folder(self.out)
         positive = ("steps", "batch_size", "grad_accum", "log_every", "val_every", "val_batches", "sample_every",
                     "checkpoint_every", "keep_last", "max_bad_steps")
         for name in positive:
@@ -75,8 +78,38 @@ class TrainConfig:
             raise ConfigError(f"optim.lr must be a positive number, got {optim.lr}")
         if optim.warmup_steps < 0 or not 0 <= optim.min_lr_ratio <= 1 or optim.grad_clip < 0:
             raise ConfigError("optim: warmup_steps >= 0, 0 <= min_lr_ratio <= 1 and grad_clip >= 0 are required")
+        if optim.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
         if not all(0 <= b < 1 for b in optim.betas):
             raise ConfigError(f"optim.betas must be in [0, 1), got {optim.betas}")
+
+
+def _check_finite(config, prefix: str = "") -> None:
+    """Every float of a config dataclass (nested ones and tuples too) is a finite number: NaN compares false
+    with every limit, so `grad_clip: .nan` would pass `grad_clip < 0` and turn clipping off."""
+    for item in dataclasses.fields(config):
+        value, name = getattr(config, item.name), f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{name}.")
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+
+
+def _check_run_folder(out) -> None:
+    """out= names a folder (new or existing): refused here, before minutes of set-up, when it cannot be one."""
+    if not isinstance(out, str) or not out.strip():
+        raise ConfigError(f"out must name the run folder, got {out!r}")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"out={out} is a file, not a folder")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"out={out} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"out={out} cannot be created: {parent} is not writable")
 
 
 def _coerce(value, kind, where: str):
@@ -116,7 +149,13 @@ def _coerce(value, kind, where: str):
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # YAML integers are unbounded
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
@@ -150,8 +189,10 @@ def apply_overrides(document: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {override!r} must look like key.sub=value")
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: value is not valid YAML ({error})") from None
+        # Not only YAMLError: PyYAML's constructors raise ValueError (`!!int abc`), IndexError (`!!int`),
+        # AttributeError (`!!timestamp x`) and RecursionError (deep nesting) for text they cannot take.
+        except Exception as error:  # noqa: BLE001 - a parse of text the user typed: any failure is theirs
+            raise ConfigError(f"override {override!r}: value is not valid YAML ({_first_line(error)})") from None
         node = document
         *parents, leaf = key.split(".")
         for part in parents:
@@ -171,14 +212,27 @@ def load_document(path: str | Path | None) -> dict:
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file")
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"--config {path}: not valid YAML ({error})") from None
+        document = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not a YAML file (it is not UTF-8 text)") from None
+    except OSError as error:
+        raise ConfigError(f"--config {path}: cannot read it ({error.strerror or error})") from None
+    except Exception as error:  # noqa: BLE001 - PyYAML's constructors raise more than YAMLError (apply_overrides)
+        raise ConfigError(f"--config {path}: not valid YAML ({_first_line(error)})") from None
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"--config {path}: the top level must be a mapping, got {type(document).__name__}")
     return document
+
+
+def _first_line(error: Exception) -> str:
+    """What is wrong in one line: the CLI prints one, and PyYAML's own message quotes the file over several."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        return error.problem + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def to_dict(config) -> dict:

@@ -102,7 +102,7 @@ class Trainer:
     """One run: built from a config and a task, then `run()`."""
 
     def __init__(self, config: TrainConfig, task: Task, resume: bool = False, progress: bool = True):
-        config.validate()
+        config.validate()  # out= that cannot hold the run is refused here, before minutes of set-up
         self.config, self.task, self.progress = config, task, progress
         self.world = ddp.setup(config.device)
         try:

@@ -33,10 +33,12 @@ def library(tmp_path) -> Path:
 
 
 @pytest.fixture
-def app(library, tiny_wfm_run, tmp_path, monkeypatch):
+def app(library, tiny_wfm_run, tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DRIVESIM_UI_WORKSPACE", str(tmp_path / "workspace"))
     monkeypatch.setenv("DRIVESIM_UI_SCENARIOS", str(library))
     monkeypatch.setenv("DRIVESIM_UI_CHECKPOINTS", str(tiny_wfm_run))
+    # the session's fixtures (the synthetic clip store) lie under pytest's base folder: the page may read there
+    monkeypatch.setenv("DRIVESIM_UI_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     return new_app()
 
 
@@ -207,3 +209,16 @@ def test_saving_writes_only_inside_the_workspace(app, tmp_path, library):
     assert [p.name for p in saved] == ["escape.yaml"]
     assert {p: p.stat().st_mtime_ns for p in library.iterdir()} == before
     assert not (tmp_path / "escape.yaml").exists()
+
+
+@pytest.mark.parametrize("typed", ["/etc", "BASE/../.."])
+def test_a_clip_store_outside_the_data_roots_is_refused_in_one_line(app, tmp_path_factory, typed):
+    typed = typed.replace("BASE", str(tmp_path_factory.getbasetemp()))
+    app.radio(key="open_source").set_value("Clip store").run()
+    app.text_input(key="open_store_path").input(typed).run()
+    assert not app.exception
+    (message,) = errors(app)
+    assert message.startswith(f"clip store {typed}: outside the folders the editor may read (")
+    assert str(tmp_path_factory.getbasetemp().resolve()) in message and "\n" not in message
+    (clip,) = [box for box in app.sidebar.selectbox if box.label == "clip"]
+    assert not clip.options and scenario(app).name == "straight_cruise"

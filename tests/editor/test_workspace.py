@@ -80,3 +80,15 @@ def test_saved_scenarios_load_back(tmp_path):
     workspace = Workspace(tmp_path, new_session_id())
     path = workspace.save_scenario(load(CUT_IN), "my/../cut")
     assert path.parent == workspace.folder / "scenarios" and load(path).name == "cut_in"
+
+
+def test_an_upload_that_names_a_file_as_its_rig_opens_nothing_and_quotes_nothing(tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("password: hunter2\n")
+    workspace = Workspace(tmp_path / "ws", new_session_id())
+    document = CUT_IN.read_text().replace("rig: nuscenes", f"rig: {secret}")
+    assert f"rig: {secret}" in document
+    for rig in (str(secret), "/etc/passwd", "../../secret.yaml"):
+        with pytest.raises(ScenarioError, match="rig: no such rig") as caught:
+            workspace.save_upload("cut_in.yaml", document.replace(str(secret), rig).encode())
+        assert "hunter2" not in str(caught.value) and "root:" not in str(caught.value)
