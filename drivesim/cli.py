@@ -427,7 +427,7 @@ def _run_generate(args) -> int:
     import math
 
     from drivesim.scenario import MAX_SEED, load
-    from drivesim.simulate import check_out_dir, load_world_model, rollout
+    from drivesim.simulate import check_out_dir
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
@@ -443,6 +443,15 @@ def _run_generate(args) -> int:
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
     scenario = load(args.scenario, rig=args.rig)
+    from drivesim.data.writer_lock import writer_lock
+
+    with writer_lock(args.out, "--out"):  # a second generate into the same --out is refused, not mixed in
+        return _generate(args, scenario)
+
+
+def _generate(args, scenario) -> int:
+    from drivesim.simulate import load_world_model, rollout
+
     if args.checkpoint is None:
         from drivesim.weights import shipped_checkpoint
 

@@ -137,12 +137,19 @@ class Rollout:
         grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr (a clip store). Returns what was written.
 
         Everything goes to a folder beside `out_dir` that replaces it once whole: a run killed while writing
-        leaves `out_dir` as it was (a later run clears the staging folder), never half a rollout."""
+        leaves `out_dir` as it was (a later run clears the staging folder), never half a rollout; another
+        process writing `out_dir` is a DataError (writer_lock)."""
+        from drivesim.data.writer_lock import writer_lock
+
+        out = Path(out_dir)
+        with writer_lock(out, "out_dir"):  # re-entered when the caller holds it (drivesim generate)
+            check_out_dir(out, overwrite)
+            return self._save(out)
+
+    def _save(self, out: Path) -> dict[str, Path]:
         from drivesim.data.synth import publish_folder, staging_folder
         from drivesim.scenario import save as save_scenario
 
-        out = Path(out_dir)
-        check_out_dir(out, overwrite)
         staging = staging_folder(out)
         names: dict[str, str] = {camera: f"{camera}.mp4" for camera in self.cameras}
         try:
@@ -240,7 +247,7 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
     """The scenario's start frame from its store, per camera of the rig, as video [1, V, 1, 3, H, W]."""
     import torch.nn.functional as F
 
-    from drivesim.data.store import open_store
+    from drivesim.data.store import open_clip, open_store
 
     start = scenario.start_frames
     where = f"{scenario.source}: start_frames"
@@ -248,7 +255,7 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
     cameras = list(root.attrs.get("settings", {}).get("cameras", []))
     if start.clip not in root["clips"]:
         raise ConfigError(f"{where}: store {start.store} has no clip {start.clip!r}")
-    group = root["clips"][start.clip]
+    group = open_clip(root, start.clip)  # a damaged chunk: DataError naming store, clip and array
     missing = [name for name in rig.names if name not in cameras]
     if missing:
         raise ConfigError(f"{where}: store {start.store} has no camera {', '.join(missing)}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,10 +13,14 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from drivesim.data import store as clip_store
-from drivesim.errors import ConfigError
+from drivesim.errors import ConfigError, DataError
 from drivesim.geometry import Camera, Rig, compose, invert, resize_intrinsics
 
-__all__ = ["ClipDataset", "make_loader"]
+__all__ = ["MAX_DAMAGED_FRACTION", "ClipDataset", "make_loader"]
+
+# With skip_damaged, the share of a split's clips that may be damaged before reading stops: a few bad
+# chunks in a large store cost those clips, a store that is mostly unreadable is not trained on.
+MAX_DAMAGED_FRACTION = 0.25
 
 
 def _is_int(value) -> bool:
@@ -23,11 +28,16 @@ def _is_int(value) -> bool:
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Clips of a store as tensors per the batch contract."""
+    """Clips of a store as tensors per the batch contract.
+
+    A damaged clip (a chunk missing or failing its checksum) raises a DataError naming store, clip and
+    array; with skip_damaged (training) it is reported on stderr, counted, and the next clip is read in its
+    place, until more than MAX_DAMAGED_FRACTION of the clips are damaged."""
 
     def __init__(self, store, split: str | None = "train", frames: int | None = None,
                  views: Sequence[str] | None = None, num_views: int | None = None,
-                 size: tuple[int, int] | None = None, random_crop: bool = True, layout: bool = False):
+                 size: tuple[int, int] | None = None, random_crop: bool = True, layout: bool = False,
+                 skip_damaged: bool = False):
         self.path = os.fspath(store)
         root = clip_store.open_store(self.path)  # DataError naming the path if it is not a store
         self._settings = dict(root.attrs.get("settings", {}))
@@ -65,6 +75,8 @@ class ClipDataset(torch.utils.data.Dataset):
         if not isinstance(layout, bool):
             raise ConfigError(f"layout={layout!r} must be True or False")
         self.layout = layout
+        self.skip_damaged = bool(skip_damaged)
+        self.damaged: dict[str, str] = {}  # clip id -> why it could not be read (this process's reads)
         self._root = None
         self._root_pid = None
 
@@ -99,14 +111,13 @@ class ClipDataset(torch.utils.data.Dataset):
         """The store's settings (width, height, frames, fps, cameras, ...)."""
         return dict(self._settings)
 
-    @property
-    def _clips(self):
-        """The store's clips group, opened once per process."""
+    def _clip(self, clip_id: str) -> clip_store.StoredClip:
+        """One clip of the store, whose root is opened once per process."""
         # A forked worker inherits the parent's handle; reopening keeps each process on its own.
         if self._root is None or self._root_pid != os.getpid():
-            self._root = clip_store.open_store(self.path)["clips"]
+            self._root = clip_store.open_store(self.path)
             self._root_pid = os.getpid()
-        return self._root
+        return clip_store.open_clip(self._root, clip_id)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -138,8 +149,30 @@ class ClipDataset(torch.utils.data.Dataset):
         return np.stack([array[start:stop, view] for view in views], axis=1)
 
     def __getitem__(self, i: int) -> dict:
-        clip_id = self.clip_ids[i]
-        group = self._clips[clip_id]
+        if not self.skip_damaged:
+            return self._item(self.clip_ids[i])
+        for offset in range(len(self.clip_ids)):
+            clip_id = self.clip_ids[(i + offset) % len(self.clip_ids)]
+            if clip_id in self.damaged:
+                continue
+            try:
+                return self._item(clip_id)
+            except DataError as error:
+                self._skip(clip_id, str(error))
+        raise DataError(f"store {self.path}: every clip is damaged ({next(iter(self.damaged.values()))})")
+
+    def _skip(self, clip_id: str, reason: str) -> None:
+        """Count a damaged clip, say so, and stop when too many of the split are damaged."""
+        self.damaged[clip_id] = reason
+        count, total = len(self.damaged), len(self.clip_ids)
+        print(f"drivesim: skipping a damaged clip ({count} of {total} so far): {reason}", file=sys.stderr)
+        if count > max(1, MAX_DAMAGED_FRACTION * total):
+            raise DataError(f"store {self.path}: {count} of {total} clips are damaged, more than "
+                            f"{MAX_DAMAGED_FRACTION:.0%}: stopping (run drivesim store verify); the first: "
+                            f"{next(iter(self.damaged.values()))}")
+
+    def _item(self, clip_id: str) -> dict:
+        group = self._clip(clip_id)
         start, views = self._choose_start(), self._choose_views()
         stop = start + self.frames
         frames = self._read_frames(group["frames"], start, stop, views)  # (T, V, H, W, 3) uint8

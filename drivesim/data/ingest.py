@@ -15,6 +15,7 @@ import numpy as np
 from drivesim.data import curate
 from drivesim.data import nuscenes as logs
 from drivesim.data import store
+from drivesim.data.writer_lock import die_with_parent, writer_lock
 from drivesim.errors import ConfigError, DataError
 
 SCENES = ".scenes"     # per-scene records of finished scenes: what makes a run resumable
@@ -193,7 +194,9 @@ def _run_local(tasks: list[SceneTask], workers: int, bar) -> None:
             bar.update(1)
         return
     context = multiprocessing.get_context("spawn")  # the parent holds threads (zarr, open3d): no fork
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # Workers die with this process, kill -9 included: none goes on writing into a store nobody holds.
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         pending = {pool.submit(ingest_scene, task) for task in tasks}
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -288,9 +291,8 @@ def clip_fps(nusc, scenes: list[str], cameras: list[str], asked: float | None) -
 
 
 def ingest(config: IngestConfig, progress: bool = True) -> curate.CurationReport:
-    """Ingest every scene of the log into the store at config.out; returns the curation report."""
-    from tqdm import tqdm
-
+    """Ingest every scene of the log into the store at config.out; returns the curation report. One ingest
+    writes a store at a time: another one running into config.out is a DataError (writer_lock)."""
     config.validate()
     nusc = logs.open_log(config.dataroot, config.version)
     available = logs.camera_channels(nusc)
@@ -305,6 +307,14 @@ def ingest(config: IngestConfig, progress: bool = True) -> curate.CurationReport
                 "width": config.width, "height": config.height, "frames": config.frames, "fps": fps,
                 "stride": config.clip_stride, "cameras": cameras, "curation": asdict(config.curation)}
     out = Path(config.out)
+    with writer_lock(out, "--out"):  # a second ingest into the same store is refused, not interleaved
+        return _ingest_into(out, config, scenes, settings, source, progress)
+
+
+def _ingest_into(out: Path, config: IngestConfig, scenes: list[str], settings: dict, source: str,
+                 progress: bool) -> curate.CurationReport:
+    from tqdm import tqdm
+
     root = store.create_store(out, settings, list(logs.CATEGORIES), list(logs.POLY_TYPES))
     cleared = store.clear_partial(out)
     if cleared and progress:

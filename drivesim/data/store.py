@@ -1,11 +1,17 @@
 """The zarr v3 clip store (schema: ../shared/DESIGN.md): write a clip atomically, read it, list,
-remove, keep the root index, and verify every clip against its checksums and shapes."""
+remove, keep the root index, and verify every clip against its checksums and shapes.
+
+Every command reads clips through `open_clip`: a chunk file that is gone (zarr would read it back as
+zeros) or fails its checksum is a DataError naming the store, the clip and the array."""
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +21,9 @@ from drivesim.errors import DataError
 
 SCHEMA = "drivesim-clips/2"
 # drivesim-clips/1 stores lack world_from_ego_cam and box_rotation: they are read (camera_poses and
-# box_rotations stand in for the two) and verified, but not written to.
+# box_rotations stand in for the two) and verified, but not written to. Version 2 writes every chunk,
+# even one that is all zeros (zarr leaves those out by default), so a missing chunk file is damage;
+# in a version 1 store it may be an all-zero chunk, so only checksums are checked there.
 READABLE_SCHEMAS = ("drivesim-clips/1", SCHEMA)
 ADDED_IN_2 = ("world_from_ego_cam", "box_rotation")
 PARTIAL = ".partial"  # clips being written; never listed, cleared when ingest starts
@@ -73,6 +81,9 @@ def box_rotations(clip, start: int = 0, stop: int | None = None) -> np.ndarray:
     half_yaw = np.asarray(clip["boxes"][start:stop, 6], np.float64) / 2
     zero = np.zeros_like(half_yaw)
     return np.stack([np.cos(half_yaw), zero, zero, np.sin(half_yaw)], axis=-1)
+
+
+EVERY_CHUNK = {"write_empty_chunks": True}  # see SCHEMA: a chunk of zeros is written, not left out
 
 
 def _codecs(level: int):
@@ -167,10 +178,10 @@ def write_clip(path: Path, clip: Clip, level: int = 3) -> bool:
         if name == "frames":
             # One chunk per image, one shard per clip: a clip is one file, an image one decode.
             group.create_array("frames", data=data, chunks=(1, 1, *data.shape[2:]), shards=data.shape,
-                               compressors=_codecs(level))
+                               compressors=_codecs(level), config=EVERY_CHUNK)
         else:
             group.create_array(name, data=data, chunks=data.shape if data.size else "auto",
-                               compressors=_codecs(level))
+                               compressors=_codecs(level), config=EVERY_CHUNK)
     try:
         os.rename(staging, target)
     except OSError:
@@ -198,14 +209,99 @@ def stored_clip_ids(path: Path) -> list[str]:
     return sorted(p.name for p in clips.iterdir() if (p / "zarr.json").is_file()) if clips.is_dir() else []
 
 
+def _missing_chunks(array) -> list[str]:
+    """Chunk (or shard) keys of `array` whose files are not in its local store."""
+    step = array.shards or array.chunks
+    grid = [math.ceil(size / length) for size, length in zip(array.shape, step)]
+    folder = Path(str(array.store_path.store.root)) / array.store_path.path
+    return [key for coords in itertools.product(*(range(n) for n in grid))
+            if not (folder / (key := array.metadata.encode_chunk_key(coords))).is_file()]
+
+
+class StoredArray:
+    """One array of a stored clip: its shape and dtype, and reads that name the store, clip and array when a
+    chunk is missing (checked at first read) or fails its checksum."""
+
+    def __init__(self, array, where: str, every_chunk: bool):
+        self._array, self.where, self._every_chunk = array, where, every_chunk
+        self._checked = not every_chunk
+        self.shape, self.dtype = tuple(array.shape), array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def check(self) -> None:
+        """DataError when one of the array's chunk files is gone (version 2 stores write every chunk)."""
+        if self._checked:
+            return
+        missing = _missing_chunks(self._array)
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise DataError(f"{self.where}: chunk {missing[0]}{more} missing (the store is damaged: run drivesim "
+                            "store verify; re-ingest or remove the clip)")
+        self._checked = True
+
+    def __getitem__(self, selection) -> np.ndarray:
+        self.check()
+        try:
+            return self._array[selection]
+        except Exception as error:  # zarr: a crc32c mismatch, a chunk that does not decode
+            raise DataError(f"{self.where}: unreadable ({_first_line(error)}; run drivesim store verify)") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+class StoredClip(Mapping):
+    """A stored clip's arrays by name (StoredArray) and its attributes: how every command reads a clip."""
+
+    def __init__(self, root, clip_id: str):
+        store_path = getattr(root.store, "root", "store")
+        self.where = f"store {store_path}: clip {clip_id}"
+        try:
+            self._group = root["clips"][clip_id]
+            self.attrs = dict(self._group.attrs)
+            self._names = [name for name in self._group.array_keys()]
+        except KeyError:
+            raise DataError(f"store {store_path}: no clip {clip_id!r}") from None
+        except Exception as error:  # a truncated or missing zarr.json
+            raise DataError(f"{self.where}: cannot open ({_first_line(error)})") from None
+        self._every_chunk = root.attrs.get("schema") == SCHEMA
+        self._arrays: dict[str, StoredArray] = {}
+
+    def __getitem__(self, name: str) -> StoredArray:
+        if name not in self._arrays:
+            if name not in self._names:
+                raise KeyError(name)
+            try:
+                array = self._group[name]
+            except Exception as error:  # the array's zarr.json is gone or garbled
+                raise DataError(f"{self.where}/{name}: cannot open ({_first_line(error)})") from None
+            self._arrays[name] = StoredArray(array, f"{self.where}/{name}", self._every_chunk)
+        return self._arrays[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def open_clip(root, clip_id: str) -> StoredClip:
+    """Clip `clip_id` of an open store (`open_store`); DataError naming store and clip when it is not there."""
+    return StoredClip(root, clip_id)
+
+
 def read_clip(root, clip_id: str, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The clip's arrays (all it has, or `names`) as numpy, plus its attributes under "attrs".
 
     A drivesim-clips/1 clip has no world_from_ego_cam or box_rotation: read them with camera_poses and
     box_rotations, which stand in for them."""
-    group = root["clips"][clip_id]
-    out = {name: group[name][...] for name in (names or [n for n in ARRAY_DTYPES if n in group])}
-    out["attrs"] = dict(group.attrs)
+    clip = open_clip(root, clip_id)
+    out = {name: clip[name][...] for name in (names or [n for n in ARRAY_DTYPES if n in clip])}
+    out["attrs"] = dict(clip.attrs)
     return out
 
 
@@ -257,21 +353,24 @@ def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
     """Read every array of one clip (zarr checks each chunk's crc32c) and check shapes and values."""
     where = f"clips/{clip_id}"
     try:
-        group = root["clips"][clip_id]
-    except Exception as error:  # zarr raises several types for a broken zarr.json
-        return [Problem(where, f"cannot open ({type(error).__name__}: {error})")]
+        group = open_clip(root, clip_id)
+    except DataError as error:
+        return [Problem(where, str(error).split(": ", 2)[-1])]
     data, problems = {}, []
     legacy = root.attrs.get("schema") != SCHEMA  # a drivesim-clips/1 store: its clips lack ADDED_IN_2
     for name, dtype in ARRAY_DTYPES.items():
         if legacy and name in ADDED_IN_2 and name not in group:
+            continue
+        if name not in group:
+            problems.append(Problem(f"{where}/{name}", "missing"))
             continue
         try:
             array = group[name]
             if array.dtype != np.dtype(dtype):
                 problems.append(Problem(f"{where}/{name}", f"dtype {array.dtype}, expected {np.dtype(dtype)}"))
             data[name] = array[...]
-        except Exception as error:  # checksum mismatch, missing chunk, unreadable metadata
-            problems.append(Problem(f"{where}/{name}", f"unreadable ({type(error).__name__}: {error})"))
+        except DataError as error:  # a chunk file gone, a checksum mismatch, unreadable metadata
+            problems.append(Problem(f"{where}/{name}", str(error).removeprefix(f"{group.where}/{name}: ")))
     if problems:
         return problems
     expected = _expected_shapes(settings, {name: value.shape for name, value in data.items()})

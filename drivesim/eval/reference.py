@@ -165,7 +165,7 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
     "ssim_per_camera", "layout": {"psnr_in_boxes", "psnr_outside_boxes", "box_fraction"}, "note": None
     or why values are NaN}. A missing or unusable reference gives NaN and a note, never an error.
     """
-    from drivesim.data.store import open_store, read_clip, stored_clip_ids
+    from drivesim.data.store import open_clip, open_store, read_clip, stored_clip_ids
     from drivesim.scenario import load
 
     if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
@@ -183,7 +183,7 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
     clip = read_clip(root, stored_clip_ids(store)[0], ("frames", "intrinsics", "ego_from_cam", "timestamps"))
     generated_cameras = list(clip["attrs"].get("cameras") or root.attrs["settings"]["cameras"])
     reference_root = open_store(found.store)
-    group = reference_root["clips"][found.clip]
+    group = open_clip(reference_root, found.clip)
     reference_cameras = list(dict(group.attrs).get("cameras") or reference_root.attrs["settings"]["cameras"])
     where = {"store": str(found.store), "clip": found.clip, "frame": found.frame}
     cameras = [c for c in generated_cameras if c in reference_cameras]

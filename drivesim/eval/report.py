@@ -96,7 +96,9 @@ def check_inputs(rollouts_dir, reference=None, inception=None, i3d=None, frame_s
 
 
 def _clip_cameras(root, clip_id: str, views: int) -> list[str]:
-    attrs = dict(root["clips"][clip_id].attrs)
+    from drivesim.data.store import open_clip
+
+    attrs = dict(open_clip(root, clip_id).attrs)
     return list(attrs.get("cameras") or root.attrs.get("settings", {}).get("cameras")
                 or [str(v) for v in range(views)])
 
@@ -226,9 +228,9 @@ def _reference_clip_ids(store: Path, rollouts: list[dict]) -> list[str]:
 
 
 def _clip_frames(store: Path, clip_id: str) -> np.ndarray:
-    from drivesim.data.store import open_store
+    from drivesim.data.store import open_clip, open_store
 
-    return open_store(store)["clips"][clip_id]["frames"][...]
+    return open_clip(open_store(store), clip_id)["frames"][...]
 
 
 def _distribution(rollouts: list[dict], store: Path | None, clip_ids: list[str], inception: Extractor | None,

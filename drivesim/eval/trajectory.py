@@ -400,7 +400,7 @@ def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None,
     left out when the store holds one clip. Returns plain JSON-ready values: what was measured (store,
     clip_id, camera, frames, step, fps) and the metrics of `recover_ego_trajectory`, without its arrays.
     """
-    from drivesim.data.store import open_store, read_clip
+    from drivesim.data.store import open_clip, open_store, read_clip
 
     _check_step(step)
     path = _store_path(store_path)
@@ -411,7 +411,7 @@ def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None,
     if camera not in cameras:
         raise ConfigError(f"camera {camera!r} is not in clip {clip_id!r} of {path}; it has {', '.join(cameras)}")
     view = cameras.index(camera)
-    frames = root["clips"][clip_id]["frames"][:, view]  # one image per chunk: only this camera's are read
+    frames = open_clip(root, clip_id)["frames"][:, view]  # one image per chunk: only this camera's are read
     steps_us = np.diff(clip["timestamps"])
     fps = 1e6 / float(np.median(steps_us)) if len(steps_us) and np.median(steps_us) > 0 else None
     result = recover_ego_trajectory(frames, clip["intrinsics"][view], clip["ego_from_cam"][view],

@@ -56,8 +56,10 @@ def _open_clip(store_path: str | os.PathLike, clip_id: str):
 
 def clip_length(store_path: str | os.PathLike, clip_id: str) -> tuple[int, float]:
     """(frames, fps) of a stored clip; fps 0 when the store does not say."""
+    from drivesim.data.store import open_clip
+
     root = _open_clip(store_path, clip_id)
-    group = root["clips"][clip_id]
+    group = open_clip(root, clip_id)
     fps = dict(group.attrs).get("fps") or dict(root.attrs.get("settings", {})).get("fps") or 0
     return int(group["world_from_ego"].shape[0]), float(fps)
 

@@ -54,8 +54,9 @@ class CroppedViews(torch.utils.data.Dataset):
         from drivesim.data.dataset import ClipDataset
 
         size = tuple(config.size) if config.size else None
+        # Training skips a damaged clip (counted, reported) rather than stopping on it.
         self.clips = ClipDataset(config.store, split=split, frames=config.frames, num_views=1, size=size,
-                                 random_crop=random_crop)
+                                 random_crop=random_crop, skip_damaged=True)
         width, height = size or (self.clips.settings["width"], self.clips.settings["height"])
         self.crop, self.random = config.crop, random_crop
         if config.crop[0] > width or config.crop[1] > height:

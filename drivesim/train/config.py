@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,12 @@ def _check_run_folder(out) -> None:
         raise ConfigError(f"out={out} cannot be created: {parent} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"out={out} cannot be created: {parent} is not writable")
+    if not path.is_dir():
+        # Try it, and leave nothing behind: os.access says yes to root anywhere, /proc included.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".drivesim-probe-", dir=parent))
+        except OSError as error:
+            raise ConfigError(f"out={out} cannot be created in {parent}: {error.strerror or error}") from None
 
 
 def _coerce(value, kind, where: str):

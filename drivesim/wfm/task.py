@@ -140,7 +140,7 @@ class WfmTask:
         def split(name: str, random_crop: bool):
             return ClipDataset(config.store, split=name, frames=config.frames, views=config.views,
                                num_views=config.num_views, size=size, random_crop=random_crop,
-                               layout=config.layout)
+                               layout=config.layout, skip_damaged=True)  # a damaged clip is skipped, counted
 
         train = split("train", True)
         width, height = size or (train.settings["width"], train.settings["height"])

@@ -198,7 +198,7 @@ def test_verify_names_missing_or_misshapen_camera_poses_and_rotations(clip_store
 
     shutil.rmtree(path / "clips" / clip.clip_id / "world_from_ego_cam")
     problems = {p.where: p.what for p in store.verify(path)[1]}
-    assert "unreadable" in problems[f"clips/{clip.clip_id}/world_from_ego_cam"]
+    assert "missing" in problems[f"clips/{clip.clip_id}/world_from_ego_cam"]
     group.create_array("world_from_ego_cam", data=np.tile(np.eye(4), (3, 1, 1, 1)), overwrite=True)
     problems = {p.where: p.what for p in store.verify(path)[1]}
     assert "expected (3, 2, 4, 4)" in problems[f"clips/{clip.clip_id}/world_from_ego_cam"]
