@@ -134,7 +134,10 @@ def open_store(path: str | os.PathLike, mode: str = "r"):
         raise DataError(f"store {path}: no such folder")
     if not _is_store(path):
         raise DataError(f"store {path}: not a clip store (no zarr.json and clips/)")
-    root = zarr.open_group(str(path), mode=mode)
+    try:
+        root = zarr.open_group(str(path), mode=mode)
+    except Exception as error:  # a truncated or garbled zarr.json: zarr raises JSON, key and value errors
+        raise DataError(f"store {path}: zarr.json is damaged ({_first_line(error)})") from None
     if root.attrs.get("schema") not in READABLE_SCHEMAS:
         raise DataError(f"store {path}: schema {root.attrs.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
     return root

@@ -143,3 +143,12 @@ def test_generate_from_a_damaged_start_frame_names_it(synthetic_store, tiny_wfm_
                               "--out", str(tmp_path / "out"), "--steps", "1", "--device", "cpu", "--quiet"],
                      f"clip {clip_id}/frames: unreadable")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["store", "verify"], ["store", "sheet"]])
+def test_a_truncated_root_zarr_json_is_one_line(synthetic_store, tmp_path, capsys, command):
+    path = Path(shutil.copytree(synthetic_store, tmp_path / "store"))
+    text = (path / "zarr.json").read_text()
+    (path / "zarr.json").write_text(text[:len(text) // 2])
+    extra = ["--out", str(tmp_path / "sheet.png")] if command[1] == "sheet" else []
+    _one_line_naming(capsys, [*command, str(path), *extra], f"store {path}: zarr.json is damaged")
