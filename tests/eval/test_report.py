@@ -340,6 +340,11 @@ def test_a_rollout_that_cannot_be_scored_is_listed_and_the_others_are_scored(dri
     assert [entry["name"] for entry in results["rollouts"]] == ["perfect"]
     assert math.isinf(by_name(results)["perfect"]["psnr"])
     (failed,) = results["failed"]
+    # A chunk file gone (or a bad checksum) is named, store, clip and array, never read as black frames.
+    shutil.copytree(drive_rollouts / "perfect", tmp_path / "chunkless" / "chunkless")
+    (tmp_path / "chunkless" / "chunkless" / ROLLOUT_STORE / "clips" / clip_id / "frames/c/0/0/0/0/0").unlink()
+    (chunkless,) = evaluate(tmp_path / "chunkless", progress=False)["failed"]
+    assert f"clip {clip_id}/frames: chunk c/0/0/0/0/0 missing" in chunkless["reason"]
     assert failed["name"] == "broken" and failed["folder"] == str(folder / "broken") and failed["reason"]
     assert results["summary"]["failed"] == [{"name": "broken", "reason": failed["reason"]}]
     assert f"broken: could not be scored: {failed['reason']}" in summary_table(results)
