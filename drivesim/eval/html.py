@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from drivesim.eval.report import COLUMNS, _number, _shown, scored_frames_line
+from drivesim.eval.table import COLUMNS, number, scored_frames_line, shown
 
 __all__ = ["render"]
 
@@ -66,7 +66,7 @@ def _tse_plot(series: dict) -> str:
 def _cse_plot(pairs: dict) -> str:
     figure, axes = _figure("CSE per camera pair")
     names = list(pairs)
-    values = [_number(pairs[name].get("cse")) for name in names]
+    values = [number(pairs[name].get("cse")) for name in names]
     axes.bar(range(len(names)), [0.0 if math.isnan(v) else v for v in values])
     for i, value in enumerate(values):
         if math.isnan(value):
@@ -78,7 +78,7 @@ def _cse_plot(pairs: dict) -> str:
 
 def _psnr_plot(quality: dict) -> str:
     figure, axes = _figure("PSNR per frame (vs reference)")
-    values = [min(_number(v), 100.0) for v in quality["psnr_per_frame"]]  # inf (identical) drawn at 100 dB
+    values = [min(number(v), 100.0) for v in quality["psnr_per_frame"]]  # inf (identical) drawn at 100 dB
     axes.plot(quality.get("frame_indices") or range(len(values)), values, "-o", markersize=3)
     axes.set_xlabel("frame")
     axes.set_ylabel("PSNR (dB, inf shown as 100)")
@@ -97,7 +97,7 @@ def _plots(entry: dict) -> list[tuple[str, str]]:
     if pairs:
         plots.append(("CSE per camera pair", _cse_plot(pairs)))
     quality = entry.get("quality") or {}
-    if quality.get("psnr_per_frame") and any(not math.isnan(_number(v)) for v in quality["psnr_per_frame"]):
+    if quality.get("psnr_per_frame") and any(not math.isnan(number(v)) for v in quality["psnr_per_frame"]):
         plots.append(("PSNR per frame", _psnr_plot(quality)))
     return plots
 
@@ -123,7 +123,7 @@ def _e(value) -> str:
 
 
 def _table_row(row: dict, css: str = "") -> str:
-    cells = "".join(f"<td>{_e(_shown(row[key], spec))}</td>" for key, _, spec in COLUMNS)
+    cells = "".join(f"<td>{_e(shown(row[key], spec))}</td>" for key, _, spec in COLUMNS)
     attribute = f' class="{css}"' if css else ""
     return f'<tr{attribute}><td>{_e(row["name"])}</td>{cells}</tr>'
 
@@ -150,11 +150,11 @@ def _summary_html(summary: dict) -> str:
 
 
 def _distribution_html(distribution: dict) -> str:
-    lines = [f"<p>FID {_e(_shown(distribution.get('fid'), '.2f'))}"
+    lines = [f"<p>FID {_e(shown(distribution.get('fid'), '.2f'))}"
              + (f" <span class=\"muted\">({_e(distribution['fid_images']['generated'])} generated, "
                 f"{_e(distribution['fid_images']['reference'])} reference images)</span>"
                 if distribution.get("fid_images") else "")
-             + f"; FVD {_e(_shown(distribution.get('fvd'), '.2f'))}"
+             + f"; FVD {_e(shown(distribution.get('fvd'), '.2f'))}"
              + (f" <span class=\"muted\">({_e(distribution['fvd_windows']['generated'])} generated, "
                 f"{_e(distribution['fvd_windows']['reference'])} reference 16-frame windows)</span>"
                 if distribution.get("fvd_windows") else "") + "</p>"]

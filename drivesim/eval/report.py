@@ -38,17 +38,13 @@ import numpy as np
 from drivesim.errors import ConfigError, DataError, DrivesimError
 from drivesim.eval.failures import describe
 from drivesim.eval.quality import SKIPPED_NOTE, Extractor
+from drivesim.eval.table import COLUMNS, number, scored_frames_line, summary_table
 
 __all__ = ["COLUMNS", "MAX_REFERENCE_CLIPS", "check_inputs", "evaluate", "mean_row", "scored_frames_line",
            "summary_table", "write_report"]
 
 MAX_REFERENCE_CLIPS = 4  # reference clips measured when no rollout starts from one of its clips
 TRAJECTORY_CAMERA = "CAM_FRONT"
-# Summary columns: (key, heading, format). The keys are those of results["summary"] rows.
-COLUMNS = (("cse_px", "CSE px", ".2f"), ("tse_px", "TSE px", ".2f"), ("ate_m", "ATE m", ".2f"),
-           ("rpe_m", "RPE m", ".3f"), ("rpe_deg", "RPE deg", ".2f"), ("failed_pairs", "pairs failed", ".1f"),
-           ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"), ("layout_psnr_in", "layout PSNR in boxes", ".2f"),
-           ("layout_psnr_out", "layout PSNR outside", ".2f"))
 
 
 # ---------------------------------------------------------------- inputs
@@ -272,23 +268,19 @@ def _distribution(rollouts: list[dict], store: Path | None, clip_ids: list[str],
 # ---------------------------------------------------------------- the summary
 
 
-def _number(value) -> float:
-    return math.nan if value is None else float(value)
-
-
 def _row(entry: dict) -> dict:
     consistency, trajectory = entry.get("consistency") or {}, entry.get("trajectory") or {}
     quality = entry.get("quality") or {}
     layout = quality.get("layout") or {}
     return {"name": entry["name"],
-            "cse_px": _number((consistency.get("cross_view") or {}).get("cse")),
-            "tse_px": _number((consistency.get("temporal") or {}).get("tse")),
-            "ate_m": _number(trajectory.get("ate_m")), "rpe_m": _number(trajectory.get("rpe_trans_m")),
-            "rpe_deg": _number(trajectory.get("rpe_rot_deg")),
-            "failed_pairs": _number((entry.get("failed_pairs") or {}).get("total")),
-            "psnr": _number(quality.get("psnr")), "ssim": _number(quality.get("ssim")),
-            "layout_psnr_in": _number(layout.get("psnr_in_boxes")),
-            "layout_psnr_out": _number(layout.get("psnr_outside_boxes"))}
+            "cse_px": number((consistency.get("cross_view") or {}).get("cse")),
+            "tse_px": number((consistency.get("temporal") or {}).get("tse")),
+            "ate_m": number(trajectory.get("ate_m")), "rpe_m": number(trajectory.get("rpe_trans_m")),
+            "rpe_deg": number(trajectory.get("rpe_rot_deg")),
+            "failed_pairs": number((entry.get("failed_pairs") or {}).get("total")),
+            "psnr": number(quality.get("psnr")), "ssim": number(quality.get("ssim")),
+            "layout_psnr_in": number(layout.get("psnr_in_boxes")),
+            "layout_psnr_out": number(layout.get("psnr_outside_boxes"))}
 
 
 def mean_row(rows: list[dict], name: str) -> dict:
@@ -377,52 +369,6 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
     return results
 
 
-# ---------------------------------------------------------------- text
-
-
-def _shown(value, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return format(value, spec)
-
-
-def summary_table(results: dict) -> str:
-    """The summary as aligned text: one line per rollout, their mean, then the reference clips and FID/FVD."""
-    summary = results["summary"]
-    rows = [*summary["rows"], summary["mean"]]
-    if summary.get("reference_rows"):
-        rows += [{**row, "name": f"ref {row['name']}"} for row in summary["reference_rows"]]
-        rows.append(summary["reference_mean"])
-    headings = ["rollout", *(heading for _, heading, _ in COLUMNS)]
-    cells = [[row["name"], *(_shown(row[key], spec) for key, _, spec in COLUMNS)] for row in rows]
-    widths = [max(len(headings[i]), *(len(line[i]) for line in cells)) for i in range(len(headings))]
-    lines = ["  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(headings))]
-    lines += ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(line))
-              for line in cells]
-    lines += [f"{prefix}{failed['name']}: could not be scored: {failed['reason']}"
-              for prefix, key in (("", "failed"), ("ref ", "reference_failed")) for failed in summary.get(key, [])]
-    scored = scored_frames_line(results)
-    if scored:
-        lines.append(scored)
-    distribution = results.get("distribution") or {}
-    lines.append(f"FID {_shown(distribution.get('fid'), '.2f')}  FVD {_shown(distribution.get('fvd'), '.2f')}")
-    return "\n".join(lines)
-
-
-def scored_frames_line(results: dict) -> str | None:
-    """Which frames PSNR/SSIM scored, in one line for the whole run (None when no rollout was scored)."""
-    said = list(dict.fromkeys((entry.get("quality") or {}).get("scored") for entry in results["rollouts"]))
-    said = [text for text in said if text]
-    if not said:
-        return None
-    if len(said) == 1:
-        return f"PSNR/SSIM over {said[0]}"
-    given = "given frames scored too" if results["settings"].get("include_given") else "given frames left out"
-    return f"PSNR/SSIM: the scored frames differ per rollout ({given}); see each rollout"
-
-
 # ---------------------------------------------------------------- JSON
 
 
@@ -454,7 +400,7 @@ def write_report(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]
     """Write report.json (every number; NaN as null, inf as "inf") and report.html (self-contained: the
     summary table with the reference clips beside the rollouts, FID/FVD, per rollout and reference clip
     its trajectory, TSE, CSE and PSNR plots as embedded PNGs, and the notes) into out_dir."""
-    from drivesim.eval.html import render  # html.py imports this module's table columns
+    from drivesim.eval.html import render
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
