@@ -35,7 +35,7 @@ def _add_synth(commands) -> None:
 
 
 def _check_png_target(path: Path, option: str) -> None:
-    from drivesim.data.synth import check_writable
+    from drivesim.folders import check_writable
 
     if path.suffix.lower() != ".png":
         raise ConfigError(f"{option} must name a .png file, got {path}")
@@ -427,7 +427,7 @@ def _run_generate(args) -> int:
     import math
 
     from drivesim.scenario import MAX_SEED, load
-    from drivesim.simulate import check_out_dir
+    from drivesim.folders import check_out_dir
 
     if args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
@@ -443,7 +443,7 @@ def _run_generate(args) -> int:
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
     scenario = load(args.scenario, rig=args.rig)
-    from drivesim.data.writer_lock import writer_lock
+    from drivesim.folders import writer_lock
 
     with writer_lock(args.out, "--out"):  # a second generate into the same --out is refused, not mixed in
         return _generate(args, scenario)

@@ -47,11 +47,11 @@ import numpy as np
 
 from drivesim import geometry
 from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for, check_version
-from drivesim.data.synth import publish_folder
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
-from drivesim.simulate import ROLLOUT_STORE, check_out_dir
+from drivesim.folders import check_out_dir, publish_folder
+from drivesim.rollout import ROLLOUT_STORE, find_rollouts
 
 __all__ = ["ExportConfig", "ExportResult", "export", "find_rollouts", "MANIFEST", "LOCATION"]
 
@@ -130,22 +130,6 @@ def _contains(folder: Path, path: Path) -> bool:
 
 def _overlaps(a: Path, b: Path) -> bool:
     return _contains(a, b) or _contains(b, a)
-
-
-def find_rollouts(path: Path) -> list[Path]:
-    """The rollout folders (holding rollout.zarr) `path` names: itself, else its sub-folders, sorted."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"--rollouts {path}: no such folder")
-    if not path.is_dir():
-        raise ConfigError(f"--rollouts {path} is not a folder")
-    if (path / ROLLOUT_STORE).exists():
-        return [path]
-    folders = sorted(child for child in path.iterdir() if child.is_dir() and (child / ROLLOUT_STORE).exists())
-    if not folders:
-        raise DataError(f"--rollouts {path}: no {ROLLOUT_STORE} in it or in its sub-folders "
-                        "(write rollouts with `drivesim generate`)")
-    return folders
 
 
 # ---------------------------------------------------------------- reading rollouts

@@ -4,19 +4,16 @@ A scenario's frames are cut into windows of the length the model was trained on 
 the first window starts from noise (or from a stored frame, when the scenario names start frames),
 each next one from the last generated frame, re-encoded by the tokenizer and given clean. Every
 window has its own conditions: the cameras, the ego's path in the window's first ego frame, the
-prompt and the layout maps of its frames. `Rollout.save` writes one MP4 per camera, a grid MP4 laid
-out like the car's cameras, a contact sheet and a clip store holding the video with the scenario's
-labels, which drivesim/data/dataset.py reads back.
+prompt and the layout maps of its frames. The result is a Rollout (drivesim/rollout.py), the video
+with the scenario's labels. The two baselines a model must beat live here too: the start frame held
+still, and redrawn at every frame's pose.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +21,12 @@ import torch
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.geometry import compose, invert
+from drivesim.rollout import Rollout
 from drivesim.scenario import MAX_SEED
 
-__all__ = ["Rollout", "load_world_model", "rollout", "write_mp4", "grid_layout", "hold_start_frame",
-           "reproject_start_frame", "INITS", "ROLLOUT_STORE"]
+__all__ = ["INITS", "hold_start_frame", "load_world_model", "reproject_start_frame", "rollout"]
 
-ROLLOUT_STORE = "rollout.zarr"
 INITS = ("auto", "noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
-# nuScenes-like rigs: the cameras as they sit on the car, seen from above with the front up.
-_CAR_LAYOUT = (("FRONT_LEFT", "FRONT", "FRONT_RIGHT"), ("BACK_LEFT", "BACK", "BACK_RIGHT"))
 
 
 # ---------------------------------------------------------------- loading
@@ -106,118 +100,6 @@ def load_world_model(checkpoint_dir: str | Path, device: str | torch.device = "c
                           f"{str(error).splitlines()[0]}") from None
     model.checkpoint_config = document
     return model.to(device).eval(), tokenizer.to(device).eval()
-
-
-# ---------------------------------------------------------------- the rollout
-
-
-@dataclass(eq=False)
-class Rollout:
-    """A generated drive: video and the scenario's labels, per frame."""
-
-    video: np.ndarray                 # uint8 [F, V, H, W, 3]
-    scenario: object                  # the drivesim.scenario.Scenario it shows
-    cameras: list[str]
-    intrinsics: np.ndarray            # float32 [V, 3, 3] at the video's size
-    ego_from_cam: np.ndarray          # float32 [V, 4, 4]
-    world_from_ego: np.ndarray        # float64 [F, 4, 4]
-    timestamps: np.ndarray            # int64 [F] microseconds from the start
-    boxes: list[np.ndarray]           # per frame float32 [N, 7]: centre xyz, size wlh, yaw (world frame)
-    categories: list[list[str]]       # per frame N nuScenes category names
-    track_ids: list[list[str]]        # per frame N agent ids
-    velocities: list[np.ndarray] = field(default_factory=list)  # per frame float32 [N, 2] world-frame vx, vy
-    fps: float = 12.0
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.video.shape[0])
-
-    def save(self, out_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
-        """Write the rollout into `out_dir` (new or empty, unless overwrite): <camera>.mp4 per camera,
-        grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr (a clip store). Returns what was written.
-
-        Everything goes to a folder beside `out_dir` that replaces it once whole: a run killed while writing
-        leaves `out_dir` as it was (a later run clears the staging folder), never half a rollout; another
-        process writing `out_dir` is a DataError (writer_lock)."""
-        from drivesim.data.writer_lock import writer_lock
-
-        out = Path(out_dir)
-        with writer_lock(out, "out_dir"):  # re-entered when the caller holds it (drivesim generate)
-            check_out_dir(out, overwrite)
-            return self._save(out)
-
-    def _save(self, out: Path) -> dict[str, Path]:
-        from drivesim.data.synth import publish_folder, staging_folder
-        from drivesim.scenario import save as save_scenario
-
-        staging = staging_folder(out)
-        names: dict[str, str] = {camera: f"{camera}.mp4" for camera in self.cameras}
-        try:
-            for v, camera in enumerate(self.cameras):
-                write_mp4(staging / names[camera], self.video[:, v], self.fps)
-            names["grid"] = write_mp4(staging / "grid.mp4", grid_frames(self.video, self.cameras), self.fps).name
-            names["contact_sheet"] = contact_sheet(self, staging / "contact_sheet.png").name
-            names["scenario"] = save_scenario(self.scenario, staging / "scenario.yaml").name
-            names["store"] = self.write_store(staging / ROLLOUT_STORE).name
-            publish_folder(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return {key: out / name for key, name in names.items()}
-
-    def clip_id(self) -> str:
-        name = getattr(self.scenario, "name", "") or "rollout"
-        return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-    def write_store(self, path: Path) -> Path:
-        """The rollout as one clip of a new clip store (drivesim/data/store.py), labels included."""
-        from drivesim.data import store
-        from drivesim.data.nuscenes import CATEGORIES, POLY_TYPES
-
-        frames, views, height, width = self.video.shape[:4]
-        settings = {"source": "drivesim-rollout", "width": int(width), "height": int(height), "frames": int(frames),
-                    "fps": float(self.fps), "cameras": list(self.cameras)}
-        root = store.create_store(path, settings, list(CATEGORIES), list(POLY_TYPES))
-        rows, offsets, category, track = [], [0], [], []
-        agent_ids = [agent.id for agent in getattr(self.scenario, "agents", ())]  # box_track indexes these
-        for f in range(frames):
-            boxes = np.asarray(self.boxes[f], np.float32).reshape(-1, 7)
-            velocity = (np.asarray(self.velocities[f], np.float32).reshape(-1, 2) if self.velocities
-                        else np.zeros((len(boxes), 2), np.float32))
-            rows.append(np.concatenate([boxes, velocity, np.ones((len(boxes), 1), np.float32)], axis=1))
-            offsets.append(offsets[-1] + len(boxes))
-            category += [CATEGORIES.index(c) if c in CATEGORIES else CATEGORIES.index("other")
-                         for c in self.categories[f]]
-            track += [agent_ids.index(a) for a in self.track_ids[f]]
-        road = getattr(self.scenario, "road", None)
-        lines = [*(("lane", p) for p in getattr(road, "lanes", ())),
-                 *(("road_edge", p) for p in getattr(road, "road_edges", ()))]
-        points = [np.asarray(p, np.float32).reshape(-1, 3) for _, p in lines]
-        clip = store.Clip(
-            clip_id=self.clip_id(), frames=self.video, intrinsics=self.intrinsics, ego_from_cam=self.ego_from_cam,
-            world_from_ego=self.world_from_ego, timestamps=self.timestamps,
-            boxes=np.concatenate(rows) if rows else np.zeros((0, 10), np.float32),
-            box_offsets=np.asarray(offsets, np.int32), box_category=np.asarray(category, np.int16),
-            box_track=np.asarray(track, np.int32),
-            polylines=np.concatenate(points) if points else np.zeros((0, 3), np.float32),
-            poly_offsets=np.cumsum([0, *(len(p) for p in points)]).astype(np.int32),
-            poly_type=np.asarray([POLY_TYPES.index(kind) for kind, _ in lines], np.int16),
-            attrs={"source": "drivesim-rollout", "scene": getattr(self.scenario, "name", "") or "rollout",
-                   "split": "val", "caption": getattr(self.scenario, "prompt", "") or "rollout",
-                   "cameras": list(self.cameras), "fps": float(self.fps), "start": 0, "tracks": agent_ids})
-        store.write_clip(path, clip)
-        index = dict(root.attrs.get("clips", {}))
-        index[clip.clip_id] = {"scene": clip.attrs["scene"], "split": "val", "caption": clip.attrs["caption"]}
-        root.attrs.update({"clips": index})
-        return path
-
-
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """--out must be new or an empty folder, or overwrite is given."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} is not empty; pass --overwrite to replace what is in it")
 
 
 def _trained_size(model) -> tuple[int, int]:
@@ -385,7 +267,7 @@ def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.
             if on_chunk is not None:
                 on_chunk(index + 1, len(starts))
     generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
-    return _labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
+    return Rollout.labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
 
 
 def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, use_layout: bool) -> torch.Tensor:
@@ -433,7 +315,7 @@ def reproject_start_frame(scenario, size: tuple[int, int], use_layout: bool = Tr
     for first in range(0, len(times), chunk):  # a chunk at a time: every pixel looks into every camera
         pieces.append(_reprojected(scenario, rig, given, times[first:first + chunk], use_layout)[0])
     video = torch.cat(pieces, dim=1)  # [V, F, 3, H, W]
-    return _labelled(scenario, rig, _pixels(video).permute(1, 0, 3, 4, 2).numpy())
+    return Rollout.labelled(scenario, rig, _pixels(video).permute(1, 0, 3, 4, 2).numpy())
 
 
 def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:
@@ -445,97 +327,9 @@ def hold_start_frame(scenario, size: tuple[int, int]) -> Rollout:
     rig = scenario.rig.resized(width, height)
     start = _start_video(scenario, rig, torch.device("cpu"))[0, :, 0]  # [V, 3, H, W] in [-1, 1]
     pixels = _pixels(start).permute(0, 2, 3, 1).numpy()
-    return _labelled(scenario, rig, np.repeat(pixels[None], scenario.num_frames, axis=0))
+    return Rollout.labelled(scenario, rig, np.repeat(pixels[None], scenario.num_frames, axis=0))
 
 
 def _pixels(video: torch.Tensor) -> torch.Tensor:
     """Values in [-1, 1] -> uint8 0..255."""
     return ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def _labelled(scenario, rig, video: np.ndarray) -> Rollout:
-    """A Rollout of `video` [F, V, H, W, 3] with the scenario's poses, boxes and tracks."""
-    times = scenario.frame_times()[:video.shape[0]]
-    layout_frames = scenario.layout_frames(times)
-    present = [agent.present(times) for agent in scenario.agents]
-    velocities = [agent.trajectory.velocity(times)[:, :2] for agent in scenario.agents]
-    track_ids, speeds = [], []
-    for f in range(len(times)):
-        ids = [agent.id for a, agent in enumerate(scenario.agents) if present[a][f]]
-        track_ids.append(ids)
-        rows = [np.zeros(2) if agent.parked else velocities[a][f]
-                for a, agent in enumerate(scenario.agents) if present[a][f]]
-        speeds.append(np.array(rows, np.float32).reshape(-1, 2))
-    return Rollout(video=video, scenario=scenario, cameras=list(rig.names),
-                   intrinsics=rig.intrinsics.astype(np.float32), ego_from_cam=rig.ego_from_cam.astype(np.float32),
-                   world_from_ego=scenario.world_from_ego(times), timestamps=np.round(times * 1e6).astype(np.int64),
-                   boxes=[frame.boxes for frame in layout_frames],
-                   categories=[frame.categories for frame in layout_frames],
-                   track_ids=track_ids, velocities=speeds, fps=float(scenario.fps))
-
-
-# ---------------------------------------------------------------- pictures and videos
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
-    """uint8 [T, H, W, 3] -> an H.264 MP4 (odd sizes padded by one edge pixel: yuv420p needs even ones)."""
-    import av
-
-    frames = np.asarray(frames, np.uint8)
-    height, width = frames.shape[1:3]
-    pad = ((0, 0), (0, height % 2), (0, width % 2), (0, 0))
-    if any(p[1] for p in pad):
-        frames = np.pad(frames, pad, mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def grid_layout(cameras: list[str]) -> list[list[int | None]]:
-    """Rows of view indices: FRONT_LEFT FRONT FRONT_RIGHT over BACK_LEFT BACK BACK_RIGHT when the rig has
-    those six cameras (any prefix, e.g. CAM_), else one row in rig order."""
-    def short(name: str) -> str:
-        return name[4:] if name.upper().startswith("CAM_") else name
-
-    names = {short(name).upper(): v for v, name in enumerate(cameras)}
-    wanted = {n for row in _CAR_LAYOUT for n in row}
-    if len(cameras) == 6 and wanted <= set(names):
-        return [[names[n] for n in row] for row in _CAR_LAYOUT]
-    return [list(range(len(cameras)))]
-
-
-def grid_frames(video: np.ndarray, cameras: list[str]) -> np.ndarray:
-    """[F, V, H, W, 3] -> [F, rows*H, columns*W, 3] laid out by grid_layout."""
-    rows = grid_layout(cameras)
-    blank = np.zeros_like(video[:, 0])
-    return np.concatenate([np.concatenate([video[:, v] if v is not None else blank for v in row], axis=2)
-                           for row in rows], axis=1)
-
-
-def contact_sheet(result: Rollout, path: Path, count: int = 4) -> Path:
-    """A PNG: `count` evenly spaced frames (rows) of every camera (columns), each row labelled with its time."""
-    from PIL import Image, ImageDraw
-
-    frames = sorted(set(np.linspace(0, result.num_frames - 1, min(count, result.num_frames)).round().astype(int)))
-    height, width = result.video.shape[2:4]
-    label = 14
-    sheet = Image.new("RGB", (width * len(result.cameras), label + (height + label) * len(frames)), "black")
-    draw = ImageDraw.Draw(sheet)
-    for v, camera in enumerate(result.cameras):
-        draw.text((v * width + 2, 1), camera, fill="white")
-    for row, f in enumerate(frames):
-        top = label + row * (height + label)
-        draw.text((2, top + 1), f"t = {result.timestamps[f] / 1e6:.2f} s (frame {f})", fill="white")
-        for v in range(len(result.cameras)):
-            sheet.paste(Image.fromarray(result.video[f, v]), (v * width, top + label))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path

@@ -38,8 +38,8 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     Returns {"folder", "step", "bytes", "max_difference"}: the largest change float16 storage made to any
     world-model weight. The folder is written beside `out` and swapped in only once complete.
     """
-    from drivesim.data.synth import publish_folder, staging_folder
-    from drivesim.simulate import check_out_dir, load_world_model
+    from drivesim.folders import check_out_dir, publish_folder, staging_folder
+    from drivesim.simulate import load_world_model
     from drivesim.tokenizer.pretrained import save_pretrained
     from drivesim.train.checkpoint import _sha256, resolve_checkpoint
 

@@ -22,7 +22,8 @@ from drivesim.data.store import open_store, read_clip, stored_clip_ids
 from drivesim.export import (BASE_SEED, JPEG_QUALITY, MANIFEST, MAP_MARGIN, ExportConfig, annotation_fields, export,
                              world_offset, write_map)
 from drivesim.scenario import from_dict
-from drivesim.simulate import ROLLOUT_STORE, load_world_model, rollout
+from drivesim.rollout import ROLLOUT_STORE
+from drivesim.simulate import load_world_model, rollout
 
 VERSION = "v1.0-mini"
 

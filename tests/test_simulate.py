@@ -13,7 +13,9 @@ import yaml
 from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.scenario import from_dict, save
-from drivesim.simulate import ROLLOUT_STORE, grid_layout, hold_start_frame, load_world_model, reproject_start_frame, rollout
+from drivesim.media import grid_layout
+from drivesim.rollout import ROLLOUT_STORE, Rollout
+from drivesim.simulate import hold_start_frame, load_world_model, reproject_start_frame, rollout
 
 WIDTH, HEIGHT, FRAMES = 64, 32, 5  # per camera; 1 + 4 video frames (2 latent frames) per chunk
 CAMERAS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
@@ -308,17 +310,14 @@ def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames
 def small_rollout():
     """A Rollout of noise with the scenario's labels: what save writes, without a model."""
     from drivesim.geometry import load_rig
-    from drivesim.simulate import _labelled
 
     scenario = make_scenario()
     rig = load_rig("front3", (32, 16))
     video = np.random.default_rng(0).integers(0, 256, (scenario.num_frames, 3, 16, 32, 3), dtype=np.uint8)
-    return _labelled(scenario, rig, video)
+    return Rollout.labelled(scenario, rig, video)
 
 
 def test_a_save_killed_while_writing_leaves_out_as_it_was(tmp_path, monkeypatch):
-    from drivesim.simulate import Rollout
-
     result = small_rollout()
     out = tmp_path / "out"
     out.mkdir()

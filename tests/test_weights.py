@@ -16,7 +16,8 @@ from drivesim import weights
 from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.scenario import from_dict, save
-from drivesim.simulate import ROLLOUT_STORE, hold_start_frame, load_world_model, rollout
+from drivesim.rollout import ROLLOUT_STORE
+from drivesim.simulate import hold_start_frame, load_world_model, rollout
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,12 @@ processes or Ray, resumable: a finished scene leaves a record, a killed run pick
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,8 +18,8 @@ import numpy as np
 from drivesim.data import curate
 from drivesim.data import nuscenes as logs
 from drivesim.data import store
-from drivesim.data.writer_lock import die_with_parent, writer_lock
 from drivesim.errors import ConfigError, DataError
+from drivesim.folders import writer_lock
 
 SCENES = ".scenes"     # per-scene records of finished scenes: what makes a run resumable
 SUMMARY = "curation.json"
@@ -24,6 +27,7 @@ CAPTION_RANGE_M = 50.0  # agents farther than this from the ego are not counted 
 # A clip rate this close (relative) to a camera's rate, or to a whole fraction of it, resamples that camera;
 # farther off, a clip's frames would not be 1/fps apart and everything made from it would run too fast or slow.
 FPS_TOLERANCE = 0.05
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when its parent dies
 
 
 @dataclass
@@ -185,6 +189,19 @@ def ingest_scene(task: SceneTask) -> dict:
     record = {"scene": task.scene, "split": task.split, "report": report.to_dict(), "clips": clips}
     _write_json(_scene_record_path(Path(task.out), task.scene), record)
     return record
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process receive SIGKILL when its parent dies, kill -9 included (Linux prctl);
+    exit at once if the parent is already gone. Elsewhere a no-op: the pool's own shutdown still applies."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: nothing more to do
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _run_local(tasks: list[SceneTask], workers: int, bar) -> None:

@@ -28,6 +28,7 @@ from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
 from drivesim.errors import ConfigError
+from drivesim.folders import check_out_dir, publish_folder, staging_folder
 
 KEY_FRAME_HZ = 2
 LOCATIONS = 4
@@ -72,7 +73,7 @@ class SynthConfig:
         if self.seed < 0:  # numpy's seed sequences take no negative entropy
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
         check_version(self.version)
-        check_output_folder(self.out, self.overwrite)
+        check_out_dir(self.out, self.overwrite)
 
     @property
     def key_frames(self) -> int:
@@ -86,27 +87,6 @@ class SynthConfig:
     @property
     def frames(self) -> int:
         return (self.key_frames - 1) * self.frames_per_key + 1
-
-
-def check_writable(path: Path, option: str) -> None:
-    """`path` can be created or replaced: its nearest existing ancestor is a writable folder."""
-    parent = Path(path).resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{option} {path} cannot be created: {parent} is a file")
-    if not os.access(parent, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{option} {path} is not writable")
-
-
-def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an existing non-empty folder without --overwrite, a file, or an unwritable place."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
-    check_writable(out, "--out")
 
 
 @dataclass
@@ -411,46 +391,3 @@ def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneRes
         "generator": "drivesim synth", "config": {k: str(v) if isinstance(v, Path) else v
                                                   for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")},
         "rig": config.rig, "scenes": scenes_meta})
-
-
-def staging_folder(out: Path) -> Path:
-    """A new empty folder beside `out` to write into; publish_folder moves it there once complete. Staging
-    folders that killed runs left behind (their process is gone) are removed first: they are never whole."""
-    out = Path(out)
-    prefix = f".{out.name}.partial-"
-    if out.parent.is_dir():
-        for stale in out.parent.iterdir():
-            pid = stale.name.removeprefix(prefix)
-            if stale.name.startswith(prefix) and pid.isdigit() and not _process_alive(int(pid)):
-                shutil.rmtree(stale, ignore_errors=True)
-    staging = out.parent / f"{prefix}{os.getpid()}"
-    try:
-        if staging.exists():  # this process's own, from a call that failed before cleaning up
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-    except OSError as error:
-        raise ConfigError(f"--out {out} cannot be written: {error.strerror or error}") from None
-    return staging
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name == "nt":  # there signal 0 is CTRL_C_EVENT, not a probe: keep every staging folder
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists, under another user
-        return True
-    return True
-
-
-def publish_folder(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder into place; an old output is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

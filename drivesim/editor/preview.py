@@ -3,7 +3,7 @@
 These are the layout maps the world model is conditioned on (drivesim.render.render_layout), coloured
 into one RGB picture, so a user sees in a fraction of a second whether an agent lands where they meant
 it to, long before a rollout is generated. Six nuScenes cameras are tiled front row over back row
-(drivesim.simulate.grid_layout), other rigs in one row.
+(drivesim.media.grid_layout), other rigs in one row.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from drivesim.render import LAYOUT_CHANNELS, render_layout
 from drivesim.scenario.schema import Scenario
-from drivesim.simulate import grid_layout
+from drivesim.media import grid_layout
 
 __all__ = ["BACKGROUND", "BACK_SHADE", "BLANK", "EDGE_COLOUR", "LANE_COLOUR", "LABEL_HEIGHT", "SEPARATOR",
            "SEPARATOR_COLOUR", "colorize", "layout_preview", "preview_png", "preview_size", "tile_origin"]

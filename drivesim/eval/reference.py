@@ -24,6 +24,7 @@ import numpy as np
 
 from drivesim.errors import ConfigError, DrivesimError
 from drivesim.eval.quality import _finite_mean, masked_psnr, psnr, ssim
+from drivesim.rollout import store_folder
 
 __all__ = ["given_frames", "reference_clip", "rollout_quality", "scored_frames"]
 
@@ -33,15 +34,6 @@ class _Reference:
     store: Path
     clip: str
     frame: int
-
-
-def _store_folder(path: Path) -> Path:
-    """A store, or a rollout folder holding rollout.zarr."""
-    from drivesim.simulate import ROLLOUT_STORE
-
-    if not (path / "zarr.json").is_file() and (path / ROLLOUT_STORE).is_dir():
-        return path / ROLLOUT_STORE
-    return path
 
 
 def reference_clip(scenario, rollout_folder: Path,
@@ -57,14 +49,14 @@ def reference_clip(scenario, rollout_folder: Path,
     if start is None:
         return None, "the scenario has no start_frames: no ground-truth clip to compare with"
     if reference is not None:
-        store = _store_folder(Path(reference))
+        store = store_folder(Path(reference))
     else:
         candidates = [Path(start.store), Path(rollout_folder) / start.store]
-        found = [c for c in candidates if (_store_folder(c) / "zarr.json").is_file()]
+        found = [c for c in candidates if (store_folder(c) / "zarr.json").is_file()]
         if not found:
             return None, (f"the scenario's start_frames store {start.store} is not there and no --reference "
                           "STORE was given")
-        store = _store_folder(found[0])
+        store = store_folder(found[0])
     if start.clip not in stored_clip_ids(store):
         return None, f"reference store {store} has no clip {start.clip!r} (the scenario's start_frames.clip)"
     return _Reference(store, start.clip, int(start.frame)), None
@@ -178,7 +170,7 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
         return _nan_quality(f"no reference: {error}")
     if found is None:
         return _nan_quality(f"no reference: {why}")
-    store = _store_folder(folder)
+    store = store_folder(folder)
     root = open_store(store)
     clip = read_clip(root, stored_clip_ids(store)[0], ("frames", "intrinsics", "ego_from_cam", "timestamps"))
     generated_cameras = list(clip["attrs"].get("cameras") or root.attrs["settings"]["cameras"])

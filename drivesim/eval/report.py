@@ -67,15 +67,14 @@ def check_inputs(rollouts_dir, reference=None, inception=None, i3d=None, frame_s
     """
     from drivesim.data.store import open_store
     from drivesim.eval.quality import load_i3d, load_inception
-    from drivesim.eval.reference import _store_folder
-    from drivesim.export import find_rollouts
+    from drivesim.rollout import find_rollouts, store_folder
 
     if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
         raise ConfigError(f"--frame-step must be an integer >= 1, got {frame_step!r}")
     folders = find_rollouts(Path(rollouts_dir))
     store = None
     if reference is not None:
-        store = _store_folder(Path(reference))
+        store = store_folder(Path(reference))
         try:
             open_store(store)
         except DataError as error:
@@ -197,7 +196,7 @@ def _failed_pairs(entry: dict) -> dict:
 def _evaluate_rollout(folder: Path, reference: Path | None, step: int, include_given: bool) -> dict:
     from drivesim.data.store import stored_clip_ids
     from drivesim.eval.reference import rollout_quality
-    from drivesim.simulate import ROLLOUT_STORE
+    from drivesim.rollout import ROLLOUT_STORE
 
     store = folder / ROLLOUT_STORE
     clips = stored_clip_ids(store)

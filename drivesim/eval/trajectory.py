@@ -368,14 +368,6 @@ def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_f
 # ---------------------------------------------------------------- clip stores
 
 
-def _store_path(path: str | os.PathLike) -> Path:
-    """A store, or a rollout folder holding rollout.zarr."""
-    from drivesim.simulate import ROLLOUT_STORE
-
-    path = Path(path)
-    return path / ROLLOUT_STORE if (path / ROLLOUT_STORE).is_dir() and not (path / "zarr.json").exists() else path
-
-
 def _choose_clip(path: Path, clip_id: str | None) -> str:
     from drivesim.data.store import stored_clip_ids
 
@@ -401,9 +393,10 @@ def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None,
     clip_id, camera, frames, step, fps) and the metrics of `recover_ego_trajectory`, without its arrays.
     """
     from drivesim.data.store import open_clip, open_store, read_clip
+    from drivesim.rollout import store_folder
 
     _check_step(step)
-    path = _store_path(store_path)
+    path = store_folder(Path(store_path))
     root = open_store(path)
     clip_id = _choose_clip(path, clip_id)
     clip = read_clip(root, clip_id, ("intrinsics", "ego_from_cam", "world_from_ego", "timestamps"))

@@ -43,7 +43,7 @@ def write_side_by_side(path: Path, original: torch.Tensor, reconstruction: torch
 
 def check_video_folder(out: Path | None) -> None:
     """--out can hold the videos: refused before any clip is reconstructed, not at the first video written."""
-    from drivesim.data.synth import check_writable
+    from drivesim.folders import check_writable
 
     if out is None:
         return

@@ -14,6 +14,7 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from PIL import Image
 
 from drivesim.data import synth
+from drivesim.folders import staging_folder
 from drivesim.data.box_check import box_fits
 from drivesim.data.contact_sheet import contact_sheet
 from drivesim.data.nuscenes_tables import TABLE_NAMES
@@ -205,6 +206,6 @@ def test_staging_clears_what_killed_runs_left_and_keeps_a_running_ones(tmp_path)
     other = tmp_path / f".logs2.partial-{finished}"  # another output's
     for folder in (dead, alive, other):
         (folder / "samples").mkdir(parents=True)
-    staging = synth.staging_folder(tmp_path / "logs")
+    staging = staging_folder(tmp_path / "logs")
     assert staging.is_dir() and not any(staging.iterdir()) and staging.name == f".logs.partial-{os.getpid()}"
     assert not dead.exists() and alive.exists() and other.exists()

@@ -23,7 +23,8 @@ from drivesim.eval.quality import SKIPPED_NOTE, load_inception
 from drivesim.eval.report import _json_safe, evaluate, summary_table, write_report
 from drivesim.geometry import resize_intrinsics
 from drivesim.scenario import StartFrames, from_dict
-from drivesim.simulate import ROLLOUT_STORE, load_world_model, rollout
+from drivesim.rollout import ROLLOUT_STORE, Rollout
+from drivesim.simulate import load_world_model, rollout
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -244,12 +245,11 @@ def drive_rollouts(drive, tmp_path_factory) -> Path:
     name the clip; its frames the clip's); noisy/: the same with noise."""
     from drivesim.data.store import open_store, read_clip, stored_clip_ids
     from drivesim.scenario import from_clip
-    from drivesim.simulate import _labelled  # the labels rollout() gives its video: poses, boxes, tracks
 
     (clip_id,) = stored_clip_ids(drive)
     frames = read_clip(open_store(drive), clip_id, ("frames",))["frames"]
     scenario = from_clip(drive, clip_id)
-    perfect = _labelled(scenario, scenario.rig, frames)
+    perfect = Rollout.labelled(scenario, scenario.rig, frames)
     base = tmp_path_factory.mktemp("drive-rollouts")
     perfect.save(base / "perfect")
     dataclasses.replace(perfect, video=noisy(frames, 12)).save(base / "noisy")

@@ -147,7 +147,7 @@ def test_train_wfm_with_layout_maps_then_generate_a_scenario_from_the_run(synthe
     """The loop a user runs: `drivesim train wfm data.layout=true`, then `drivesim generate` on that run."""
     from drivesim.render import LAYOUT_CHANNELS
     from drivesim.scenario import from_dict, save
-    from drivesim.simulate import ROLLOUT_STORE
+    from drivesim.rollout import ROLLOUT_STORE
     from drivesim.train.checkpoint import latest_checkpoint, load_weights
 
     run = tmp_path / "run"

@@ -14,10 +14,10 @@ import pytest
 
 from drivesim.cli import main
 from drivesim.data.ingest import IngestConfig, ingest
-from drivesim.data.writer_lock import lock_path, writer_lock
+from drivesim.folders import lock_path, writer_lock
 from drivesim.errors import DataError
 
-HOLD = ("import sys; from drivesim.data.writer_lock import writer_lock\n"
+HOLD = ("import sys; from drivesim.folders import writer_lock\n"
         "with writer_lock(sys.argv[1], 'test'):\n"
         "    print('held', flush=True); sys.stdin.read()\n")
 
@@ -43,7 +43,7 @@ def test_a_second_ingest_into_the_same_store_is_refused_and_writes_nothing(held,
 
 def test_a_second_generate_into_the_same_out_is_refused(held, tiny_wfm_run, capsys):
     folder, holder = held
-    scenario = Path(__file__).parents[2] / "scenarios" / "cut_in.yaml"
+    scenario = Path(__file__).parents[1] / "scenarios" / "cut_in.yaml"
     code = main(["generate", "--scenario", str(scenario), "--checkpoint", str(tiny_wfm_run), "--out", str(folder),
                  "--steps", "1", "--device", "cpu", "--quiet"])
     assert code == 2
