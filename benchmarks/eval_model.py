@@ -84,10 +84,11 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int, temper
     seconds per rollout for each variant."""
     from drivesim.data.store import stored_clip_ids
     from drivesim.scenario import from_clip
-    from drivesim.simulate import _trained_size, hold_start_frame, load_world_model, reproject_start_frame, rollout
+    from drivesim.simulate import RolloutConfig, hold_start_frame, reproject_start_frame, rollout
+    from drivesim.wfm.pipeline import WorldModelPipeline
 
-    model, tokenizer = load_world_model(checkpoint, "cpu")
-    size = _trained_size(model)
+    pipeline = WorldModelPipeline.from_pretrained(checkpoint, "cpu")
+    size = pipeline.trained_size()
     seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     for clip_id in stored_clip_ids(store):
         scenario = from_clip(store, clip_id)
@@ -99,9 +100,9 @@ def render_variants(checkpoint: Path, store: Path, out: Path, steps: int, temper
             elif variant == "reprojection only":
                 result = reproject_start_frame(scenario, size)
             else:
-                result = rollout(scenario, model, tokenizer, steps=steps, seed=0, progress=False,
-                                 use_layout=variant == "model", temperature=temperature, init=init,
-                                 strength=strength)
+                config = RolloutConfig(steps=steps, seed=0, use_layout=variant == "model", temperature=temperature,
+                                       init=init, strength=strength)
+                result = rollout(scenario, pipeline, config, progress=False)
             seconds[variant].append(time.perf_counter() - started)
             result.save(folder, overwrite=True)
             print(f"  {variant:>16}  {clip_id}: {result.num_frames} frames in {seconds[variant][-1]:.0f} s",
@@ -161,14 +162,14 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from drivesim.simulate import _trained_size, load_world_model
+    from drivesim.wfm.pipeline import WorldModelPipeline
     from drivesim.weights import shipped_checkpoint
 
     checkpoint = args.checkpoint or shipped_checkpoint()
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    store = args.heldout or heldout_store(args.out, _trained_size(load_world_model(checkpoint, "cpu")[0]))
+    store = args.heldout or heldout_store(args.out, WorldModelPipeline.from_pretrained(checkpoint, "cpu").trained_size())
     print(f"checkpoint {checkpoint}, held-out store {store}, {args.steps} sampling steps, temperature "
           f"{args.temperature:g}, init {args.init} (strength {args.strength:g}), {args.threads} threads", flush=True)
     seconds = render_variants(checkpoint, store, args.out, args.steps, args.temperature, args.init, args.strength)

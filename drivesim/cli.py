@@ -423,43 +423,52 @@ def _add_generate(commands) -> None:
     parser.set_defaults(run=_run_generate)
 
 
+# RolloutConfig's fields as generate's flags: library errors name the field, the command line its flag.
+_GENERATE_FLAGS = {"steps": "--steps", "guidance": "--guidance", "seed": "--seed", "temperature": "--temperature",
+                   "strength": "--strength", "init": "--init"}
+
+
+def _as_flags(error: ConfigError) -> ConfigError:
+    """The error with a leading RolloutConfig field (after an optional 'source: ') named by its flag."""
+    import re
+
+    pattern = r"(^|: )(" + "|".join(_GENERATE_FLAGS) + r")\b"
+    return ConfigError(re.sub(pattern, lambda m: m.group(1) + _GENERATE_FLAGS[m.group(2)], str(error), count=1))
+
+
 def _run_generate(args) -> int:
-    import math
+    from drivesim.folders import check_out_dir, writer_lock
+    from drivesim.scenario import load
+    from drivesim.simulate import RolloutConfig
 
-    from drivesim.scenario import MAX_SEED, load
-    from drivesim.folders import check_out_dir
-
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
-    if not math.isfinite(args.guidance) or args.guidance < 0:
-        raise ConfigError(f"--guidance must be a finite number >= 0, got {args.guidance}")
-    if args.seed is not None and not 0 <= args.seed < MAX_SEED:
-        raise ConfigError(f"--seed must be from 0 to 2**62-1, got {args.seed}")
-    if not math.isfinite(args.temperature) or not 0 <= args.temperature <= 2:
-        raise ConfigError(f"--temperature must be from 0 to 2, got {args.temperature}")
-    if not math.isfinite(args.strength) or not 0 < args.strength <= 1:
-        raise ConfigError(f"--strength must be a flow time in (0, 1], got {args.strength}")
+    config = RolloutConfig(steps=args.steps, guidance=args.guidance, seed=args.seed, use_layout=not args.no_layout,
+                           temperature=args.temperature, init=args.init, strength=args.strength)
+    try:
+        config.validate()
+    except ConfigError as error:
+        raise _as_flags(error) from None
     check_out_dir(args.out, args.overwrite)  # before minutes of work
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
     scenario = load(args.scenario, rig=args.rig)
-    from drivesim.folders import writer_lock
-
+    try:
+        config.starting_from(scenario)
+    except ConfigError as error:
+        raise _as_flags(error) from None
     with writer_lock(args.out, "--out"):  # a second generate into the same --out is refused, not mixed in
-        return _generate(args, scenario)
+        return _generate(args, scenario, config)
 
 
-def _generate(args, scenario) -> int:
-    from drivesim.simulate import load_world_model, rollout
+def _generate(args, scenario, config) -> int:
+    from drivesim.simulate import rollout
+    from drivesim.wfm.pipeline import WorldModelPipeline
 
     if args.checkpoint is None:
         from drivesim.weights import shipped_checkpoint
 
         args.checkpoint = shipped_checkpoint()
-    model, tokenizer = load_world_model(args.checkpoint, args.device)
-    result = rollout(scenario, model, tokenizer, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                     progress=not args.quiet, use_layout=not args.no_layout, temperature=args.temperature,
-                     init=args.init, strength=args.strength)
+    pipeline = WorldModelPipeline.from_pretrained(args.checkpoint, args.device)
+    result = rollout(scenario, pipeline, config, progress=not args.quiet)
     written = result.save(args.out, overwrite=args.overwrite)
     height, width = result.video.shape[2:4]
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "

@@ -14,115 +14,24 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from drivesim.errors import ConfigError, DataError
+from drivesim.errors import ConfigError
 from drivesim.geometry import compose, invert
 from drivesim.rollout import Rollout
 from drivesim.scenario import MAX_SEED
+from drivesim.wfm.generate import SamplingConfig
+from drivesim.wfm.pipeline import resolve_device
 
-__all__ = ["INITS", "hold_start_frame", "load_world_model", "reproject_start_frame", "rollout"]
+__all__ = ["INITS", "RolloutConfig", "hold_start_frame", "reproject_start_frame", "rollout"]
 
 INITS = ("auto", "noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
 
 
-# ---------------------------------------------------------------- loading
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return torch.device(device)
-
-
-def _resolve_tokenizer(path: Path, document: dict) -> Path:
-    data = document.get("data") or {}
-    given = data.get("tokenizer") if isinstance(data, dict) else None
-    if not given:
-        raise ConfigError(f"--checkpoint {path}: its config names no data.tokenizer")
-    tokenizer = Path(given)
-    if not tokenizer.is_absolute() and (path / tokenizer).exists():
-        return path / tokenizer  # packed weights (drivesim/weights.py) carry their tokenizer inside
-    if not tokenizer.is_absolute() and not tokenizer.exists():
-        # A run moved with its tokenizer beside it: try the paths relative to the run folder's parents.
-        for base in (path.parent.parent.parent, path.parent.parent, path.parent):
-            if (base / tokenizer).exists():
-                return base / tokenizer
-    if not tokenizer.exists():
-        raise ConfigError(f"--checkpoint {path}: its tokenizer folder {given} (data.tokenizer) is missing")
-    return tokenizer
-
-
-def _non_persistent_names(model: torch.nn.Module) -> set[str]:
-    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
-            for name in module._non_persistent_buffers_set}
-
-
-def load_world_model(checkpoint_dir: str | Path, device: str | torch.device = "cpu"):
-    """(WorldModel, tokenizer) from a `drivesim train wfm` run folder (its newest complete checkpoint) or
-    one checkpoint folder, EMA weights when present, both in eval mode on `device`. The checkpoint's
-    config is kept on the model as `model.checkpoint_config` (rollout reads data.frames and data.size)."""
-    from drivesim.train.checkpoint import load_weights, resolve_checkpoint
-    from drivesim.wfm.model import WorldModel, model_config
-    from drivesim.wfm.task import load_tokenizer
-
-    device = _device(device)
-    path, document = resolve_checkpoint(Path(checkpoint_dir), "wfm", report=lambda text: None)
-    tokenizer_path = _resolve_tokenizer(path, document)
-    try:
-        tokenizer = load_tokenizer(tokenizer_path)
-    except ConfigError as error:
-        raise ConfigError(f"--checkpoint {path}: its tokenizer {tokenizer_path}: {error}") from None
-    section = dict(document.get("model") or {})
-    for name in ("temporal_compression", "spatial_compression", "latent_channels"):
-        section.setdefault(name, getattr(tokenizer.config, name))  # as WfmTask.build_model does
-    try:
-        model = WorldModel(model_config(section))
-    except ConfigError as error:
-        raise ConfigError(f"--checkpoint {path}: {error}") from None
-    weights = path / ("ema.safetensors" if (path / "ema.safetensors").is_file() else "model.safetensors")
-    try:
-        state = load_weights(weights)
-        # EMA files written before ema.persistent_buffers also hold non-persistent buffers: not weights.
-        stale = _non_persistent_names(model)
-        model.load_state_dict({name: tensor for name, tensor in state.items() if name not in stale})
-    except RuntimeError as error:
-        raise ConfigError(f"--checkpoint {weights} does not fit its config.yaml: "
-                          f"{str(error).splitlines()[0]}") from None
-    model.checkpoint_config = document
-    return model.to(device).eval(), tokenizer.to(device).eval()
-
-
-def _trained_size(model) -> tuple[int, int]:
-    """(width, height) the model was trained at: data.size, else its store's frames."""
-    data = (getattr(model, "checkpoint_config", None) or {}).get("data") or {}
-    if data.get("size"):
-        width, height = data["size"]
-        return int(width), int(height)
-    if data.get("store"):
-        from drivesim.data.store import open_store
-
-        try:
-            settings = open_store(data["store"]).attrs.get("settings", {})
-            return int(settings["width"]), int(settings["height"])
-        except (DataError, KeyError):
-            pass
-    raise ConfigError("the checkpoint's config has no data.size and its data.store cannot be read: "
-                      "pass size=(width, height)")
-
-
-def _trained_frames(model) -> int:
-    data = (getattr(model, "checkpoint_config", None) or {}).get("data") or {}
-    return int(data.get("frames", 9))
+# ---------------------------------------------------------------- one chunk's inputs
 
 
 def _start_video(scenario, rig, device) -> torch.Tensor:
@@ -169,104 +78,148 @@ def _chunk_conditions(scenario, rig, times: np.ndarray, layout: bool, device) ->
     return conditions
 
 
-def rollout(scenario, model, tokenizer, *, steps: int = 20, guidance: float = 1.0, seed: int | None = None,
-            device: str | torch.device | None = None, progress: bool = True, context: int = 1,
-            frames: int | None = None, size: tuple[int, int] | None = None, method: str = "euler",
-            on_chunk: Callable[[int, int], None] | None = None, use_layout: bool = True,
-            temperature: float = 1.0, init: str = "auto", strength: float = 0.5) -> Rollout:
-    """Generate the scenario's video with the world model, in windows of `frames` video frames (default:
-    data.frames of the checkpoint) at `size` = (width, height) (default: the training size); each window
-    after the first starts from the last `context` latent frames of the one before, re-encoded and given
-    clean. guidance scales text and layout alike (1: no guidance); seed defaults to the scenario's.
-    The same inputs and seed give the same video. on_chunk(done, total) is called after every chunk
-    (the editor's progress bar; an exception it raises stops the rollout there). use_layout=False withholds
-    the layout maps from a model trained with them, as training's layout dropout does (an ablation).
-    temperature scales the starting noise of every chunk (1: the model's distribution; lower: smoother).
-    init="reprojected" starts every chunk from the scenario's start frame redrawn at the chunk's ego poses
-    (reprojected, drivesim/wfm/reproject.py), noised to flow time `strength` (1: all noise, as init="noise";
-    lower keeps more of the redrawn frame), so the picture moves with the ego from the first step; init="auto"
-    does that when the scenario has start frames, else starts from noise."""
+@dataclass
+class RolloutConfig:
+    """How a scenario is rolled out. validate() holds every limit; its errors name these fields (the CLI
+    maps them to its flags)."""
+
+    steps: int = 20                      # sampler steps per chunk
+    guidance: float = 1.0                # text and layout guidance alike (1: none)
+    seed: int | None = None              # None: the scenario's seed; chunk i samples with seed + i
+    context: int = 1                     # latent frames a chunk takes, clean, from the one before
+    frames: int | None = None            # video frames per chunk (1 + 4k); None: the trained chunk length
+    size: tuple[int, int] | None = None  # (width, height); None: the trained size
+    method: str = "euler"                # the sampler (flow.METHODS)
+    use_layout: bool = True              # False withholds the layout maps (the ablation)
+    temperature: float = 1.0             # scale of the starting noise (1: the model's distribution)
+    # What every chunk starts from: reprojected redraws the scenario's start frame at the chunk's ego poses
+    # (drivesim/wfm/reproject.py), noised to flow time `strength`; auto does that when there are start frames.
+    init: str = "auto"
+    strength: float = 0.5
+
+    def validate(self) -> RolloutConfig:
+        if not _is_number(self.guidance) or not math.isfinite(self.guidance) or self.guidance < 0:
+            raise ConfigError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < MAX_SEED):
+            raise ConfigError(f"seed must be an integer from 0 to 2**62-1, got {self.seed!r}")
+        if not _is_int(self.context) or self.context < 1:
+            raise ConfigError(f"context must be an integer >= 1 (latent frames), got {self.context!r}")
+        if self.frames is not None and not _is_int(self.frames):
+            raise ConfigError(f"frames must be an integer (video frames per chunk), got {self.frames!r}")
+        if self.size is not None and not (isinstance(self.size, (tuple, list)) and len(self.size) == 2
+                                          and all(_is_int(side) and side > 0 for side in self.size)):
+            raise ConfigError(f"size must be (width, height), two positive integers, got {self.size!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not isinstance(self.use_layout, bool):
+            raise ConfigError(f"use_layout must be True or False, got {self.use_layout!r}")
+        # The sampler's own limits (steps, method, temperature, start) in one place: SamplingConfig.
+        SamplingConfig(steps=self.steps, method=self.method, temperature=self.temperature,
+                       start=self.strength).validate(names={"start": "strength"})
+        return self
+
+    def starting_from(self, scenario) -> str:
+        """noise or reprojected, for this scenario; ConfigError when reprojected has no start frame to redraw."""
+        init = self.init if self.init != "auto" else "reprojected" if scenario.start_frames is not None else "noise"
+        if init == "reprojected" and scenario.start_frames is None:
+            raise ConfigError(f"{scenario.source}: init reprojected redraws the scenario's start frame, and it "
+                              "names no start_frames (add them, or start from noise)")
+        return init
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class _Chunks:
+    """Where a rollout's chunks fall: `window` video frames each, starting at `starts`, sharing `overlap`
+    frames with the chunk before."""
+
+    window: int
+    overlap: int
+    starts: list[int]
+    latent_frames: int
+
+    @classmethod
+    def plan(cls, total: int, window: int, context: int, temporal_compression: int) -> _Chunks:
+        tc = temporal_compression
+        if window < 1 + tc or (window - 1) % tc:
+            raise ConfigError(f"frames per chunk must be 1 + {tc}k with k >= 1, got {window}")
+        latent_frames = 1 + (window - 1) // tc
+        if not 1 <= context < latent_frames:
+            raise ConfigError(f"context must be from 1 to {latent_frames - 1} latent frames, got {context!r}")
+        overlap = 1 + tc * (context - 1)  # video frames a window shares with the one before
+        starts = [0]
+        while starts[-1] + window < total:
+            starts.append(starts[-1] + window - overlap)
+        return cls(window, overlap, starts, latent_frames)
+
+
+def _rig_for(scenario, pipeline, size: tuple[int, int] | None):
+    """The scenario's rig at the rollout's size: `size`, else the size the model was trained at."""
+    width, height = size or pipeline.trained_size()
+    s, patch = pipeline.config.spatial_compression, pipeline.config.patch
+    if width % (s * patch[2]) or height % (s * patch[1]):
+        raise ConfigError(f"image size {width}x{height} must be a multiple of {s * patch[2]}x{s * patch[1]} "
+                          "(tokenizer compression times the model's patch)")
+    return scenario.rig.resized(width, height)
+
+
+def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: str | torch.device | None = None,
+            progress: bool = True, on_chunk: Callable[[int, int], None] | None = None) -> Rollout:
+    """Generate the scenario's video with a WorldModelPipeline, chunk after chunk (RolloutConfig says how);
+    each chunk after the first starts from the last `context` latent frames of the one before, re-encoded and
+    given clean, and the first from the scenario's start frame when it has one. The same inputs and seed give
+    the same video. on_chunk(done, total) is called after every chunk (the editor's progress bar; an exception
+    it raises stops the rollout there)."""
     from tqdm import tqdm
 
-    from drivesim.tokenizer.model import flatten_views, unflatten_views
-    from drivesim.wfm.generate import SamplingConfig, sample_latents
-
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"--steps must be an integer >= 1, got {steps!r}")
-    if not math.isfinite(guidance) or guidance < 0:
-        raise ConfigError(f"--guidance must be a finite number >= 0, got {guidance!r}")
-    if init not in INITS:
-        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {init!r}")
-    if init == "auto":
-        init = "reprojected" if scenario.start_frames is not None else "noise"
-    if init == "reprojected":
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-            raise ConfigError(f"--strength must be a flow time in (0, 1], got {strength!r}")
-        if scenario.start_frames is None:
-            raise ConfigError(f"{scenario.source}: --init reprojected redraws the scenario's start frame, and it "
-                              "names no start_frames (add them, or use --init noise)")
-    seed = scenario.seed if seed is None else seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
-        raise ConfigError(f"seed must be an integer from 0 to 2**62-1, got {seed!r}")
-    device = next(model.parameters()).device if device is None else _device(device)
-    model.to(device)
-    tokenizer.to(device)
-    config = model.config
-    tc, s = config.temporal_compression, config.spatial_compression
-    window = _trained_frames(model) if frames is None else int(frames)
-    if window < 1 + tc or (window - 1) % tc:
-        raise ConfigError(f"frames per chunk must be 1 + {tc}k with k >= 1, got {window}")
-    latent_frames = 1 + (window - 1) // tc
-    if isinstance(context, bool) or not isinstance(context, int) or not 1 <= context < latent_frames:
-        raise ConfigError(f"context must be from 1 to {latent_frames - 1} latent frames, got {context!r}")
-    width, height = size or _trained_size(model)
-    unit = s * config.patch[1], s * config.patch[2]
-    if width % unit[1] or height % unit[0]:
-        raise ConfigError(f"image size {width}x{height} must be a multiple of {unit[1]}x{unit[0]} (tokenizer "
-                          "compression times the model's patch)")
-    rig = scenario.rig.resized(width, height)
-    views = len(rig.cameras)
-    layout = model.layout is not None and use_layout
-    overlap = 1 + tc * (context - 1)  # video frames a window shares with the one before
-    total = scenario.num_frames
-    starts = [0]
-    while starts[-1] + window < total:
-        starts.append(starts[-1] + window - overlap)
-    start_time = float(strength) if init == "reprojected" else 1.0
-    sampling = dict(steps=steps, method=method, temperature=temperature, start=start_time,  # checked by sample_latents
-                    text_scale=guidance if model.text is not None else 1.0,
-                    layout_scale=guidance if layout else 1.0)
-    shape = (1, views, latent_frames, config.latent_channels, height // s, width // s)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    config = (config or RolloutConfig()).validate()
+    init = config.starting_from(scenario)
+    seed = scenario.seed if config.seed is None else config.seed
+    if device is not None:
+        pipeline.to(resolve_device(device))
+    device = pipeline.device
+    model_config = pipeline.config
+    rig = _rig_for(scenario, pipeline, config.size)
+    chunks = _Chunks.plan(scenario.num_frames, config.frames or pipeline.frames, config.context,
+                          model_config.temporal_compression)
+    layout = pipeline.model.layout is not None and config.use_layout
+    sampling = dict(steps=config.steps, method=config.method, temperature=config.temperature,
+                    start=float(config.strength) if init == "reprojected" else 1.0,
+                    **pipeline.guidance_scales(config.guidance, layout))
+    s = model_config.spatial_compression
+    shape = (1, len(rig.cameras), chunks.latent_frames, model_config.latent_channels, rig.height // s, rig.width // s)
     given = _start_video(scenario, rig, device) if scenario.start_frames is not None else None
-    pieces: list[torch.Tensor] = []   # decoded video [V, T, 3, H, W] per window, overlap dropped
-    last_video = None                 # the window before's generated frames
-    end_time = (total - 1) / scenario.fps
+    pieces: list[torch.Tensor] = []  # decoded video [V, T, 3, H, W] per chunk, overlap dropped
+    video = None                     # the chunk before's, [1, V, window, 3, H, W]
+    end_time = (scenario.num_frames - 1) / scenario.fps
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.no_grad(), autocast:
-        for index, start in enumerate(tqdm(starts, desc="rollout", unit="chunk", disable=not progress)):
-            times = np.minimum(np.arange(start, start + window) / scenario.fps, end_time)
+        for index, start in enumerate(tqdm(chunks.starts, desc="rollout", unit="chunk", disable=not progress)):
+            times = np.minimum(np.arange(start, start + chunks.window) / scenario.fps, end_time)
             conditions = _chunk_conditions(scenario, rig, times, layout, device)
-            clean_video = given if index == 0 else (last_video[:, :, -overlap:] if last_video is not None else None)
-            k = 0 if clean_video is None else (1 if index == 0 else context)
+            clean_video = given if video is None else video[:, :, -chunks.overlap:]
+            k = 0 if clean_video is None else (1 if video is None else config.context)
             clean_latents = None
             if k:
-                encoded = unflatten_views(tokenizer.encode(flatten_views(clean_video.float())), views)
                 clean_latents = torch.zeros(shape, device=device)
-                clean_latents[:, :, :k] = model.normalize(encoded.float())
+                clean_latents[:, :, :k] = pipeline.encode_views(clean_video)
             guess = None
             if init == "reprojected":
-                warped = _reprojected(scenario, rig, given, times, layout)
-                guess = model.normalize(unflatten_views(tokenizer.encode(flatten_views(warped.float())), views).float())
-            sampled = sample_latents(model, conditions, shape,
-                                     SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
-                                     clean_latents=clean_latents, init=guess)
-            video = unflatten_views(tokenizer.decode(flatten_views(model.denormalize(sampled.float()))), views)
-            video = video.float().clamp(-1, 1)  # [1, V, window, 3, H, W]
-            pieces.append(video[0] if index == 0 else video[0, :, overlap:])
-            last_video = video
+                guess = pipeline.encode_views(_reprojected(scenario, rig, given, times, layout))
+            sampled = pipeline.sample(conditions, shape, SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
+                                      clean_latents=clean_latents, init=guess)
+            video = pipeline.decode_views(sampled).float().clamp(-1, 1)  # [1, V, window, 3, H, W]
+            pieces.append(video[0] if index == 0 else video[0, :, chunks.overlap:])
             if on_chunk is not None:
-                on_chunk(index + 1, len(starts))
-    generated = torch.cat(pieces, dim=1)[:, :total]  # [V, F, 3, H, W]
+                on_chunk(index + 1, len(chunks.starts))
+    generated = torch.cat(pieces, dim=1)[:, :scenario.num_frames]  # [V, F, 3, H, W]
     return Rollout.labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
 
 

@@ -39,19 +39,19 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     world-model weight. The folder is written beside `out` and swapped in only once complete.
     """
     from drivesim.folders import check_out_dir, publish_folder, staging_folder
-    from drivesim.simulate import load_world_model
     from drivesim.tokenizer.pretrained import save_pretrained
     from drivesim.train.checkpoint import _sha256, resolve_checkpoint
+    from drivesim.wfm.pipeline import WorldModelPipeline
 
     out = Path(out)
     check_out_dir(out, overwrite)  # a file, or a folder with something in it, before any loading
     path, document = resolve_checkpoint(Path(checkpoint), "wfm", report=lambda text: None)
-    model, tokenizer = load_world_model(path, "cpu")
+    pipeline = WorldModelPipeline.from_pretrained(path, "cpu")
     step = _step_of(path)
     staging = staging_folder(out)
     try:
-        save_pretrained(tokenizer, staging / TOKENIZER_FOLDER)
-        persistent = model.state_dict()
+        save_pretrained(pipeline.tokenizer, staging / TOKENIZER_FOLDER)
+        persistent = pipeline.model.state_dict()
         state = {name: (tensor.to(torch.float16) if tensor.is_floating_point() else tensor).contiguous()
                  for name, tensor in persistent.items()}
         difference = max((float((state[name].float() - tensor.float()).abs().max())

@@ -53,14 +53,15 @@ def guard(monkeypatch):
 
     import drivesim.data.synth
     import drivesim.simulate
+    import drivesim.wfm.pipeline
     import drivesim.tokenizer.evaluate
     import drivesim.train.distributed
 
     def reached(*args, **kwargs):
         pytest.fail("a bad value was taken and the real work started")
 
-    # load_world_model refuses a bad checkpoint itself: its work starts once the checkpoint is resolved
-    for module, name in ((drivesim.data.synth, "_render_all"), (drivesim.simulate, "_resolve_tokenizer"),
+    # from_pretrained refuses a bad checkpoint itself: its work starts once the checkpoint is resolved
+    for module, name in ((drivesim.data.synth, "_render_all"), (drivesim.wfm.pipeline, "_resolve_tokenizer"),
                          (drivesim.simulate, "rollout"), (drivesim.tokenizer.evaluate, "evaluate"),
                          (drivesim.train.distributed, "setup"), (subprocess, "call")):
         monkeypatch.setattr(module, name, reached)

@@ -23,7 +23,8 @@ from drivesim.export import (BASE_SEED, JPEG_QUALITY, MANIFEST, MAP_MARGIN, Expo
                              world_offset, write_map)
 from drivesim.scenario import from_dict
 from drivesim.rollout import ROLLOUT_STORE
-from drivesim.simulate import load_world_model, rollout
+from drivesim.simulate import RolloutConfig, rollout
+from drivesim.wfm.pipeline import WorldModelPipeline
 
 VERSION = "v1.0-mini"
 
@@ -49,10 +50,10 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> Path:
     """a/ (1.0 s: 13 frames, key frames 0, 6, 12), b/ (its first 11 frames as a scenario of 10/12 s: the
     last four frames follow the last key frame) and c/, a copy of a/ (the same clip id: scene names must
     still differ). b/ is cut from a/ rather than generated: only its length matters, and a rollout costs."""
-    model, tokenizer = load_world_model(tiny_wfm_run, "cpu")
+    pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run, "cpu")
     base = tmp_path_factory.mktemp("rollouts")
     scenario = from_dict(scenario_document("export_cruise", 1.0), source="test scenario")
-    result = rollout(scenario, model, tokenizer, steps=1, progress=False)
+    result = rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
     result.save(base / "a")
     short = dataclasses.replace(scenario, name="export_cruise_short", duration=10 / 12)
     per_frame = {name: getattr(result, name)[:11] for name in ("video", "world_from_ego", "timestamps", "boxes",

@@ -15,7 +15,8 @@ from drivesim.errors import ConfigError
 from drivesim.scenario import from_dict, save
 from drivesim.media import grid_layout
 from drivesim.rollout import ROLLOUT_STORE, Rollout
-from drivesim.simulate import hold_start_frame, load_world_model, reproject_start_frame, rollout
+from drivesim.simulate import RolloutConfig, hold_start_frame, reproject_start_frame, rollout
+from drivesim.wfm.pipeline import WorldModelPipeline
 
 WIDTH, HEIGHT, FRAMES = 64, 32, 5  # per camera; 1 + 4 video frames (2 latent frames) per chunk
 CAMERAS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
@@ -45,7 +46,7 @@ def checkpoint(tiny_wfm_run) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    return load_world_model(checkpoint, "cpu")
+    return WorldModelPipeline.from_pretrained(checkpoint, "cpu")
 
 
 def read_mp4(path: Path) -> np.ndarray:
@@ -59,9 +60,9 @@ def test_a_rollout_writes_videos_sheet_and_a_store_the_dataset_reads(loaded, tmp
     from drivesim.data.dataset import ClipDataset
     from drivesim.data.store import open_store, read_clip, verify
 
-    model, tokenizer = loaded
+    pipeline = loaded
     scenario = make_scenario()  # 0.25 s at 12 fps: 4 frames, one chunk
-    result = rollout(scenario, model, tokenizer, steps=2, progress=False)
+    result = rollout(scenario, pipeline, RolloutConfig(steps=2), progress=False)
     assert result.video.shape == (4, 3, HEIGHT, WIDTH, 3) and result.video.dtype == np.uint8
     assert result.cameras == CAMERAS
     assert result.world_from_ego.shape == (4, 4, 4) and result.timestamps.tolist() == [0, 83333, 166667, 250000]
@@ -97,21 +98,21 @@ def test_a_rollout_writes_videos_sheet_and_a_store_the_dataset_reads(loaded, tmp
 
 
 def test_the_same_seed_gives_the_same_video_and_another_seed_another(loaded):
-    model, tokenizer = loaded
+    pipeline = loaded
     scenario = make_scenario()
-    first = rollout(scenario, model, tokenizer, steps=2, progress=False)
-    again = rollout(scenario, model, tokenizer, steps=2, progress=False, seed=scenario.seed)
-    other = rollout(scenario, model, tokenizer, steps=2, progress=False, seed=scenario.seed + 1)
+    first = rollout(scenario, pipeline, RolloutConfig(steps=2), progress=False)
+    again = rollout(scenario, pipeline, RolloutConfig(steps=2, seed=scenario.seed), progress=False)
+    other = rollout(scenario, pipeline, RolloutConfig(steps=2, seed=scenario.seed + 1), progress=False)
     assert np.array_equal(first.video, again.video)
     assert not np.array_equal(first.video, other.video)
 
 
 def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
-    import drivesim.wfm.generate as generate
+    import drivesim.wfm.pipeline as pipeline_module
 
-    model, tokenizer = loaded
+    pipeline = loaded
     calls = []
-    original = generate.sample_latents
+    original = pipeline_module.sample_latents
 
     def spy(model, conditions, shape, config, clean_latents=None, progress=False, init=None):
         calls.append((config.clean_frames, conditions["ego0_from_ego"].shape, conditions["layout"].shape,
@@ -119,39 +120,35 @@ def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
         assert init is None and config.start == 1  # no start frames: every chunk from noise
         return original(model, conditions, shape, config, clean_latents, progress, init)
 
-    monkeypatch.setattr(generate, "sample_latents", spy)
+    monkeypatch.setattr(pipeline_module, "sample_latents", spy)
     scenario = make_scenario(duration=1.0)  # 13 frames: windows of 5 starting at 0, 4, 8
-    result = rollout(scenario, model, tokenizer, steps=1, progress=False)
+    result = rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
     assert result.video.shape[0] == 13 and len(result.boxes) == 13
     assert [c[0] for c in calls] == [0, 1, 1]
     assert all(c[1] == (1, FRAMES, 4, 4) and c[2] == (1, 3, FRAMES, 7, HEIGHT, WIDTH) for c in calls)
     # the second chunk starts from the first's last frame, re-encoded
-    from drivesim.tokenizer.model import flatten_views, unflatten_views
-
     last = torch.from_numpy(result.video[4]).permute(0, 3, 1, 2).float() / 127.5 - 1  # [V, 3, H, W]
     with torch.no_grad():
-        encoded = model.normalize(unflatten_views(tokenizer.encode(flatten_views(last[None, :, None])), 3))
+        encoded = pipeline.encode_views(last[None, :, None])
     assert torch.allclose(calls[1][3], encoded, atol=0.05)
 
 
 def test_start_frames_from_a_store_are_the_first_frame(loaded, tmp_path):
-    model, tokenizer = loaded
-    source = rollout(make_scenario(), model, tokenizer, steps=1, progress=False)
+    pipeline = loaded
+    source = rollout(make_scenario(), pipeline, RolloutConfig(steps=1), progress=False)
     source.save(tmp_path / "source")
     document = scenario_document()
     document["start_frames"] = {"store": str(tmp_path / "source" / ROLLOUT_STORE), "clip": "tiny_cruise", "frame": 2}
-    result = rollout(from_dict(document, source="with start"), model, tokenizer, steps=1, progress=False)
+    result = rollout(from_dict(document, source="with start"), pipeline, RolloutConfig(steps=1), progress=False)
     with torch.no_grad():  # the first frame is the stored frame through the tokenizer
-        from drivesim.tokenizer.model import flatten_views, unflatten_views
-
         frame = torch.from_numpy(source.video[2]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        through = unflatten_views(tokenizer.decode(tokenizer.encode(flatten_views(frame[None, :, None]))), 3)
+        through = pipeline.decode_views(pipeline.encode_views(frame[None, :, None]))
     expected = ((through[0, :, 0].clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
     assert np.abs(result.video[0].astype(float) - expected).max() <= 1
 
     document["start_frames"]["clip"] = "nope"
     with pytest.raises(ConfigError, match="no clip 'nope'"):
-        rollout(from_dict(document, source="with start"), model, tokenizer, steps=1, progress=False)
+        rollout(from_dict(document, source="with start"), pipeline, RolloutConfig(steps=1), progress=False)
 
 
 def test_grid_layout_follows_the_car():
@@ -163,7 +160,7 @@ def test_grid_layout_follows_the_car():
 
 def test_load_errors_name_the_checkpoint(checkpoint, tmp_path):
     with pytest.raises(ConfigError, match="no such folder"):
-        load_world_model(tmp_path / "missing")
+        WorldModelPipeline.from_pretrained(tmp_path / "missing")
     import shutil
 
     step = next((checkpoint / "checkpoints").iterdir())
@@ -173,16 +170,16 @@ def test_load_errors_name_the_checkpoint(checkpoint, tmp_path):
     document["task"] = "tokenizer"
     (copy / "config.yaml").write_text(yaml.safe_dump(document))
     with pytest.raises(ConfigError, match="does not match its checksum"):
-        load_world_model(copy)
+        WorldModelPipeline.from_pretrained(copy)
     from drivesim.train.checkpoint import write_checkpoint
 
     def fake(config, name):
         return write_checkpoint(tmp_path / name, 1, config, {}, None, {}, [{}], keep_last=1)
 
     with pytest.raises(ConfigError, match="'tokenizer' checkpoint, not a 'wfm' one"):
-        load_world_model(fake({"task": "tokenizer"}, "a"))
+        WorldModelPipeline.from_pretrained(fake({"task": "tokenizer"}, "a"))
     with pytest.raises(ConfigError, match="tokenizer folder .*missing"):
-        load_world_model(fake({"task": "wfm", "data": {"tokenizer": str(tmp_path / "gone")}}, "b"))
+        WorldModelPipeline.from_pretrained(fake({"task": "wfm", "data": {"tokenizer": str(tmp_path / "gone")}}, "b"))
 
 
 def test_generate_command(checkpoint, tmp_path, capsys):
@@ -228,16 +225,16 @@ def test_generate_errors_exit_2_naming_the_input(checkpoint, tmp_path, capsys, c
 
 
 def test_temperature_zero_starts_from_the_mean_whatever_the_seed(loaded, tmp_path, capsys):
-    model, tokenizer = loaded
+    pipeline = loaded
     scenario = make_scenario()
-    cold = [rollout(scenario, model, tokenizer, steps=2, seed=seed, progress=False, temperature=0.0).video
+    cold = [rollout(scenario, pipeline, RolloutConfig(steps=2, seed=seed, temperature=0.0), progress=False).video
             for seed in (1, 2)]
     assert np.array_equal(*cold)
-    warm = [rollout(scenario, model, tokenizer, steps=2, seed=seed, progress=False, temperature=t).video
+    warm = [rollout(scenario, pipeline, RolloutConfig(steps=2, seed=seed, temperature=t), progress=False).video
             for seed, t in ((1, 1.0), (1, 0.5))]
     assert not np.array_equal(warm[0], warm[1]) and not np.array_equal(warm[1], cold[0])
     with pytest.raises(ConfigError, match="temperature"):
-        rollout(scenario, model, tokenizer, steps=1, progress=False, temperature=-0.1)
+        rollout(scenario, pipeline, RolloutConfig(steps=1, temperature=-0.1), progress=False)
     scenario_file = save(scenario, tmp_path / "s.yaml")
     code = main(["generate", "--scenario", str(scenario_file), "--out", str(tmp_path / "o"), "--temperature", "3",
                  "--checkpoint", str(tmp_path), "--quiet"])
@@ -247,9 +244,9 @@ def test_temperature_zero_starts_from_the_mean_whatever_the_seed(loaded, tmp_pat
 @pytest.fixture(scope="module")
 def started(loaded, tmp_path_factory):
     """The tiny scenario with a start frame: frame 0 of a rollout of it, stored."""
-    model, tokenizer = loaded
+    pipeline = loaded
     folder = tmp_path_factory.mktemp("start")
-    rollout(make_scenario(), model, tokenizer, steps=1, progress=False).save(folder / "source")
+    rollout(make_scenario(), pipeline, RolloutConfig(steps=1), progress=False).save(folder / "source")
     document = scenario_document()
     document["start_frames"] = {"store": str(folder / "source" / ROLLOUT_STORE), "clip": "tiny_cruise", "frame": 0}
     return from_dict(document, source="started")
@@ -271,28 +268,29 @@ def test_the_reprojection_baseline_moves_from_the_start_frame_with_the_ego(start
 def test_a_reprojected_start_keeps_the_redrawn_frames_as_the_strength_goes_to_zero(loaded, started):
     from drivesim.tokenizer.model import flatten_views, unflatten_views
 
-    model, tokenizer = loaded
+    pipeline = loaded
     redrawn = reproject_start_frame(started, (WIDTH, HEIGHT)).video
     redrawn = redrawn[np.minimum(np.arange(FRAMES), len(redrawn) - 1)]  # one chunk: its times end at the last frame
     video = torch.from_numpy(redrawn).permute(1, 0, 4, 2, 3).float()[None] / 127.5 - 1
     with torch.no_grad():
-        through = unflatten_views(tokenizer.decode(tokenizer.encode(flatten_views(video))), len(CAMERAS))
+        through = unflatten_views(pipeline.tokenizer.decode(pipeline.tokenizer.encode(flatten_views(video))),
+                                  len(CAMERAS))
     expected = ((through[0].clamp(-1, 1) + 1) * 127.5).permute(1, 0, 3, 4, 2).numpy()  # [F, V, H, W, 3]
 
     def distance(result) -> float:  # frames after the given first one
         frames = len(result.video)
         return float(np.abs(result.video[1:].astype(float) - expected[1:frames]).mean())
 
-    near = rollout(started, model, tokenizer, steps=1, progress=False, temperature=0.0, init="reprojected",
-                   strength=0.01)
-    far = rollout(started, model, tokenizer, steps=1, progress=False, temperature=0.0)
+    near = rollout(started, pipeline, RolloutConfig(steps=1, temperature=0.0, init="reprojected", strength=0.01),
+                   progress=False)
+    far = rollout(started, pipeline, RolloutConfig(steps=1, temperature=0.0), progress=False)
     assert distance(near) < 2 and distance(far) > 4 * distance(near)
-    with pytest.raises(ConfigError, match="--strength"):
-        rollout(started, model, tokenizer, steps=1, progress=False, init="reprojected", strength=0)
+    with pytest.raises(ConfigError, match="^strength must be a flow time"):
+        rollout(started, pipeline, RolloutConfig(steps=1, init="reprojected", strength=0), progress=False)
     with pytest.raises(ConfigError, match="start_frames"):
-        rollout(make_scenario(), model, tokenizer, steps=1, progress=False, init="reprojected")
-    with pytest.raises(ConfigError, match="--init"):
-        rollout(started, model, tokenizer, steps=1, progress=False, init="warp")
+        rollout(make_scenario(), pipeline, RolloutConfig(steps=1, init="reprojected"), progress=False)
+    with pytest.raises(ConfigError, match="^init must be one of"):
+        rollout(started, pipeline, RolloutConfig(steps=1, init="warp"), progress=False)
 
 
 def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames(checkpoint, tmp_path, capsys):
@@ -357,4 +355,4 @@ def test_the_rollout_names_its_seed_parameter_not_a_flag():
 
     for seed in (-1, MAX_SEED):
         with pytest.raises(ConfigError, match=r"^seed must be an integer from 0 to 2\*\*62-1"):
-            rollout(make_scenario(), None, None, seed=seed, progress=False)
+            rollout(make_scenario(), None, RolloutConfig(seed=seed), progress=False)

@@ -17,7 +17,8 @@ from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.scenario import from_dict, save
 from drivesim.rollout import ROLLOUT_STORE
-from drivesim.simulate import hold_start_frame, load_world_model, rollout
+from drivesim.simulate import RolloutConfig, hold_start_frame, rollout
+from drivesim.wfm.pipeline import WorldModelPipeline
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,14 @@ def test_packed_weights_load_alone_and_render_like_the_run(packed, tiny_wfm_run,
 
     assert {t.dtype for t in load_file(str(moved / "ema.safetensors")).values()
             if t.is_floating_point()} == {torch.float16}
-    run_model, tokenizer = load_world_model(tiny_wfm_run)
-    packed_model, packed_tokenizer = load_world_model(moved)
-    for name, tensor in run_model.state_dict().items():  # float16 storage, float32 in memory
-        assert packed_model.state_dict()[name].dtype == tensor.dtype
-        assert torch.allclose(packed_model.state_dict()[name], tensor, atol=1e-3, rtol=1e-3), name
+    run_pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run)
+    packed_pipeline = WorldModelPipeline.from_pretrained(moved)
+    for name, tensor in run_pipeline.model.state_dict().items():  # float16 storage, float32 in memory
+        assert packed_pipeline.model.state_dict()[name].dtype == tensor.dtype
+        assert torch.allclose(packed_pipeline.model.state_dict()[name], tensor, atol=1e-3, rtol=1e-3), name
     scenario = make_scenario()
-    a = rollout(scenario, run_model, tokenizer, steps=2, progress=False).video.astype(int)
-    b = rollout(scenario, packed_model, packed_tokenizer, steps=2, progress=False).video.astype(int)
+    a = rollout(scenario, run_pipeline, RolloutConfig(steps=2), progress=False).video.astype(int)
+    b = rollout(scenario, packed_pipeline, RolloutConfig(steps=2), progress=False).video.astype(int)
     assert np.abs(a - b).mean() < 2
 
 
@@ -60,7 +61,7 @@ def test_a_damaged_packed_file_is_refused_by_name(packed, tmp_path):
     assert "tokenizer/model.safetensors" in manifest["files"]
     (copy / "tokenizer" / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ConfigError, match="tokenizer/model.safetensors does not match its checksum"):
-        load_world_model(copy)
+        WorldModelPipeline.from_pretrained(copy)
 
 
 def test_pack_refuses_a_full_folder_and_keeps_it(tiny_wfm_run, tmp_path, capsys):
@@ -87,7 +88,7 @@ def test_generate_without_checkpoint_uses_the_shipped_weights(packed, tmp_path, 
 def test_no_layout_withholds_the_maps_and_changes_the_video(tiny_wfm_run, monkeypatch):
     import drivesim.simulate as simulate
 
-    model, tokenizer = load_world_model(tiny_wfm_run)
+    pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run)
     seen = []
     original = simulate._chunk_conditions
 
@@ -97,15 +98,15 @@ def test_no_layout_withholds_the_maps_and_changes_the_video(tiny_wfm_run, monkey
 
     monkeypatch.setattr(simulate, "_chunk_conditions", spy)
     scenario = make_scenario()
-    with_maps = rollout(scenario, model, tokenizer, steps=2, progress=False)
-    without = rollout(scenario, model, tokenizer, steps=2, progress=False, use_layout=False)
+    with_maps = rollout(scenario, pipeline, RolloutConfig(steps=2), progress=False)
+    without = rollout(scenario, pipeline, RolloutConfig(steps=2, use_layout=False), progress=False)
     assert seen[0] is True and seen[-1] is False
     assert not np.array_equal(with_maps.video, without.video)
 
 
 def test_hold_start_frame_repeats_the_stored_frame_with_the_labels(tiny_wfm_run, tmp_path):
-    model, tokenizer = load_world_model(tiny_wfm_run)
-    source = rollout(make_scenario(), model, tokenizer, steps=1, progress=False)
+    pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run)
+    source = rollout(make_scenario(), pipeline, RolloutConfig(steps=1), progress=False)
     source.save(tmp_path / "source")
     document = scenario_document()
     document["start_frames"] = {"store": str(tmp_path / "source" / ROLLOUT_STORE), "clip": "tiny_cruise", "frame": 1}
@@ -130,11 +131,11 @@ def test_the_editor_lists_packed_weights_first(packed, tiny_wfm_run, monkeypatch
 
 
 def test_pack_refuses_an_out_that_is_a_file_before_loading(tmp_path, capsys, monkeypatch):
-    import drivesim.simulate
+    from drivesim.wfm.pipeline import WorldModelPipeline
 
     target = tmp_path / "weights.bin"
     target.write_text("mine")
-    monkeypatch.setattr(drivesim.simulate, "load_world_model", lambda *a: pytest.fail("loaded before checking"))
+    monkeypatch.setattr(WorldModelPipeline, "from_pretrained", lambda *a: pytest.fail("loaded before checking"))
     assert main(["pack-weights", "--checkpoint", str(tmp_path), "--out", str(target)]) == 2
     err = capsys.readouterr().err
     assert f"--out {target} is a file" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -17,7 +17,7 @@ from pathlib import Path
 from drivesim.errors import DrivesimError
 from drivesim.scenario import Scenario
 
-_MODELS: dict[tuple[str, str], tuple] = {}
+_MODELS: dict[tuple[str, str], object] = {}
 _MODELS_LOCK = threading.Lock()
 _RENDER_LOCK = threading.Lock()
 
@@ -26,14 +26,14 @@ class Cancelled(Exception):
     """Raised inside the rollout's callback when the user stops a render."""
 
 
-def cached_world_model(checkpoint: str | Path, device: str):
-    """(model, tokenizer) for a checkpoint, loaded once per process and device."""
-    from drivesim.simulate import load_world_model
+def cached_pipeline(checkpoint: str | Path, device: str):
+    """The WorldModelPipeline of a checkpoint, loaded once per process and device."""
+    from drivesim.wfm.pipeline import WorldModelPipeline
 
     key = (str(Path(checkpoint).resolve()), device)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_world_model(checkpoint, device)
+            _MODELS[key] = WorldModelPipeline.from_pretrained(checkpoint, device)
         return _MODELS[key]
 
 
@@ -103,17 +103,18 @@ class RenderJob:
             raise Cancelled
 
     def _run(self) -> None:
-        from drivesim.simulate import rollout
+        from drivesim.simulate import RolloutConfig, rollout
 
         try:
             with _RENDER_LOCK:
                 if self._cancel.is_set():
                     raise Cancelled
                 self.state, self.message = "loading", f"loading {self.checkpoint.name}"
-                model, tokenizer = cached_world_model(self.checkpoint, self.device)
+                pipeline = cached_pipeline(self.checkpoint, self.device)
                 self.state, self.progress, self.message = "rendering", 0.05, "rendering the first chunk"
-                result = rollout(self.scenario, model, tokenizer, steps=self.steps, guidance=self.guidance,
-                                 seed=self.seed, device=self.device, progress=False, on_chunk=self._chunk_done)
+                config = RolloutConfig(steps=self.steps, guidance=self.guidance, seed=self.seed)
+                result = rollout(self.scenario, pipeline, config, device=self.device, progress=False,
+                                 on_chunk=self._chunk_done)
                 self.state, self.message = "writing", "writing the videos and the labelled rollout"
                 self.outputs = result.save(self.out, overwrite=True)
             self.state, self.progress = "done", 1.0

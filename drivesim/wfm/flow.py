@@ -17,11 +17,14 @@ from torch import Tensor
 
 from drivesim.errors import ConfigError
 
-__all__ = ["METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "sample_time", "time_grid", "clean_frames",
+__all__ = ["MAX_SEED", "METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "sample_time", "time_grid", "clean_frames",
            "flow_loss", "sample", "guided", "noise_like"]
 
 METHODS = ("euler", "heun", "unipc")
 TEXT, LAYOUT = "text", "layout"  # the conditions guidance drops
+# Noise seeds: torch's 64-bit generator takes 0 .. 2**63 - 1. Scenario and rollout seeds stop at 2**62 - 1
+# (scenario.MAX_SEED), so a rollout's seed + chunk index always fits here.
+MAX_SEED = 2**63
 
 # velocity_fn(x_t [B, V, T, C, h, w], t [B]) -> v like x_t
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -322,7 +325,7 @@ def guided(velocity_fn3: GuidedVelocityFn, text_scale: float, layout_scale: floa
 def noise_like(shape: Sequence[int], seed: int, device=None) -> Tensor:
     """Standard normal float32 noise of `shape`, the same for a seed on every device: drawn on the CPU with its
     own generator (the global RNG is left alone), then moved."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
         raise ConfigError(f"seed must be an integer in 0..2**63-1, got {seed!r}")
     shape = tuple(shape)
     if not shape or any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in shape):

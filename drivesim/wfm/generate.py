@@ -4,6 +4,7 @@ guidance scales for text and layout."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,39 @@ class SamplingConfig:
     # time (sample_latents' init), so the model keeps their layout and finishes the picture (SDEdit).
     start: float = 1.0
 
+    def validate(self, names: dict[str, str] | None = None) -> SamplingConfig:
+        """Every limit of sampling, checked once per call of sample_latents (not per step); errors name the
+        field, or what `names` calls it (a rollout's `strength` is the sampler's `start`)."""
+        name = {field: field for field in ("steps", "method", "shift", "clean_frames", "text_scale", "layout_scale",
+                                           "seed", "temperature", "start")} | (names or {})
+        if not _is_int(self.steps) or self.steps < 1:
+            raise ConfigError(f"{name['steps']} must be an integer >= 1, got {self.steps!r}")
+        if self.method not in flow.METHODS:
+            raise ConfigError(f"{name['method']} must be one of {', '.join(flow.METHODS)}, got {self.method!r}")
+        if not _is_number(self.shift) or not math.isfinite(self.shift) or self.shift <= 0:
+            raise ConfigError(f"{name['shift']} must be a finite number > 0, got {self.shift!r}")
+        if not _is_int(self.clean_frames) or self.clean_frames < 0:
+            raise ConfigError(f"{name['clean_frames']} must be an integer >= 0, got {self.clean_frames!r}")
+        for field in ("text_scale", "layout_scale"):
+            value = getattr(self, field)
+            if not _is_number(value) or not math.isfinite(value):
+                raise ConfigError(f"{name[field]} must be a finite number, got {value!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < flow.MAX_SEED:
+            raise ConfigError(f"{name['seed']} must be an integer in 0..2**63-1, got {self.seed!r}")
+        if not _is_number(self.temperature) or not 0 <= self.temperature <= 2:
+            raise ConfigError(f"{name['temperature']} must be from 0 to 2, got {self.temperature!r}")
+        if not _is_number(self.start) or not 0 < self.start <= 1:
+            raise ConfigError(f"{name['start']} must be a flow time in (0, 1], got {self.start!r}")
+        return self
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 def conditions_of(batch: dict) -> dict:
     """The model's keyword conditions from a batch per the batch contract."""
@@ -48,6 +82,7 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     the first config.clean_frames latent frames are copied from clean_latents (normalised too). init
     (normalised, the shape's): a guess of the latents, noised to config.start and finished from there;
     needed when config.start < 1."""
+    config.validate()
     batch, views, frames = shape[:3]
     k = config.clean_frames
     if not 0 <= k < frames:
@@ -57,10 +92,8 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
     device = next(model.parameters()).device
     clean = torch.zeros(batch, frames, dtype=torch.bool, device=device)
     clean[:, :k] = True
-    if not 0 <= config.temperature <= 2:
-        raise ConfigError(f"temperature must be from 0 to 2, got {config.temperature!r}")
     noise = flow.noise_like(shape, config.seed, device) * config.temperature
-    if config.start < 1:  # flow.sample checks the range
+    if config.start < 1:
         if init is None or tuple(init.shape) != tuple(shape):
             raise ConfigError(f"start={config.start} needs init latents of shape {tuple(shape)}, got "
                               f"{None if init is None else tuple(init.shape)}")

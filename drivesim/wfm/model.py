@@ -96,6 +96,17 @@ def model_config(section: dict) -> WorldModelConfig:
     return WorldModelConfig(**values).validate()
 
 
+def with_tokenizer(section: dict | None, tokenizer) -> dict:
+    """The model section with the tokenizer's compression and latent channels (TokenizerConfig), which the
+    model must share: filled in where absent, ConfigError naming the key where the section disagrees."""
+    section = dict(section or {})
+    for name in ("temporal_compression", "spatial_compression", "latent_channels"):
+        value = getattr(tokenizer, name)
+        if section.setdefault(name, value) != value:
+            raise ConfigError(f"model.{name}={section[name]} but the tokenizer has {value}")
+    return section
+
+
 def last_clean_frame(latents: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """[B, V, 1, C, h, w]: each sample's last latent frame given clean (zeros where none is)."""
     frames = latents.shape[2]

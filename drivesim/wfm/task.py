@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import yaml
 from einops import rearrange
 
 from drivesim.errors import ConfigError
-from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, unflatten_views
+from drivesim.tokenizer.model import CausalVideoTokenizer
 from drivesim.train.config import from_dict
 from drivesim.wfm import flow
 from drivesim.wfm.dit import DiTBlock
-from drivesim.wfm.generate import SamplingConfig, conditions_of, sample_latents
-from drivesim.wfm.model import CONDITIONS, WorldModel, model_config
+from drivesim.wfm.generate import SamplingConfig, conditions_of
+from drivesim.wfm.model import CONDITIONS, WorldModel, model_config, with_tokenizer
+from drivesim.wfm.pipeline import WorldModelPipeline, load_tokenizer
 
 
 @dataclass
@@ -69,22 +68,6 @@ class WfmLoss:
         if not self.time_shift > 0 or not self.time_std > 0:
             raise ConfigError("loss.time_shift and loss.time_std must be > 0")
         return self
-
-
-def load_tokenizer(path: str | Path) -> CausalVideoTokenizer:
-    """A frozen tokenizer from a training run or checkpoint folder, or a save_pretrained folder."""
-    from drivesim.tokenizer.pretrained import load_pretrained
-    from drivesim.tokenizer.task import load_trained
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"data.tokenizer={path}: no such folder (train one with `drivesim train tokenizer`)")
-    config_file = path / "config.yaml"
-    trained = (path / "checkpoints").is_dir() or (
-        config_file.is_file() and "task" in (yaml.safe_load(config_file.read_text()) or {}))
-    model = load_trained(path) if trained else load_pretrained(path)
-    model.requires_grad_(False)
-    return model.eval()
 
 
 @torch.no_grad()
@@ -157,11 +140,7 @@ class WfmTask:
     def build_model(self, model_section: dict) -> torch.nn.Module:
         section = dict(model_section or {})
         if self.tokenizer is not None:
-            tokenizer = self.tokenizer.config
-            for name in ("temporal_compression", "spatial_compression", "latent_channels"):
-                value = getattr(tokenizer, name)
-                if section.setdefault(name, value) != value:
-                    raise ConfigError(f"model.{name}={section[name]} but the tokenizer has {value}")
+            section = with_tokenizer(section, self.tokenizer.config)
         config = model_config(section)
         if self.layout:
             from drivesim.render import LAYOUT_CHANNELS
@@ -176,11 +155,15 @@ class WfmTask:
     @torch.no_grad()
     def encode(self, model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
         """Video [B, V, F, 3, H, W] -> the model's normalised latents [B, V, T, C, h, w]."""
+        return self.pipeline(model).encode_views(video)
+
+    def pipeline(self, model: torch.nn.Module) -> WorldModelPipeline:
+        """The model being trained (unwrapped from DDP/FSDP) with the task's tokenizer, on the model's device."""
         if self.tokenizer is None:
             raise ConfigError("the wfm task has no tokenizer: call datasets() with data.tokenizer first")
-        self.tokenizer.to(video.device)
-        latents = unflatten_views(self.tokenizer.encode(flatten_views(video.float())), video.shape[1])
-        return _unwrap(model).normalize(latents)
+        world = _unwrap(model)
+        self.tokenizer.to(world.latent_mean.device)
+        return WorldModelPipeline(world, self.tokenizer)
 
     def initialize(self, model, train_set, seed: int, clips: int = 8):
         """Set the latent mean and scale per channel from `clips` training clips."""
@@ -262,12 +245,12 @@ class WfmTask:
 
     def samples(self, model, batch):
         """The last frame of every view: the clip above, a sample from its first latent frame below."""
-        world = _unwrap(model)
-        x0 = self.encode(model, batch["video"][:1])
+        pipeline = self.pipeline(model)
+        x0 = pipeline.encode_views(batch["video"][:1])
         conditions = {name: (value[:1] if isinstance(value, torch.Tensor) else value[:1])
                       for name, value in conditions_of(batch).items()}
-        sampled = sample_latents(world, conditions, tuple(x0.shape), SamplingConfig(steps=10), clean_latents=x0)
-        video = unflatten_views(self.tokenizer.decode(flatten_views(world.denormalize(sampled))), x0.shape[1])
+        sampled = pipeline.sample(conditions, tuple(x0.shape), SamplingConfig(steps=10), clean_latents=x0)
+        video = pipeline.decode_views(sampled)
         pair = torch.stack([batch["video"][0, :, -1], video[0, :, -1].clamp(-1, 1)])  # [2, V, 3, H, W]
         image = rearrange(pair, "r v c h w -> c (r h) (v w)")
         return {"clip_over_sample": (image.float() + 1) / 2}

@@ -24,7 +24,8 @@ from drivesim.eval.report import _json_safe, evaluate, summary_table, write_repo
 from drivesim.geometry import resize_intrinsics
 from drivesim.scenario import StartFrames, from_dict
 from drivesim.rollout import ROLLOUT_STORE, Rollout
-from drivesim.simulate import load_world_model, rollout
+from drivesim.simulate import RolloutConfig, rollout
+from drivesim.wfm.pipeline import WorldModelPipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -64,10 +65,10 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
     (its frames from frame 2, start_frames.frame 2), small/ (its frames at half size), noisy/ (its frames
     with noise). copied-start/: its start frame exactly, then noise. Built from the one rollout: only
     what they hold matters, and a rollout costs."""
-    model, tokenizer = load_world_model(tiny_wfm_run, "cpu")
+    pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run, "cpu")
     base = tmp_path_factory.mktemp("eval-rollouts")
     scenario = from_dict(scenario_document(0.5), source="test scenario")
-    result = rollout(scenario, model, tokenizer, steps=1, progress=False)
+    result = rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
     result.save(base / "plain")
     reference = base / "plain" / ROLLOUT_STORE
 

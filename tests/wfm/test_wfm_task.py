@@ -180,7 +180,8 @@ def test_train_wfm_with_layout_maps_then_generate_a_scenario_from_the_run(synthe
 
 def test_pixel_channel_weights_follow_what_each_channel_draws(tokenizer_folder):
     """A channel the decoder draws with twice the amplitude gets four times the weight; weights have mean 1."""
-    from drivesim.wfm.task import channel_energy, load_tokenizer
+    from drivesim.wfm.pipeline import load_tokenizer
+    from drivesim.wfm.task import channel_energy
 
     tokenizer = load_tokenizer(tokenizer_folder)
     channels = tokenizer.config.latent_channels
