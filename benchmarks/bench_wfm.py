@@ -40,8 +40,9 @@ from drivesim.geometry import load_rig
 from drivesim.train.distributed import flush_denormals
 from drivesim.wfm import flow
 from drivesim.wfm.attention import attend, backend_problem
-from drivesim.wfm.dit import PRESETS, DiTBlock, DiTConfig, TimeEmbedder, azimuth_neighbours
-from drivesim.wfm.model import CONDITIONS, WorldModel, model_config
+from drivesim.wfm.dit import PRESETS, BlockInputs, DiTBlock, DiTConfig, TimeEmbedder, azimuth_neighbours
+from drivesim.wfm.conditions import Conditions
+from drivesim.wfm.model import WorldModel, model_config
 from drivesim.wfm.rope import Rope3D
 from results import heading, record, table  # benchmarks/results.py: run as a script, this folder is on sys.path
 
@@ -126,17 +127,23 @@ def case(latent_size: tuple[int, int], device="cpu") -> dict:
 
 def condition_tokens(model: WorldModel, inputs: dict) -> int:
     """How many tokens drivesim's cross-attention reads: null token, one per video frame, the caption's."""
-    device = inputs["x0"].device
-    kept = {name: torch.ones(1, dtype=torch.bool, device=device) for name in CONDITIONS}
+    conditions = our_conditions(inputs)
     with torch.no_grad():
-        context, _ = model._context(inputs["ego0_from_ego"], inputs["captions"], kept, 1, device, torch.float32)
+        prepared = model.prepare(conditions, tuple(inputs["x0"].shape))
+        context, _ = model._context(conditions.ego0_from_ego, prepared.text, conditions.kept(inputs["x0"].device), 1,
+                                    inputs["x0"].device, torch.float32)
     return context.shape[1]
 
 
+def our_conditions(inputs: dict) -> Conditions:
+    return Conditions(inputs["intrinsics"], inputs["ego_from_cam"], inputs["ego0_from_ego"], inputs["captions"],
+                      clean=inputs["clean"])
+
+
 def our_loss(model: WorldModel, inputs: dict) -> torch.Tensor:
-    conditions = {name: inputs[name] for name in ("intrinsics", "ego_from_cam", "ego0_from_ego", "captions")}
-    return flow.flow_loss(lambda x, t: model(x, t, clean=inputs["clean"], **conditions),
-                          inputs["x0"], inputs["t"], inputs["noise"], inputs["clean"])
+    conditions = our_conditions(inputs)
+    return flow.flow_loss(lambda x, t: model(x, t, conditions), inputs["x0"], inputs["t"], inputs["noise"],
+                          inputs["clean"])
 
 
 def peer_loss(peer: torch.nn.Module, inputs: dict, text: torch.Tensor) -> torch.Tensor:
@@ -262,7 +269,8 @@ def block_inputs(config: DiTConfig, mode: str, grid: tuple[int, int, int], conte
     neighbours = azimuth_neighbours(ego_from_cam, count) if count else None
     condition = torch.randn(1, context, config.condition_dim, generator=generator)
     mask = torch.ones(1, context, dtype=torch.bool)
-    return tokens, (embedding, shared, Rope3D(config.dim // config.heads), grid, neighbours, condition, mask)
+    rotation = Rope3D(config.dim // config.heads).rotation(grid, tokens.device, tokens.dtype)
+    return tokens, ((embedding, shared), BlockInputs(grid, rotation, neighbours, condition, mask))
 
 
 def block_pass(config: DiTConfig, mode: str, grid: tuple[int, int, int], context: int):

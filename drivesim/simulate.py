@@ -23,6 +23,7 @@ from drivesim.errors import ConfigError
 from drivesim.geometry import compose, invert
 from drivesim.rollout import Rollout
 from drivesim.scenario import MAX_SEED
+from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.generate import SamplingConfig
 from drivesim.wfm.pipeline import resolve_device
 
@@ -60,22 +61,18 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
     return video[None, :, None].to(device)  # [1, V, 1, 3, H, W]
 
 
-def _chunk_conditions(scenario, rig, times: np.ndarray, layout: bool, device) -> dict:
-    """The model's conditions for one window of frames at `times` (clamped to the scenario's end)."""
+def _chunk_conditions(scenario, rig, times: np.ndarray, layout_frames: list | None, device) -> Conditions:
+    """The model's conditions for one window of frames at `times` (clamped to the scenario's end), with the
+    layout maps of `layout_frames` (None: no layout)."""
     from drivesim.render import render_layout
 
     poses = scenario.world_from_ego(times)
     ego0_from_ego = compose(invert(poses[0]), poses)
-    conditions = {
-        "intrinsics": torch.tensor(rig.intrinsics, dtype=torch.float32)[None].to(device),
-        "ego_from_cam": torch.tensor(rig.ego_from_cam, dtype=torch.float32)[None].to(device),
-        "ego0_from_ego": torch.tensor(ego0_from_ego, dtype=torch.float32)[None].to(device),
-        "captions": [scenario.prompt],
-    }
-    if layout:
-        maps = render_layout(rig, scenario.layout_frames(times))
-        conditions["layout"] = torch.from_numpy(maps)[None].to(device)
-    return conditions
+    maps = None if layout_frames is None else torch.from_numpy(render_layout(rig, layout_frames))[None].to(device)
+    return Conditions(intrinsics=torch.tensor(rig.intrinsics, dtype=torch.float32)[None].to(device),
+                      ego_from_cam=torch.tensor(rig.ego_from_cam, dtype=torch.float32)[None].to(device),
+                      ego0_from_ego=torch.tensor(ego0_from_ego, dtype=torch.float32)[None].to(device),
+                      captions=[scenario.prompt], layout=maps)
 
 
 @dataclass
@@ -203,7 +200,8 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
     with torch.no_grad(), autocast:
         for index, start in enumerate(tqdm(chunks.starts, desc="rollout", unit="chunk", disable=not progress)):
             times = np.minimum(np.arange(start, start + chunks.window) / scenario.fps, end_time)
-            conditions = _chunk_conditions(scenario, rig, times, layout, device)
+            frames = scenario.layout_frames(times) if layout else None  # once: the maps and the redrawing
+            conditions = _chunk_conditions(scenario, rig, times, frames, device)
             clean_video = given if video is None else video[:, :, -chunks.overlap:]
             k = 0 if clean_video is None else (1 if video is None else config.context)
             clean_latents = None
@@ -212,7 +210,7 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
                 clean_latents[:, :, :k] = pipeline.encode_views(clean_video)
             guess = None
             if init == "reprojected":
-                guess = pipeline.encode_views(_reprojected(scenario, rig, given, times, layout))
+                guess = pipeline.encode_views(_reprojected(scenario, rig, given, times, frames))
             sampled = pipeline.sample(conditions, shape, SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
                                       clean_latents=clean_latents, init=guess)
             video = pipeline.decode_views(sampled).float().clamp(-1, 1)  # [1, V, window, 3, H, W]
@@ -223,10 +221,10 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
     return Rollout.labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
 
 
-def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, use_layout: bool) -> torch.Tensor:
+def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, layout_frames: list | None) -> torch.Tensor:
     """The start frame `given` [1, V, 1, 3, H, W] redrawn at the ego poses of `times`: [1, V, F, 3, H, W].
 
-    With the layout, depth comes from the scenario's boxes and the walls raised on its road edges
+    With the layout (`layout_frames`, the scenario's at `times`), depth comes from the scenario's boxes and the walls raised on its road edges
     (reproject.scene_depth), then the ground, and a pixel on an agent's box moves with that agent from
     where it was at the start; without (the layout withheld), the ground alone and a still world."""
     from drivesim.wfm.reproject import object_motion, reproject, scene_depth
@@ -235,8 +233,8 @@ def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, use_layo
     source_pose = scenario.world_from_ego(np.zeros(1))[0]
     source_from_target = compose(invert(source_pose), poses)
     depth = objects = motion = None
-    if use_layout:
-        boxes = [frame.boxes for frame in scenario.layout_frames(times)]
+    if layout_frames is not None:
+        boxes = [frame.boxes for frame in layout_frames]
         # layout_frames lists the boxes of the agents present, in the scenario's order
         present = np.array([agent.present(times) for agent in scenario.agents], bool).reshape(-1, len(times))
         at_start = np.array([agent.present(np.zeros(1))[0] for agent in scenario.agents], bool)
@@ -266,7 +264,9 @@ def reproject_start_frame(scenario, size: tuple[int, int], use_layout: bool = Tr
     times = scenario.frame_times()
     pieces = []
     for first in range(0, len(times), chunk):  # a chunk at a time: every pixel looks into every camera
-        pieces.append(_reprojected(scenario, rig, given, times[first:first + chunk], use_layout)[0])
+        window = times[first:first + chunk]
+        pieces.append(_reprojected(scenario, rig, given, window, scenario.layout_frames(window) if use_layout
+                                   else None)[0])
     video = torch.cat(pieces, dim=1)  # [V, F, 3, H, W]
     return Rollout.labelled(scenario, rig, _pixels(video).permute(1, 0, 3, 4, 2).numpy())
 

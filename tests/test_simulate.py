@@ -115,7 +115,7 @@ def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
     original = pipeline_module.sample_latents
 
     def spy(model, conditions, shape, config, clean_latents=None, progress=False, init=None):
-        calls.append((config.clean_frames, conditions["ego0_from_ego"].shape, conditions["layout"].shape,
+        calls.append((config.clean_frames, conditions.ego0_from_ego.shape, conditions.layout.shape,
                       None if clean_latents is None else clean_latents[:, :, :config.clean_frames].clone()))
         assert init is None and config.start == 1  # no start frames: every chunk from noise
         return original(model, conditions, shape, config, clean_latents, progress, init)

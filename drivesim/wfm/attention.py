@@ -95,12 +95,15 @@ def resolve(name: str | None, q: Tensor, mask: Tensor | None = None) -> str:
     return name
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, backend: str | None = None) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, *, mask: Tensor | None = None, backend: str | None = None,
+           check: bool = True) -> Tensor:
     """softmax(q k^T / sqrt(D)) v: q [B, H, Lq, D], k and v [B, H, Lk, D] -> [B, H, Lq, D].
 
     `mask` (optional, bool, broadcastable to [B, H, Lq, Lk]) is True where a query may see a key; every
-    query must see at least one. Without it every query sees every key."""
-    _check_inputs(q, k, v, mask)
+    query must see at least one. Without it every query sees every key. check=False skips the shape checks:
+    for callers whose shapes are right by construction (the DiT's blocks, many calls per step)."""
+    if check:
+        _check_inputs(q, k, v, mask)
     if mask is not None:
         mask = mask[(None,) * (4 - mask.dim())]  # SDPA's CPU kernels want all four axes
     return KERNELS[resolve(backend, q, mask)](q, k, v, mask)

@@ -17,7 +17,7 @@ from torch import nn
 
 from drivesim.errors import ConfigError
 from drivesim.wfm.attention import attend
-from drivesim.wfm.rope import Rope3D
+from drivesim.wfm.rope import Rope3D, rotate
 
 VIEW_MODES = ("neighbours", "all", "joint", "none")
 
@@ -106,6 +106,18 @@ def azimuth_neighbours(ego_from_cam: torch.Tensor, count: int) -> torch.Tensor:
     return distance.argsort(dim=-1)[..., :min(count, views - 1)]
 
 
+@dataclass
+class BlockInputs:
+    """What every block of one forward pass reads besides its tokens and the flow time, computed once per
+    pass: the patch grid, its RoPE rotation, the views each view attends to and the condition tokens."""
+
+    grid: tuple[int, int, int]          # latent (frames, rows, columns) in tokens
+    rotation: tuple[torch.Tensor, torch.Tensor]  # Rope3D.rotation of the grid: (cos, sin) [L, D/2]
+    neighbours: torch.Tensor | None     # [B, V, K]; None: no cross-view attention
+    context: torch.Tensor               # [B, N, condition_dim] condition tokens
+    context_mask: torch.Tensor          # [B, N] bool
+
+
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """[B] flow times in [0, 1] -> [B, dim] sinusoids (of 1000 t, the DiT convention)."""
     half = dim // 2
@@ -167,7 +179,7 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if position is not None:
             q, k = position(q), position(k)
-        out = attend(q, k, v, mask=mask)
+        out = attend(q, k, v, mask=mask, check=False)  # shapes right by construction: no per-call checks
         return self.out(rearrange(out, "n h l d -> n l (h d)"))
 
 
@@ -192,10 +204,11 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.mlp_mod = Modulation(dim, config.adaln_lora_rank)
 
-    def forward(self, x: torch.Tensor, embedding: torch.Tensor, shared: torch.Tensor, rope: Rope3D,
-                grid: tuple[int, int, int], neighbours: torch.Tensor | None, context: torch.Tensor,
-                context_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time: tuple[torch.Tensor, torch.Tensor], inputs: BlockInputs) -> torch.Tensor:
+        """x [B, V, L, D]; time: TimeEmbedder's (embedding [B, D], shared [B, 3D]) -> x [B, V, L, D]."""
+        embedding, shared = time
         batch, views, length, _ = x.shape
+        rotation, neighbours = inputs.rotation, inputs.neighbours
         per_view = lambda y: rearrange(y, "b v l d -> (b v) l d")  # noqa: E731
         per_sample = lambda y: y.repeat_interleave(views, dim=0)  # [B, ...] -> [(B V), ...]  # noqa: E731
 
@@ -205,22 +218,22 @@ class DiTBlock(nn.Module):
             # apart by their camera rays, not by an order), so the model stays equivariant to view order.
             def position(y):
                 y = rearrange(y, "b h (v l) d -> (b v) h l d", v=views)
-                return rearrange(rope(y, grid), "(b v) h l d -> b h (v l) d", v=views)
+                return rearrange(rotate(y, rotation), "(b v) h l d -> b h (v l) d", v=views)
 
             h = modulate(self.norm(rearrange(x, "b v l d -> b (v l) d")), shift, scale)
             h = self.self_attention(h, position=position)
             x = x + gate[:, None, None] * rearrange(h, "b (v l) d -> b v l d", v=views)
         else:
             h = modulate(self.norm(per_view(x)), per_sample(shift), per_sample(scale))
-            h = self.self_attention(h, position=lambda y: rope(y, grid))
+            h = self.self_attention(h, position=lambda y: rotate(y, rotation))
             x = x + gate[:, None, None] * rearrange(h, "(b v) l d -> b v l d", v=views)
 
         if self.mode in ("neighbours", "all") and neighbours is not None and neighbours.shape[-1] > 0:
-            x = x + self._across_views(x, embedding, shared, grid, neighbours)
+            x = x + self._across_views(x, embedding, shared, inputs.grid, neighbours)
 
         # Condition tokens (trajectory, text) are the same for every view of a sample.
-        h = self.cross_attention(per_view(self.cross_norm(x)), context=per_sample(context),
-                                 mask=per_sample(context_mask)[:, None, None, :])
+        h = self.cross_attention(per_view(self.cross_norm(x)), context=per_sample(inputs.context),
+                                 mask=per_sample(inputs.context_mask)[:, None, None, :])
         x = x + rearrange(h, "(b v) l d -> b v l d", v=views)
 
         shift, scale, gate = self.mlp_mod(embedding, shared)
@@ -242,7 +255,7 @@ class DiTBlock(nn.Module):
         q, k = attention.q_norm(q), attention.k_norm(k)
         rows = torch.arange(batch, device=x.device)[:, None, None]
         k, v = (rearrange(y[rows, neighbours], "b v k t n s e -> (b v t) n (k s) e") for y in (k, v))
-        out = rearrange(attend(q, k, v), "(b v t) n s e -> b v (t s) (n e)", b=batch, v=views)
+        out = rearrange(attend(q, k, v, check=False), "(b v t) n s e -> b v (t s) (n e)", b=batch, v=views)
         return gate[:, None, None] * attention.out(out)
 
 
@@ -293,8 +306,10 @@ class MultiViewDiT(nn.Module):
         tokens = self.patch_in(tokens) + rearrange(extra, "b v t h w d -> b v (t h w) d")
         embedding, shared = self.time(t)
         shared = shared.to(tokens.dtype)
+        inputs = BlockInputs(grid, self.rope.rotation(grid, tokens.device, tokens.dtype), neighbours, context,
+                             context_mask)
         for block in self.blocks:
-            tokens = block(tokens, embedding, shared, self.rope, grid, neighbours, context, context_mask)
+            tokens = block(tokens, (embedding, shared), inputs)
         views = tokens.shape[1]
         out = self.final(rearrange(tokens, "b v l d -> (b v) l d"),
                          embedding.repeat_interleave(views, dim=0))

@@ -11,7 +11,8 @@ import torch
 
 from drivesim.errors import ConfigError
 from drivesim.wfm import flow
-from drivesim.wfm.model import CONDITIONS, WorldModel
+from drivesim.wfm.conditions import CONDITIONS, Conditions
+from drivesim.wfm.model import WorldModel
 
 
 @dataclass
@@ -64,18 +65,8 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def conditions_of(batch: dict) -> dict:
-    """The model's keyword conditions from a batch per the batch contract."""
-    names = ("intrinsics", "ego_from_cam", "ego0_from_ego", "layout")
-    found = {name: batch[name] for name in names if name in batch}
-    if "caption" in batch:
-        captions = batch["caption"]
-        found["captions"] = [captions] if isinstance(captions, str) else list(captions)
-    return found
-
-
 @torch.no_grad()
-def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], config: SamplingConfig,
+def sample_latents(model: WorldModel, conditions: Conditions, shape: tuple[int, ...], config: SamplingConfig,
                    clean_latents: torch.Tensor | None = None, progress: bool = False,
                    init: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised latents [B, V, T, C, h, w] sampled under `conditions` (see WorldModel.forward);
@@ -98,18 +89,17 @@ def sample_latents(model: WorldModel, conditions: dict, shape: tuple[int, ...], 
             raise ConfigError(f"start={config.start} needs init latents of shape {tuple(shape)}, got "
                               f"{None if init is None else tuple(init.shape)}")
         noise = (1 - config.start) * init.to(device=device, dtype=noise.dtype) + config.start * noise
-    # The cameras do not change between steps: their rays once, not at every model call.
-    conditions = {**conditions, "rays": model.camera_rays(conditions["intrinsics"], conditions["ego_from_cam"],
-                                                          conditions["ego0_from_ego"], (frames, *shape[4:]))}
+    conditions = conditions.replace(clean=clean)
+    model.check_inputs(noise, conditions)
+    # The cameras and the prompt do not change between steps: rays, neighbours and text tokens once.
+    prepared = model.prepare(conditions, shape)
 
     def velocity(x, t, drops):
         # One frozenset of dropped conditions per row: guidance stacks its predictions along the batch.
         keep = {name: torch.tensor([name not in drop for drop in drops], dtype=torch.bool, device=device)
                 for name in CONDITIONS}
         repeats = x.shape[0] // batch  # guidance batches the conditional and unconditional calls together
-        expanded = {name: (value.repeat(repeats, *[1] * (value.dim() - 1)) if isinstance(value, torch.Tensor)
-                           else list(value) * repeats) for name, value in conditions.items()}
-        return model(x, t, clean=clean.repeat(repeats, 1), keep=keep, **expanded).float()
+        return model(x, t, conditions.repeat(repeats).replace(keep=keep), prepared.repeat(repeats)).float()
 
     guided = flow.guided(velocity, text_scale=config.text_scale, layout_scale=config.layout_scale)
     return flow.sample(guided, noise, config.steps, method=config.method, shift=config.shift,

@@ -11,11 +11,11 @@ from einops import rearrange, repeat
 from torch import nn
 
 from drivesim.errors import ConfigError
+from drivesim.wfm.conditions import Conditions, Prepared
 from drivesim.wfm.conditioning import LayoutEncoder, RayEncoder, TrajectoryEncoder, plucker_maps, pool_time
 from drivesim.wfm.dit import PRESETS, DiTConfig, MultiViewDiT, azimuth_neighbours
 from drivesim.wfm.text import ENCODERS, text_encoder
 
-CONDITIONS = ("text", "layout", "trajectory", "rays")
 PREDICTIONS = ("velocity", "data")
 ANCHORS = ("none", "last_clean")
 
@@ -153,65 +153,77 @@ class WorldModel(nn.Module):
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         return latents * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
 
-    def check_inputs(self, latents: torch.Tensor, intrinsics, ego_from_cam, ego0_from_ego, clean, layout) -> None:
+    def check_inputs(self, latents: torch.Tensor, conditions: Conditions) -> None:
+        """ConfigError naming the condition whose shape does not fit latents [B, V, T, C, h, w]."""
         if latents.dim() != 6 or latents.shape[3] != self.config.latent_channels:
             raise ConfigError(f"latents have shape {tuple(latents.shape)}; the world model takes "
                               f"[B, V, T, {self.config.latent_channels}, h, w]")
         batch, views, frames = latents.shape[:3]
         video_frames = 1 + self.config.temporal_compression * (frames - 1)
-        expected = {"intrinsics": (intrinsics, (batch, views, 3, 3)),
-                    "ego_from_cam": (ego_from_cam, (batch, views, 4, 4)),
-                    "ego0_from_ego": (ego0_from_ego, (batch, video_frames, 4, 4))}
-        if clean is not None:
-            expected["clean"] = (clean, (batch, frames))
+        expected = {"intrinsics": (conditions.intrinsics, (batch, views, 3, 3)),
+                    "ego_from_cam": (conditions.ego_from_cam, (batch, views, 4, 4)),
+                    "ego0_from_ego": (conditions.ego0_from_ego, (batch, video_frames, 4, 4))}
+        if conditions.clean is not None:
+            expected["clean"] = (conditions.clean, (batch, frames))
         for name, (value, shape) in expected.items():
             if tuple(value.shape) != shape:
                 raise ConfigError(f"{name} has shape {tuple(value.shape)}, expected {shape} for latents "
                                   f"{tuple(latents.shape)}")
-        if layout is not None and self.layout is not None:
+        if conditions.layout is not None and self.layout is not None:
             s = self.config.spatial_compression
             shape = (batch, views, video_frames, self.config.layout_channels,
                      latents.shape[4] * s, latents.shape[5] * s)
-            if tuple(layout.shape) != shape:
-                raise ConfigError(f"layout has shape {tuple(layout.shape)}, expected {shape}")
+            if tuple(conditions.layout.shape) != shape:
+                raise ConfigError(f"layout has shape {tuple(conditions.layout.shape)}, expected {shape}")
+        if self.text is not None and conditions.captions is not None and len(conditions.captions) != batch:
+            raise ConfigError(f"{len(conditions.captions)} captions for a batch of {batch}")
 
-    def forward(self, latents: torch.Tensor, t: torch.Tensor, *, intrinsics: torch.Tensor,
-                ego_from_cam: torch.Tensor, ego0_from_ego: torch.Tensor, clean: torch.Tensor | None = None,
-                captions: list[str] | None = None, layout: torch.Tensor | None = None,
-                keep: dict[str, torch.Tensor] | None = None, neighbours: torch.Tensor | None = None,
-                rays: torch.Tensor | None = None) -> torch.Tensor:
-        """latents [B, V, T, C, h, w] (normalised; clean frames hold their clean values), t [B] ->
-        velocity [B, V, T, C, h, w]. clean [B, T] bool: latent frames given clean. keep: per-sample bool
-        [B] for each of CONDITIONS (all kept when absent). neighbours [B, V, K]: which views each view
-        attends to (default: the nearest cameras in azimuth). rays: camera_rays(...) of these cameras, when
-        the caller has them already (a sampler calls the model many times with the same cameras)."""
-        self.check_inputs(latents, intrinsics, ego_from_cam, ego0_from_ego, clean, layout)
+    def prepare(self, conditions: Conditions, latent_shape: tuple[int, ...]) -> Prepared:
+        """What every call on latents of `latent_shape` [B, V, T, C, h, w] under these conditions shares: the
+        cameras' rays, the neighbouring views and the caption tokens. A sampler prepares once per chunk."""
+        frames, height, width = latent_shape[2], latent_shape[4], latent_shape[5]
+        config, device = self.config, conditions.intrinsics.device
+        rays = self.camera_rays(conditions.intrinsics, conditions.ego_from_cam, conditions.ego0_from_ego,
+                                (frames, height, width))
+        neighbours = None
+        if config.views in ("neighbours", "all"):
+            count = config.neighbours if config.views == "neighbours" else latent_shape[1] - 1
+            neighbours = azimuth_neighbours(conditions.ego_from_cam, count)
+        text = None
+        if self.text is not None:
+            captions = conditions.captions if conditions.captions is not None else [""] * latent_shape[0]
+            text = self.text.encode(list(captions), device)
+        return Prepared(rays, neighbours, text)
+
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, conditions: Conditions,
+                prepared: Prepared | None = None) -> torch.Tensor:
+        """latents [B, V, T, C, h, w] (normalised; clean frames hold their clean values), t [B] -> velocity
+        [B, V, T, C, h, w]. prepared: self.prepare(conditions, latents.shape), when the caller has it already
+        (a sampler calls the model many times with the same conditions)."""
+        self.check_inputs(latents, conditions)
         config = self.config
         batch, views, frames, _, height, width = latents.shape
         dtype = self.dit.patch_in.weight.dtype
-        kept = {name: torch.ones(batch, dtype=torch.bool, device=latents.device) for name in CONDITIONS}
-        kept.update(keep or {})
+        kept = conditions.kept(latents.device)
+        prepared = self.prepare(conditions, latents.shape) if prepared is None else prepared
 
+        clean = conditions.clean
         if clean is None:
             clean = torch.zeros(batch, frames, dtype=torch.bool, device=latents.device)
         mask = repeat(clean.to(latents.dtype), "b t -> b v t 1 h w", v=views, h=height, w=width)
         x = torch.cat([latents, mask], dim=3)
 
         pt = config.patch[0]
-        if rays is None:
-            rays = self.camera_rays(intrinsics, ego_from_cam, ego0_from_ego, (frames, height, width))
-        extra = self.rays(rays.to(dtype)) * kept["rays"].to(dtype)[:, None, None, None, None, None]
-        if self.layout is not None and layout is not None:
-            layout_tokens = self.layout(layout.to(dtype))
+        extra = self.rays(prepared.rays.to(dtype)) * kept["rays"].to(dtype)[:, None, None, None, None, None]
+        if self.layout is not None and conditions.layout is not None:
+            layout_tokens = self.layout(conditions.layout.to(dtype))
             if pt > 1:
                 layout_tokens = rearrange(layout_tokens, "b v (t pt) h w d -> b v t pt h w d", pt=pt).mean(dim=3)
             extra = extra + layout_tokens * kept["layout"].to(dtype)[:, None, None, None, None, None]
 
-        context, context_mask = self._context(ego0_from_ego, captions, kept, batch, latents.device, dtype)
-        if neighbours is None and config.views in ("neighbours", "all"):
-            count = config.neighbours if config.views == "neighbours" else views - 1
-            neighbours = azimuth_neighbours(ego_from_cam, count)
-        output = self.dit(x.to(dtype), t, extra, context, context_mask, neighbours)
+        context, context_mask = self._context(conditions.ego0_from_ego, prepared.text, kept, batch, latents.device,
+                                              dtype)
+        output = self.dit(x.to(dtype), t, extra, context, context_mask, prepared.neighbours)
         if config.prediction == "data":
             if config.anchor == "last_clean":
                 # x_t - (1 - t) r is the noisy residual x0 - r; its velocity is the latents' minus r
@@ -235,19 +247,15 @@ class WorldModel(nn.Module):
             rays = rearrange(rays, "b v (t pt) c h w -> b v t pt c h w", pt=pt).mean(dim=3)
         return rays
 
-    def _context(self, ego0_from_ego, captions, kept, batch, device, dtype):
-        """Condition tokens [B, N, D] and their mask [B, N]: null token, trajectory, text."""
+    def _context(self, ego0_from_ego, text, kept, batch, device, dtype):
+        """Condition tokens [B, N, D] and their mask [B, N]: null token, trajectory, text (prepared tokens)."""
         parts = [self.null_token.to(dtype).expand(batch, -1, -1)]
         masks = [torch.ones(batch, 1, dtype=torch.bool, device=device)]
         trajectory = self.trajectory(ego0_from_ego.to(dtype))
         parts.append(trajectory)
         masks.append(kept["trajectory"][:, None].expand(-1, trajectory.shape[1]))
         if self.text is not None:
-            if captions is None:
-                captions = [""] * batch
-            if len(captions) != batch:
-                raise ConfigError(f"{len(captions)} captions for a batch of {batch}")
-            tokens, text_mask = self.text.encode(list(captions), device)
+            tokens, text_mask = text
             parts.append(self.text_proj(tokens.to(dtype)))
             masks.append(text_mask.to(device) & kept["text"][:, None])
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)

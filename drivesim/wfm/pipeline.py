@@ -15,6 +15,7 @@ import yaml
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, unflatten_views
+from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.generate import SamplingConfig, sample_latents
 from drivesim.wfm.model import WorldModel, model_config, with_tokenizer
 
@@ -119,7 +120,7 @@ class WorldModelPipeline:
         return {"text_scale": guidance if self.model.text is not None else 1.0,
                 "layout_scale": guidance if self.model.layout is not None and use_layout else 1.0}
 
-    def sample(self, conditions: dict, shape: tuple[int, ...], config: SamplingConfig,
+    def sample(self, conditions: Conditions, shape: tuple[int, ...], config: SamplingConfig,
                clean_latents: torch.Tensor | None = None, init: torch.Tensor | None = None,
                progress: bool = False) -> torch.Tensor:
         """Normalised latents of `shape` [B, V, T, C, h, w] under `conditions` (WorldModel.forward's), the first

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from drivesim.errors import ConfigError
 
-__all__ = ["Rope3D"]
+__all__ = ["Rope3D", "rotate"]
 
 
 class Rope3D(nn.Module):
@@ -40,19 +40,16 @@ class Rope3D(nn.Module):
     def forward(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """x [B, H, L, D] with L = T * h * w tokens in (t, h, w) row-major order -> x rotated, same dtype."""
         grid = self._check(x, grid)
-        # Half precision rotates in float32: bf16 angles would be off by whole degrees at large positions.
-        compute = torch.promote_types(x.dtype, torch.float32)
-        cos, sin = self._rotation(grid, x.device, compute)  # (L, D/2)
-        pairs = rearrange(x.to(compute), "b h l (d two) -> b h l d two", two=2)
-        first, second = pairs.unbind(dim=-1)
-        rotated = torch.stack((first * cos - second * sin, first * sin + second * cos), dim=-1)
-        return rearrange(rotated, "b h l d two -> b h l (d two)").to(x.dtype)
+        return rotate(x, self.rotation(grid, x.device, x.dtype))
 
-    def _rotation(self, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        key = (grid, device, dtype)
+    def rotation(self, grid: tuple[int, int, int], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(cos, sin) [L, D/2] of the tokens of `grid`, for queries and keys of `dtype` (see rotate): once per
+        forward pass, then every block's attention rotates with them."""
+        # Half precision rotates in float32: bf16 angles would be off by whole degrees at large positions.
+        key = (tuple(grid), device, torch.promote_types(dtype, torch.float32))
         if key not in self._cache:
-            angles = self._angles(grid)
-            self._cache[key] = (angles.cos().to(device, dtype), angles.sin().to(device, dtype))
+            angles = self._angles(key[0])
+            self._cache[key] = (angles.cos().to(device, key[2]), angles.sin().to(device, key[2]))
         return self._cache[key]
 
     def _angles(self, grid: tuple[int, int, int]) -> Tensor:
@@ -77,3 +74,13 @@ class Rope3D(nn.Module):
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, theta={self.theta:g}, axis_dims={self.axis_dims}"
+
+
+def rotate(x: Tensor, rotation: tuple[Tensor, Tensor]) -> Tensor:
+    """x [B, H, L, D] rotated by Rope3D.rotation's (cos, sin) [L, D/2], in their (float32 or wider) precision;
+    the result has x's dtype. Unchecked: the hot path of every block (Rope3D.forward checks)."""
+    cos, sin = rotation
+    pairs = rearrange(x.to(cos.dtype), "b h l (d two) -> b h l d two", two=2)
+    first, second = pairs.unbind(dim=-1)
+    rotated = torch.stack((first * cos - second * sin, first * sin + second * cos), dim=-1)
+    return rearrange(rotated, "b h l d two -> b h l (d two)").to(x.dtype)

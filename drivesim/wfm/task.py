@@ -15,8 +15,9 @@ from drivesim.tokenizer.model import CausalVideoTokenizer
 from drivesim.train.config import from_dict
 from drivesim.wfm import flow
 from drivesim.wfm.dit import DiTBlock
-from drivesim.wfm.generate import SamplingConfig, conditions_of
-from drivesim.wfm.model import CONDITIONS, WorldModel, model_config, with_tokenizer
+from drivesim.wfm.conditions import CONDITIONS, Conditions
+from drivesim.wfm.generate import SamplingConfig
+from drivesim.wfm.model import WorldModel, model_config, with_tokenizer
 from drivesim.wfm.pipeline import WorldModelPipeline, load_tokenizer
 
 
@@ -197,8 +198,8 @@ class WfmTask:
                              device=x0.device)
         noise = torch.randn_like(x0)
         clean, keep = self._draw(size, x0.shape[2], x0.device)
-        conditions = conditions_of(batch)
-        loss = flow.flow_loss(lambda x, time: model(x, time, clean=clean, keep=keep, **conditions),
+        conditions = Conditions.from_batch(batch).replace(clean=clean, keep=keep)
+        loss = flow.flow_loss(lambda x, time: model(x, time, conditions),
                               x0, t, noise, clean, channel_weights=self.channel_weights(model))
         return loss, {"flow": float(loss.detach()), "clean_frames": float(clean.sum(1).float().mean())}
 
@@ -224,7 +225,7 @@ class WfmTask:
             size = x0.shape[0]
             clean = torch.zeros(size, x0.shape[2], dtype=torch.bool, device=x0.device)
             clean[:, :1] = True
-            conditions = conditions_of(batch)
+            conditions = Conditions.from_batch(batch).replace(clean=clean)
             for time in (0.1, 0.3, 0.5, 0.7, 0.9):
                 noise = torch.randn(x0.shape, generator=generator).to(x0.device)
                 t = torch.full((size,), time, device=x0.device)
@@ -232,7 +233,7 @@ class WfmTask:
 
                 def velocity(x, tt):
                     if not called:
-                        called.append(model(x, tt, clean=clean, **conditions))
+                        called.append(model(x, tt, conditions))
                     return called[0]
 
                 losses.append(flow.flow_loss(velocity, x0, t, noise, clean))
@@ -247,8 +248,7 @@ class WfmTask:
         """The last frame of every view: the clip above, a sample from its first latent frame below."""
         pipeline = self.pipeline(model)
         x0 = pipeline.encode_views(batch["video"][:1])
-        conditions = {name: (value[:1] if isinstance(value, torch.Tensor) else value[:1])
-                      for name, value in conditions_of(batch).items()}
+        conditions = Conditions.from_batch(batch).rows(slice(0, 1))
         sampled = pipeline.sample(conditions, tuple(x0.shape), SamplingConfig(steps=10), clean_latents=x0)
         video = pipeline.decode_views(sampled)
         pair = torch.stack([batch["video"][0, :, -1], video[0, :, -1].clamp(-1, 1)])  # [2, V, 3, H, W]

@@ -14,6 +14,7 @@ from drivesim.data.dataset import ClipDataset
 from drivesim.tokenizer.model import CausalVideoTokenizer, fit_linear_path, flatten_views, tiny, unflatten_views
 from drivesim.tokenizer.pretrained import save_pretrained
 from drivesim.wfm import flow
+from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.generate import SamplingConfig, sample_latents
 from drivesim.wfm.model import WorldModel, model_config
 
@@ -49,26 +50,25 @@ def test_a_tiny_model_memorises_one_clip_and_samples_it_back(synthetic_store, to
     model.latent_mean.copy_(latents.mean(dim=(0, 1, 2, 4, 5)))
     model.latent_std.copy_(latents.std(dim=(0, 1, 2, 4, 5)))
     x0 = model.normalize(latents)
-    conditions = {name: item[name][None] for name in ("intrinsics", "ego_from_cam", "ego0_from_ego")}
-    conditions["captions"] = [item["caption"]]
+    conditions = Conditions(item["intrinsics"][None], item["ego_from_cam"][None], item["ego0_from_ego"][None],
+                            [item["caption"]])
 
     generator = torch.Generator().manual_seed(1)
     probes = [(torch.tensor([t]), torch.randn(x0.shape, generator=generator)) for t in (0.1, 0.3, 0.5, 0.7, 0.9)]
 
     def probe_loss() -> float:
         with torch.no_grad():
-            return sum(float(flow.flow_loss(lambda x, t: model(x, t, **conditions), x0, t, noise, None))
+            return sum(float(flow.flow_loss(lambda x, t: model(x, t, conditions), x0, t, noise, None))
                        for t, noise in probes) / len(probes)
 
     before, steps, batch = probe_loss(), 500, 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    repeated = {name: value.expand(batch, *value.shape[1:]) if isinstance(value, torch.Tensor) else value * batch
-                for name, value in conditions.items()}
     clean = flow.clean_frames(torch.tensor([0, 0, 1, 1]), batch, x0.shape[2])  # Text2World and Image2World
+    repeated = conditions.repeat(batch).replace(clean=clean)
     targets = x0.expand(batch, *x0.shape[1:])
     for _ in range(steps):
-        loss = flow.flow_loss(lambda x, t: model(x, t, clean=clean, **repeated), targets,
+        loss = flow.flow_loss(lambda x, t: model(x, t, repeated), targets,
                               flow.sample_time(batch), torch.randn_like(targets), clean)
         optimizer.zero_grad()
         loss.backward()

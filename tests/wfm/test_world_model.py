@@ -12,6 +12,7 @@ from wfm_helpers import randomize_zero_layers, rig_conditions, tiny_world_model
 from drivesim.errors import ConfigError
 from drivesim.geometry import load_rig
 from drivesim.train.trainer import checkpoint_blocks
+from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.dit import PRESETS, DiTBlock, azimuth_neighbours
 from drivesim.wfm.model import WorldModel, model_config
 
@@ -26,7 +27,7 @@ def run(model, x, t=None, **overrides):
     conditions = {**rig_conditions(B, x.shape[1]), "captions": ["a wet road at night", "sunny suburb"], **overrides}
     t = torch.tensor([0.3, 0.8]) if t is None else t
     with torch.no_grad():
-        return model(x, t, **conditions)
+        return model(x, t, Conditions(**conditions))
 
 
 def test_nuscenes_neighbours_by_azimuth_are_the_rigs():
@@ -129,7 +130,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     grads = []
     for candidate in (model, checkpointed):
         candidate.zero_grad()
-        candidate(x, torch.tensor([0.2, 0.7]), **conditions).square().mean().backward()
+        candidate(x, torch.tensor([0.2, 0.7]), Conditions(**conditions)).square().mean().backward()
         grads.append({n: p.grad.clone() for n, p in candidate.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
     for name in grads[0]:
