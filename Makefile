@@ -53,6 +53,7 @@ test: setup
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } || \
 	  echo "could not install$$missing: the browser test will say it is skipped"; fi
+	$(VENV)/bin/ruff check drivesim tests benchmarks ui
 	$(PY) -m pytest -q tests
 
 # The scenario editor on http://127.0.0.1:8501 (PORT=... to change it).

@@ -189,7 +189,8 @@ def main() -> None:
         peer_child(*parse_size(args.peer_child), args.frames, args.depth_out)
         return
     started = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
-    machine_line, load = machine(("torch", "open3d-cpu", "numpy")), os.getloadavg()[0]  # other work on the machine skews every number
+    # other work on the machine skews every number
+    machine_line, load = machine(("torch", "open3d-cpu", "numpy")), os.getloadavg()[0]
     rows, checks, device, look = [], [], "none", ""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -163,7 +163,8 @@ def train(name: str, batch, eval_batches: list, steps: int, warmup: int, train_s
         scheduler.step()
         seconds += time.perf_counter() - start
         if (step + 1) % every == 0 or step + 1 == steps:
-            print(f"  {name} step {step + 1}/{steps}: loss {float(loss.detach()):.4f}, train PSNR {values['psnr']:.2f} dB, "
+            print(f"  {name} step {step + 1}/{steps}: loss {float(loss.detach()):.4f}, "
+                  f"train PSNR {values['psnr']:.2f} dB, "
                   f"{seconds / (step + 1):.2f} s/step", flush=True)
     with torch.no_grad():
         scores = task.validate(model.eval(), eval_batches)
@@ -175,7 +176,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="a clip store from `drivesim ingest` (default: out/tok-store)")
     parser.add_argument("--steps", type=int, help="training steps for both models (default 300, 3 with --quick)")
     parser.add_argument("--batch", type=int, help="training batch size (default 2, 1 with --quick)")
-    parser.add_argument("--frames", type=int, help="frames per training and eval window, 1 + 4k (default 9, 5 with --quick)")
+    parser.add_argument("--frames", type=int,
+                        help="frames per training and eval window, 1 + 4k (default 9, 5 with --quick)")
     parser.add_argument("--crop", type=int, help="training crop, square (default 128, 64 with --quick)")
     parser.add_argument("--eval-clips", type=int, help="val clips scored, whole frame (default 4, 1 with --quick)")
     parser.add_argument("--repeats", type=int, help="timed encode+decode passes (default 5, 1 with --quick)")
@@ -199,7 +201,8 @@ def main() -> None:
         raise SystemExit(f"bench_tokenizer: --frames {args.frames}: both models take 1 + 4k frames (e.g. 9 or 17)")
     if not args.store.exists():
         raise SystemExit(f"bench_tokenizer: no clip store at {args.store}; make one with `drivesim ingest "
-                         f"--dataroot LOGS --out {args.store}`, or run `make demo-data` and pass --store out/demo-store")
+                         f"--dataroot LOGS --out {args.store}`, or run `make demo-data` and pass "
+                         "--store out/demo-store")
     try:
         import diffusers  # noqa: F401  (fail here, not in a child)
     except ImportError:
@@ -234,7 +237,8 @@ def main() -> None:
         torch.save(video, path)
         speed = {name: measure(name, path, args.threads, args.repeats) for name in ("ours", "peer")}
     for name, value in speed.items():
-        print(f"  {name}: {value['ms']:.0f} ms, peak {value['peak_mb']:.0f} MB (+{value['run_mb']:.0f} in run)", flush=True)
+        print(f"  {name}: {value['ms']:.0f} ms, peak {value['peak_mb']:.0f} MB (+{value['run_mb']:.0f} in run)",
+              flush=True)
 
     eval_count = min(args.eval_clips, len(val_set))
     eval_batches = [{"video": seeded(val_set, i, SEED + i)[None]} for i in range(eval_count)]
@@ -242,7 +246,8 @@ def main() -> None:
     def batch(step: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(SEED * 1_000_003 + step)
         indices = torch.randint(len(train_set), (args.batch,), generator=generator).tolist()
-        return torch.stack([seeded(train_set, index, SEED * 1_000_003 + step * 64 + k) for k, index in enumerate(indices)])
+        return torch.stack([seeded(train_set, index, SEED * 1_000_003 + step * 64 + k)
+                            for k, index in enumerate(indices)])
 
     warmup = min(WARMUP, max(1, args.steps // 2))
     print(f"training both for {args.steps} steps (batch {args.batch}, {args.frames} frames x {args.crop}x{args.crop} "

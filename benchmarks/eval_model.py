@@ -169,7 +169,8 @@ def main() -> int:
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    store = args.heldout or heldout_store(args.out, WorldModelPipeline.from_pretrained(checkpoint, "cpu").trained_size())
+    size = WorldModelPipeline.from_pretrained(checkpoint, "cpu").trained_size()
+    store = args.heldout or heldout_store(args.out, size)
     print(f"checkpoint {checkpoint}, held-out store {store}, {args.steps} sampling steps, temperature "
           f"{args.temperature:g}, init {args.init} (strength {args.strength:g}), {args.threads} threads", flush=True)
     seconds = render_variants(checkpoint, store, args.out, args.steps, args.temperature, args.init, args.strength)

@@ -18,7 +18,8 @@ from drivesim.data.store import box_rotations, camera_poses
 from drivesim.errors import ConfigError
 from drivesim.geometry import Rig, camera_rays, compose, invert, transform_points
 
-__all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip", "render_layout",
+__all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip",
+           "render_layout",
            "super_category"]
 
 # Box colour (3), 1 on the front half of a box (the heading cue), lines (2), then depth: the camera-frame

@@ -224,7 +224,8 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
 def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, layout_frames: list | None) -> torch.Tensor:
     """The start frame `given` [1, V, 1, 3, H, W] redrawn at the ego poses of `times`: [1, V, F, 3, H, W].
 
-    With the layout (`layout_frames`, the scenario's at `times`), depth comes from the scenario's boxes and the walls raised on its road edges
+    With the layout (`layout_frames`, the scenario's at `times`), depth comes from the scenario's boxes and the
+    walls raised on its road edges
     (reproject.scene_depth), then the ground, and a pixel on an agent's box moves with that agent from
     where it was at the start; without (the layout withheld), the ground alone and a still world."""
     from drivesim.wfm.reproject import object_motion, reproject, scene_depth

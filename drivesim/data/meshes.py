@@ -57,7 +57,8 @@ class Mesh:
         c, s = np.cos(yaw), np.sin(yaw)
         rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float32)
         vertices = self.vertices @ rotation.T + np.array([x, y, z], np.float32)
-        return Mesh(vertices, self.triangles, self.material, self.albedo, np.full(len(self.triangles), instance, np.int32))
+        instances = np.full(len(self.triangles), instance, np.int32)
+        return Mesh(vertices, self.triangles, self.material, self.albedo, instances)
 
 
 def merge(meshes: list[Mesh]) -> Mesh:
@@ -249,7 +250,8 @@ def _car(w, l, h, paint, style) -> list[Mesh]:
                         [(x0 + 0.05, -w / 2, belt), (x1 - 0.1, -w / 2, belt), (x1 - 0.1, w / 2, belt),
                          (x0 + 0.05, w / 2, belt)], Material.BODY, paint)]
     cb0, cb1, ct0, ct1 = (c * l for c in cabin)
-    parts.append(hexahedron([(cb0, -0.48 * w, belt), (cb1, -0.48 * w, belt), (cb1, 0.48 * w, belt), (cb0, 0.48 * w, belt)],
+    parts.append(hexahedron([(cb0, -0.48 * w, belt), (cb1, -0.48 * w, belt), (cb1, 0.48 * w, belt),
+                             (cb0, 0.48 * w, belt)],
                             [(ct0, -0.43 * w, h), (ct1, -0.43 * w, h), (ct1, 0.43 * w, h), (ct0, 0.43 * w, h)],
                             Material.CABIN, paint))
     radius = min(0.33, 0.21 * h)
@@ -300,7 +302,8 @@ def _person(w, l, h, shirt, trousers, skin, z0=0.0, seated=False) -> list[Mesh]:
 
 def _cycle(w, l, h, paint, shirt, trousers, skin, motor: bool) -> list[Mesh]:
     radius = 0.3 if motor else 0.34
-    parts = [wheel(x, -0.06, 0.06, radius, Material.TYRE, (0.02, 0.02, 0.02)) for x in (-l / 2 + radius, l / 2 - radius)]
+    parts = [wheel(x, -0.06, 0.06, radius, Material.TYRE, (0.02, 0.02, 0.02))
+             for x in (-l / 2 + radius, l / 2 - radius)]
     frame_top = 0.75 if motor else 0.62
     parts.append(box(-l / 2 + radius, l / 2 - radius, -0.12 if motor else -0.03, 0.12 if motor else 0.03, 0.25,
                      frame_top, Material.BODY, paint))
@@ -332,7 +335,8 @@ def agent_mesh(agent: Agent) -> Mesh:
                             Material.CONE, (0.8, 0.18, 0.02))]
     else:  # barrier: a jersey barrier with a sloped profile
         parts = [hexahedron([(-l / 2, -w / 2, 0), (l / 2, -w / 2, 0), (l / 2, w / 2, 0), (-l / 2, w / 2, 0)],
-                            [(-l / 2, -0.15 * w, h), (l / 2, -0.15 * w, h), (l / 2, 0.15 * w, h), (-l / 2, 0.15 * w, h)],
+                            [(-l / 2, -0.15 * w, h), (l / 2, -0.15 * w, h), (l / 2, 0.15 * w, h),
+                             (-l / 2, 0.15 * w, h)],
                             Material.CONE, (0.75, 0.72, 0.65))]
     return merge(parts)
 

@@ -56,7 +56,8 @@ class Lighting:
     def for_look(look: Look, rng: np.random.Generator) -> "Lighting":
         azimuth = rng.uniform(0, 2 * np.pi)
         elevation = {"day": rng.uniform(0.6, 1.1), "dusk": rng.uniform(0.06, 0.18), "night": -0.5}[look.time_of_day]
-        sun_dir = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
+        sun_dir = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation),
+                            np.sin(elevation)])
         a = np.array
         if look.time_of_day == "day":
             sun, zenith, horizon = a([3.0, 2.85, 2.6]), a([0.18, 0.32, 0.75]), a([0.65, 0.75, 0.9])
@@ -204,7 +205,8 @@ class Renderer:
             if len(facing):
                 shadow_rays = np.concatenate([p[facing] + n[facing] * 0.03,
                                               np.broadcast_to(light.sun_direction, (len(facing), 3))], axis=1)
-                occluded = scene.test_occlusions(o3d.core.Tensor(shadow_rays.astype(np.float32)), nthreads=THREADS).numpy()
+                occluded = scene.test_occlusions(o3d.core.Tensor(shadow_rays.astype(np.float32)),
+                                                 nthreads=THREADS).numpy()
                 lit[facing] = ~occluded
             irradiance = irradiance + light.sun * (np.clip(cos, 0, None) * lit)[:, None]
         if light.lights_on and len(self.lamps):
@@ -355,7 +357,8 @@ class Renderer:
             return [{} for _ in world_from_cams]
         scene = self._scene(dynamic)[0]
         agents_only = o3d.t.geometry.RaycastingScene()
-        agents_only.add_triangles(o3d.core.Tensor(dynamic.vertices), o3d.core.Tensor(dynamic.triangles.astype(np.uint32)))
+        agents_only.add_triangles(o3d.core.Tensor(dynamic.vertices),
+                                  o3d.core.Tensor(dynamic.triangles.astype(np.uint32)))
         per_camera = []
         for v in range(len(world_from_cams)):
             visible: dict[int, int] = {}
@@ -387,7 +390,8 @@ class Renderer:
         local = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1).reshape(-1, 3)
         directions = local @ world_from_lidar[:3, :3].T
         origins = np.broadcast_to(world_from_lidar[:3, 3], directions.shape)
-        hit = scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, directions], 1).astype(np.float32)), nthreads=THREADS)
+        rays = o3d.core.Tensor(np.concatenate([origins, directions], 1).astype(np.float32))
+        hit = scene.cast_rays(rays, nthreads=THREADS)
         t = hit["t_hit"].numpy()
         keep = t < max_range
         geometry = hit["geometry_ids"].numpy()[keep]

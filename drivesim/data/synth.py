@@ -230,7 +230,8 @@ def _annotate(world: SceneWorld, dynamic, frame: int, lidar_ids: np.ndarray, str
         boxes.append(dict(agent=agent.id, category=agent.category, translation=[x, y, z + h / 2],
                           size=[w, l, h], rotation=geometry.quaternion_from_matrix(
                               geometry.matrix_from_yaw(np.float64(yaw))).tolist(),
-                          visibility=_visibility_level(visible, total), visible_fraction=visible / total if total else 0.0,
+                          visibility=_visibility_level(visible, total),
+                          visible_fraction=visible / total if total else 0.0,
                           attributes=attribute_for(agent.category, float(agent.speeds[frame]), agent.parked),
                           num_lidar_pts=int(lidar_counts.get(agent.id, 0))))
     return boxes
@@ -388,6 +389,7 @@ def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneRes
         side_files.write_town_json(town, staging / "drivesim" / "towns" / f"{town.name}.json")
     writer.write()
     side_files.write_json(staging / "drivesim" / "scenes.json", {
-        "generator": "drivesim synth", "config": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")},
+        "generator": "drivesim synth",
+        "config": {k: str(v) if isinstance(v, Path) else v
+                   for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")},
         "rig": config.rig, "scenes": scenes_meta})

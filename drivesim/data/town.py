@@ -263,7 +263,8 @@ def generate_town(seed: int, name: str = "drivesim-town", grid: tuple[int, int] 
                     for lane_in, lane_out in pairs:
                         p0 = graph.lanes[lane_in]["points"][-1]
                         p1 = graph.lanes[lane_out]["points"][0]
-                        pts = _polyline(p0, p1) if turn == "straight" else _bezier(p0, heading_in, p1, _heading(out_dir))
+                        pts = (_polyline(p0, p1) if turn == "straight"
+                               else _bezier(p0, heading_in, p1, _heading(out_dir)))
                         cid = graph.add(pts, turn=turn)
                         graph.lanes[lane_in]["successors"].append(cid)
                         graph.lanes[cid]["successors"].append(lane_out)

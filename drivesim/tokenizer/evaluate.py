@@ -96,7 +96,8 @@ def table(result: dict) -> str:
     lines = [f"{'camera':<18}{'PSNR dB':>9}{'SSIM':>8}"]
     for camera in cameras:
         mine = [r for r in result["rows"] if r["camera"] == camera]
-        lines.append(f"{camera:<18}{np.mean([r['psnr'] for r in mine]):>9.2f}{np.mean([r['ssim'] for r in mine]):>8.3f}")
+        psnr, ssim = np.mean([r["psnr"] for r in mine]), np.mean([r["ssim"] for r in mine])
+        lines.append(f"{camera:<18}{psnr:>9.2f}{ssim:>8.3f}")
     clips = len({r["clip"] for r in result["rows"]})
     lines.append(f"{'all':<18}{result['psnr']:>9.2f}{result['ssim']:>8.3f}")
     width, height = result["size"]

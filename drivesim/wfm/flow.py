@@ -17,7 +17,8 @@ from torch import Tensor
 
 from drivesim.errors import ConfigError
 
-__all__ = ["MAX_SEED", "METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "sample_time", "time_grid", "clean_frames",
+__all__ = ["MAX_SEED", "METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "sample_time", "time_grid",
+           "clean_frames",
            "flow_loss", "sample", "guided", "noise_like"]
 
 METHODS = ("euler", "heun", "unipc")
@@ -167,8 +168,8 @@ def flow_loss(velocity_fn: VelocityFn, x0: Tensor, t: Tensor, noise: Tensor, cle
     squared = (velocity.float() - (noise - x0).float()).square()
     if channel_weights is not None:
         if not isinstance(channel_weights, Tensor) or tuple(channel_weights.shape) != (x0.shape[3],):
-            raise ConfigError(f"channel_weights must be a tensor [C] = [{x0.shape[3]}], got "
-                              f"{tuple(channel_weights.shape) if isinstance(channel_weights, Tensor) else channel_weights}")
+            got = tuple(channel_weights.shape) if isinstance(channel_weights, Tensor) else channel_weights
+            raise ConfigError(f"channel_weights must be a tensor [C] = [{x0.shape[3]}], got {got}")
         squared = squared * channel_weights.to(squared)[:, None, None]
     # where, not a multiply by the mask: a non-finite prediction on a clean frame must not leak into the loss
     squared = torch.where(clean_mask, torch.zeros((), device=squared.device), squared)

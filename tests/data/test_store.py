@@ -73,7 +73,8 @@ def test_fresh_store_verifies_clean(clip_store):
 
 def test_verify_names_a_flipped_byte_in_the_frames(clip_store):
     path, clip = clip_store
-    shard = next(p for p in (path / "clips" / clip.clip_id / "frames").rglob("*") if p.is_file() and p.name != "zarr.json")
+    frames = path / "clips" / clip.clip_id / "frames"
+    shard = next(p for p in frames.rglob("*") if p.is_file() and p.name != "zarr.json")
     data = bytearray(shard.read_bytes())
     data[len(data) // 3] ^= 0xFF
     shard.write_bytes(bytes(data))

@@ -54,7 +54,7 @@ def test_an_all_zero_clip_writes_every_chunk_and_verifies_clean(tmp_path):
     settings = {"width": 8, "height": 4, "frames": 2, "cameras": ["CAM_A"], "fps": 10.0}
     path = tmp_path / "store"
     root = store.create_store(path, settings, ["vehicle.car"], ["lane"])
-    clip = store.Clip("zeros-0000", np.zeros((2, 1, 4, 8, 3), np.uint8), np.tile(np.eye(3, dtype=np.float32), (1, 1, 1)),
+    clip = store.Clip("zeros-0000", np.zeros((2, 1, 4, 8, 3), np.uint8), np.eye(3, dtype=np.float32)[None].copy(),
                       np.eye(4, dtype=np.float32)[None], np.tile(np.eye(4), (2, 1, 1)), np.array([0, 100_000]),
                       np.zeros((1, 10), np.float32), np.array([0, 1, 1], np.int32), np.zeros(1, np.int16),
                       np.zeros(1, np.int32), np.zeros((2, 3), np.float32), np.array([0, 2], np.int32),

@@ -92,7 +92,8 @@ def test_wall_depth_puts_hits_on_the_wall_and_nothing_past_its_ends():
     assert hit.any() and not hit.all()
     rays = camera_rays(K, WIDTH, HEIGHT)
     rays = rays / rays[..., 2:3]
-    points = E[:, None, None, :3, 3] + torch.where(hit, depth, 0)[..., None] * (rays @ E[:, None, :3, :3].transpose(-1, -2))
+    directions = rays @ E[:, None, :3, :3].transpose(-1, -2)
+    points = E[:, None, None, :3, 3] + torch.where(hit, depth, 0)[..., None] * directions
     on = points[hit]
     assert torch.allclose(on[:, 1], torch.full_like(on[:, 1], WALL_Y), atol=1e-3)
     assert (on[:, 0] > -1e-3).all() and (on[:, 0] < 20 + 1e-3).all()
