@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drivesim.cli import main, ui_command
+from drivesim.cli import main
+from drivesim.cli.tools import ui_command
 
 
 def options(**changes) -> argparse.Namespace:

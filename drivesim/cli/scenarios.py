@@ -1,0 +1,247 @@
+"""`drivesim scenario` and `drivesim generate`: scenario files checked or made from a clip, and rolled out by a
+world model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from drivesim.cli.common import one_line
+from drivesim.errors import ConfigError, DrivesimError
+
+START_FRAMES = 17  # a one-frame clip's scenario runs one 1 + 4k chunk unless --duration or --waypoints say
+
+
+RIG_HELP = ("a rig in place of the scenario's rig: field: a views/ name or a rig YAML file (a scenario names a "
+            "views/ rig or holds one inline, never a file)")
+
+
+def _add_scenario(commands) -> None:
+    parser = commands.add_parser("scenario", help="check scenario files, or make one from a stored clip")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = actions.add_parser("validate", help="check scenario files and print a one-line summary of each",
+                                  description="Load and validate each scenario file (schema: scenarios/README.md). "
+                                              "Exit 2 when any is invalid, naming the file and the field.")
+    validate.add_argument("files", type=Path, nargs="+", metavar="FILE", help="scenario YAML files")
+    validate.add_argument("--rig", metavar="RIG", help=RIG_HELP)
+    validate.set_defaults(run=_run_scenario_validate)
+    from_clip = actions.add_parser("from-clip", help="turn a stored clip into a scenario file",
+                                   description="Write a scenario that replays one clip of a clip store: its rig, ego "
+                                               "poses, tracked boxes, lanes and road edges, in its first ego frame.")
+    from_clip.add_argument("--store", type=Path, required=True, help="the clip store")
+    from_clip.add_argument("--clip", required=True, help="clip id")
+    from_clip.add_argument("--out", type=Path, required=True, metavar="FILE.yaml", help="the scenario file to write")
+    from_clip.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    from_clip.add_argument("--with-start-frame", action="store_true",
+                           help="also copy the clip's first frame into FILE.start.zarr beside --out and start the "
+                                "scenario from it, so the file and its start frame travel together")
+    path = from_clip.add_mutually_exclusive_group()
+    path.add_argument("--speed", type=float, metavar="M/S",
+                      help="one-frame clips: the ego drives straight ahead at this speed (default: the speed and "
+                           "turn rate the ego had there in the source log, when that log is at hand)")
+    path.add_argument("--waypoints", nargs="+", metavar="T:X,Y",
+                      help="one-frame clips: where the ego is at T seconds, X metres ahead of and Y metres left of "
+                           "where it starts, e.g. --waypoints 1:8,0 2:16,1.5 (the heading follows the path)")
+    from_clip.add_argument("--duration", type=float, metavar="SECONDS",
+                           help=f"one-frame clips, with --speed or the log's motion: how long the scenario runs "
+                                f"(default: {START_FRAMES} frames at the clip's rate)")
+    from_clip.set_defaults(run=_run_scenario_from_clip)
+
+
+def _run_scenario_validate(args) -> int:
+    from drivesim.scenario import load
+
+    failed = 0
+    for path in args.files:
+        try:
+            print(f"{path}: {load(path, rig=args.rig).summary()}")
+        except DrivesimError as error:  # report every file, not only the first bad one
+            print(f"drivesim scenario: error: {one_line(error)}", file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _run_scenario_from_clip(args) -> int:
+    from drivesim.scenario import from_clip, save
+
+    if args.out.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"--out must name a .yaml file, got {args.out}")
+    if args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a folder")
+    if args.out.exists() and not args.overwrite:
+        raise ConfigError(f"--out {args.out} exists; pass --overwrite to replace it")
+    if not args.out.parent.is_dir():
+        raise ConfigError(f"--out {args.out}: no such folder {args.out.parent}")
+    ego, told = _start_frame_path(args)
+    scenario = from_clip(args.store, args.clip, ego)
+    if args.with_start_frame:
+        import dataclasses
+        import shutil
+
+        from drivesim.scenario import StartFrames
+        from drivesim.scenario.from_clip import copy_start_frame
+
+        frame_store = args.out.parent / f"{args.out.stem}.start.zarr"
+        if frame_store.exists():
+            if not args.overwrite:
+                raise ConfigError(f"{frame_store} exists; pass --overwrite to replace it")
+            shutil.rmtree(frame_store)
+        copy_start_frame(args.store, args.clip, frame_store)
+        # Named relative to the scenario file, which lives in the same folder: the two travel together.
+        scenario = dataclasses.replace(scenario, start_frames=StartFrames(frame_store.name, args.clip, 0),
+                                       base_dir=args.out.parent.resolve())
+    save(scenario, args.out)
+    print(f"{args.out}: {scenario.summary()}")
+    if told:
+        print(f"ego path: {told}")
+    return 0
+
+
+def _start_frame_path(args):
+    """(the ego's path, where it came from) for a one-frame clip; (None, "") for a longer one, which replays
+    its own. From --waypoints, --speed, or else the ego's motion in the source log."""
+    import math
+
+    from drivesim.errors import DataError
+    from drivesim.scenario.from_clip import clip_length, constant_path, logged_motion
+    from drivesim.scenario.trajectory import VEHICLE_LIMITS
+
+    frames, fps = clip_length(args.store, args.clip)
+    given = [f"--{name}" for name in ("speed", "waypoints", "duration") if getattr(args, name) is not None]
+    if frames != 1:
+        if given:
+            raise ConfigError(f"{given[0]}: clip {args.clip} has {frames} frames and replays their ego path; "
+                              f"{given[0]} is for one-frame clips")
+        return None, ""
+    if args.waypoints is not None:
+        if args.duration is not None:
+            raise ConfigError("--duration: with --waypoints the last waypoint's time is the duration")
+        return _waypoint_path(args.waypoints), f"{len(args.waypoints)} waypoint(s) from --waypoints"
+    duration = (START_FRAMES - 1) / fps if args.duration is None else args.duration
+    if not (math.isfinite(duration) and duration > 0):
+        raise ConfigError(f"--duration must be a number of seconds > 0, got {args.duration}")
+    if args.speed is not None:
+        if not 0 <= args.speed <= VEHICLE_LIMITS.speed:  # also false for NaN
+            raise ConfigError(f"--speed must be from 0 to {VEHICLE_LIMITS.speed:g} m/s, got {args.speed}")
+        return constant_path(args.speed, 0.0, duration), f"straight ahead at {args.speed:g} m/s from --speed"
+    try:
+        speed, yaw_rate = logged_motion(args.store, args.clip)
+    except DataError as error:
+        raise ConfigError(f"{error}; give the ego's path with --speed M/S or --waypoints") from None
+    return (constant_path(speed, yaw_rate, duration),
+            f"{speed:.1f} m/s turning {math.degrees(yaw_rate):+.1f} deg/s, as in the source log")
+
+
+def _waypoint_path(texts: list[str]):
+    """The ego's path through 'T:X,Y' waypoints after its start at 0:0,0."""
+    import math
+
+    from drivesim.scenario import Trajectory
+
+    rows = [(0.0, 0.0, 0.0)]
+    for text in texts:
+        try:
+            time, position = text.split(":")
+            row = (float(time), *(float(value) for value in position.split(",")))
+        except ValueError:
+            row = ()
+        if len(row) != 3 or not all(math.isfinite(value) for value in row):
+            raise ConfigError(f"--waypoints {text}: expected T:X,Y (seconds, metres ahead, metres left), e.g. 2:16,1.5")
+        if row[0] <= rows[-1][0]:
+            raise ConfigError(f"--waypoints {text}: times must increase from 0, the start frame's time")
+        rows.append(row)
+    times, ahead, left = (list(column) for column in zip(*rows))
+    return Trajectory.from_xy(times, list(zip(ahead, left)))
+
+
+def _add_generate(commands) -> None:
+    parser = commands.add_parser(
+        "generate", help="turn a scenario into multi-camera video with a trained world model",
+        description="Roll the world model out over a scenario, chunk by chunk at the length it was trained on, "
+                    "and write one MP4 per camera, a grid MP4, a contact sheet and a clip store with the "
+                    "scenario's labels into --out.")
+    parser.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="a scenario YAML file")
+    parser.add_argument("--rig", metavar="RIG", help=RIG_HELP)
+    parser.add_argument("--checkpoint", type=Path,
+                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder "
+                             "(default: the shipped weights, weights/drivesim-small; see MODEL_CARD.md)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps per chunk (default 20)")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance scale for text and layout (default 1: none)")
+    parser.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="scale of the starting noise, 0 to 2 (default 1: the model's distribution; lower "
+                             "gives smoother, likelier pictures)")
+    parser.add_argument("--no-layout", action="store_true",
+                        help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
+    parser.add_argument("--init", choices=("auto", "noise", "reprojected"), default="auto",
+                        help="what each chunk's sampling starts from: noise, or the scenario's start frame redrawn "
+                             "at the chunk's ego poses (reprojected; needs start_frames). Default auto: reprojected "
+                             "when the scenario has start frames, else noise")
+    parser.add_argument("--strength", type=float, default=0.5,
+                        help="with reprojected: the flow time the redrawn frames are noised to, in (0, 1] "
+                             "(1: all noise; lower keeps more of them; default 0.5)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_generate)
+
+
+# RolloutConfig's fields as generate's flags: library errors name the field, the command line its flag.
+_GENERATE_FLAGS = {"steps": "--steps", "guidance": "--guidance", "seed": "--seed", "temperature": "--temperature",
+                   "strength": "--strength", "init": "--init"}
+
+
+def _as_flags(error: ConfigError) -> ConfigError:
+    """The error with a leading RolloutConfig field (after an optional 'source: ') named by its flag."""
+    import re
+
+    pattern = r"(^|: )(" + "|".join(_GENERATE_FLAGS) + r")\b"
+    return ConfigError(re.sub(pattern, lambda m: m.group(1) + _GENERATE_FLAGS[m.group(2)], str(error), count=1))
+
+
+def _run_generate(args) -> int:
+    from drivesim.folders import check_out_dir, writer_lock
+    from drivesim.scenario import load
+    from drivesim.simulate import RolloutConfig
+
+    config = RolloutConfig(steps=args.steps, guidance=args.guidance, seed=args.seed, use_layout=not args.no_layout,
+                           temperature=args.temperature, init=args.init, strength=args.strength)
+    try:
+        config.validate()
+    except ConfigError as error:
+        raise _as_flags(error) from None
+    check_out_dir(args.out, args.overwrite)  # before minutes of work
+    if not args.scenario.is_file():
+        raise ConfigError(f"--scenario {args.scenario}: no such file")
+    scenario = load(args.scenario, rig=args.rig)
+    try:
+        config.starting_from(scenario)
+    except ConfigError as error:
+        raise _as_flags(error) from None
+    with writer_lock(args.out, "--out"):  # a second generate into the same --out is refused, not mixed in
+        return _generate(args, scenario, config)
+
+
+def _generate(args, scenario, config) -> int:
+    from drivesim.simulate import rollout
+    from drivesim.wfm.pipeline import WorldModelPipeline
+
+    if args.checkpoint is None:
+        from drivesim.weights import shipped_checkpoint
+
+        args.checkpoint = shipped_checkpoint()
+    pipeline = WorldModelPipeline.from_pretrained(args.checkpoint, args.device)
+    result = rollout(scenario, pipeline, config, progress=not args.quiet)
+    written = result.save(args.out, overwrite=args.overwrite)
+    height, width = result.video.shape[2:4]
+    print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "
+          f"(grid {written['grid'].name}, store {written['store'].name})")
+    return 0
+
+
+def add(commands) -> None:
+    """Add this module's commands to the `drivesim` parser."""
+    _add_scenario(commands)
+    _add_generate(commands)

@@ -1,0 +1,113 @@
+"""`drivesim train`, `drivesim tokenizer eval` and `drivesim pack-weights`: training runs, scoring a tokenizer, and
+packing a trained world model to ship."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from drivesim.errors import ConfigError
+
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a model (plain, or under torchrun --nproc_per_node N)",
+        description="Train TASK with the config file and key.sub=value overrides. Run it plainly on one "
+                    "process, or under `torchrun --nproc_per_node N` for DDP (parallel=fsdp for FSDP2). "
+                    "SIGTERM or Ctrl-C saves a checkpoint and stops; --resume continues from the newest "
+                    "complete checkpoint in the run folder.")
+    parser.add_argument("task", help="what to train: tokenizer")
+    parser.add_argument("--config", type=Path, help="a YAML file under configs/ (keys: see drivesim/train/config.py)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its latest checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. steps=200")
+    parser.set_defaults(run=_run_train, interrupted="run it again with --resume to continue")
+
+
+def _run_train(args) -> int:
+    from drivesim.train.config import TrainConfig, apply_overrides, from_dict, load_document
+    from drivesim.train.task import task_by_name
+    from drivesim.train.trainer import train
+
+    task = task_by_name(args.task)
+    document = apply_overrides(load_document(args.config), args.overrides)
+    if document.setdefault("task", args.task) != args.task:
+        raise ConfigError(f"the config is for task {document['task']!r}, not {args.task!r}")
+    config = from_dict(TrainConfig, document)
+    result = train(config, task, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary, not one per process
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in sorted(result.items()))
+        print(f"done: {shown}")
+    return 0
+
+
+def _add_tokenizer(commands) -> None:
+    parser = commands.add_parser("tokenizer", help="evaluate a trained video tokenizer")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    evaluate = actions.add_parser(
+        "eval", help="PSNR and SSIM on stored clips, and side-by-side reconstruction videos",
+        description="Reconstruct every camera of the store's clips at full size with a trained tokenizer, "
+                    "print PSNR and SSIM per camera, and write originals above reconstructions as MP4.")
+    evaluate.add_argument("--checkpoint", type=Path, required=True,
+                          help="a training run folder (its newest checkpoint) or one checkpoint folder")
+    evaluate.add_argument("--store", type=Path, required=True, help="the clip store")
+    evaluate.add_argument("--split", default="val", choices=("train", "val"), help="which clips (default val)")
+    evaluate.add_argument("--clips", type=int, help="at most this many clips (default all)")
+    evaluate.add_argument("--out", type=Path, help="folder for the side-by-side videos (default: none)")
+    evaluate.add_argument("--videos", type=int, default=2, help="clips written as video (default 2)")
+    evaluate.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA ones")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_run_tokenizer_eval)
+
+
+def _run_tokenizer_eval(args) -> int:
+    from drivesim.train.distributed import flushing_denormals
+
+    with flushing_denormals():  # as in training (see flush_denormals); the caller's float mode comes back after
+        return _tokenizer_eval(args)
+
+
+def _tokenizer_eval(args) -> int:
+    from drivesim.tokenizer.evaluate import check_video_folder, evaluate, table
+    from drivesim.tokenizer.task import load_trained
+
+    if args.clips is not None and args.clips < 1:
+        raise ConfigError(f"--clips must be >= 1, got {args.clips}")
+    if args.videos < 0:
+        raise ConfigError(f"--videos must be >= 0, got {args.videos}")
+    check_video_folder(args.out)  # before loading the model, too
+    model = load_trained(args.checkpoint, ema=not args.raw)
+    result = evaluate(model, args.store, args.split, args.clips, args.videos, args.out, progress=not args.quiet)
+    print(table(result))
+    for path in result["videos"]:
+        print(f"video: {path}")
+    return 0
+
+
+
+def _add_pack_weights(commands) -> None:
+    parser = commands.add_parser(
+        "pack-weights", help="pack a trained world model and its tokenizer into one folder to ship",
+        description="Copy the EMA weights of a `drivesim train wfm` checkpoint (float16) and its tokenizer into "
+                    "one checkpoint folder that `drivesim generate --checkpoint` loads on its own.")
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder")
+    parser.add_argument("--out", type=Path, required=True, help="the folder to write (e.g. weights/drivesim-small)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.set_defaults(run=_run_pack_weights)
+
+
+def _run_pack_weights(args) -> int:
+    from drivesim.weights import pack
+
+    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, largest float16 "
+          f"rounding of a weight {packed['max_difference']:.2e}")
+    return 0
+
+
+def add(commands) -> None:
+    """Add this module's commands to the `drivesim` parser."""
+    _add_train(commands)
+    _add_tokenizer(commands)
+    _add_pack_weights(commands)
