@@ -22,16 +22,12 @@ of its own log, written with `NuScenesWriter` as drivesim/data/synth.py writes i
 - Scene names are `gen-<clip id>`, made unique with `-2`, `-3`, ...; logs are at location
   "drivesim-generated". Timestamps start at 2026-01-01 plus one hour per scene.
 
-With `merge_with`, the other set's files are hard-linked into --out (copied where a hard link is
-impossible: another filesystem, or a file the user may not link). Hard links take no space, stay
-valid when the source set moves, and leave its files as they are as long as nobody edits the
-linked files in place (export never writes to them); symlinks would break when the source moves.
-Its tables are read, the generated records appended with tokens from a writer seed under which no
-token collides with any existing one, and the category, attribute, sensor and visibility records
-merged by name (the generated ones point at the existing tokens). `drivesim_manifest.json` lists
-the generated scenes (with their rollout folder and scenario) and the merged ones. Everything is
-written to a partial folder beside --out and moved into place at the end, so a failure leaves no
-half-written --out.
+With `merge_with`, the other set's files are hard-linked into --out (copied where a link is impossible)
+and its tables merged with the generated ones (data/nuscenes_merge.py), the generated tokens from a
+writer seed under which none collides with an existing one. `drivesim_manifest.json` lists the
+generated scenes (with their rollout folder and scenario) and the merged ones. Everything is written
+to a partial folder beside --out and moved into place at the end, so a failure leaves no half-written
+--out.
 """
 
 from __future__ import annotations
@@ -46,11 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from drivesim import geometry
+from drivesim.data.nuscenes_merge import (TokenCollision, link_tree, merge_tables, read_tables, table_folders,
+                                          write_table_files)
 from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for, check_version
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
-from drivesim.folders import check_out_dir, publish_folder
+from drivesim.folders import check_out_dir, contains, overlaps, publish_folder
 from drivesim.rollout import ROLLOUT_STORE, find_rollouts
 
 __all__ = ["ExportConfig", "ExportResult", "export", "find_rollouts", "MANIFEST", "LOCATION"]
@@ -69,13 +67,6 @@ MAX_MAP_PIXELS = 8192  # per side (819 m at 0.1 m): what lies beyond is left off
 BASE_SEED = 0x6578706F7274  # "export": far from the small seeds `drivesim synth` is run with
 SEED_TRIES = 100
 JPEG_QUALITY = 92  # as drivesim synth
-# Tables whose tokens are derived from a name; merged by that name, not appended.
-NAME_KEYS = {"category": "name", "attribute": "name", "sensor": "channel", "visibility": "level"}
-# Where the generated tables refer to those tokens: (table, field).
-NAME_REFERENCES = {"category": (("instance", "category_token"),),
-                   "attribute": (("sample_annotation", "attribute_tokens"),),
-                   "sensor": (("calibrated_sensor", "sensor_token"),),
-                   "visibility": (("sample_annotation", "visibility_token"),)}
 
 
 # ---------------------------------------------------------------- options
@@ -95,8 +86,7 @@ class ExportConfig:
         """Check every option before anything is written; returns the rollout folders found."""
         check_version(self.version)
         folders = find_rollouts(self.rollouts)
-        check_out_dir(Path(self.out), self.overwrite)
-        _check_creatable(Path(self.out))
+        check_out_dir(Path(self.out), self.overwrite)  # a file, a non-empty folder, an unwritable place
         out = Path(self.out).resolve()
         if self.merge_with is not None:
             merge = Path(self.merge_with)
@@ -105,31 +95,12 @@ class ExportConfig:
             if not (merge / self.version / "scene.json").is_file():
                 raise ConfigError(f"--merge-with {merge} is not a nuScenes data set: it has no "
                                   f"{self.version}/scene.json (--version {self.version})")
-            if _overlaps(out, merge.resolve()):
+            if overlaps(out, merge.resolve()):
                 raise ConfigError(f"--out {self.out} must lie outside --merge-with {merge}, and not contain it")
         for folder in folders:
-            if _contains(out, folder.resolve()):  # --overwrite would delete the rollouts being read
+            if contains(out, folder.resolve()):  # --overwrite would delete the rollouts being read
                 raise ConfigError(f"--out {self.out} must not contain the rollout folder {folder} (--rollouts)")
         return folders
-
-
-def _check_creatable(out: Path) -> None:
-    """--out and the partial folder beside it can be made: the nearest existing ancestor is a writable folder."""
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out} cannot be created: {parent} is a file")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"--out {out} is not writable")
-
-
-def _contains(folder: Path, path: Path) -> bool:
-    return folder == path or folder in path.parents
-
-
-def _overlaps(a: Path, b: Path) -> bool:
-    return _contains(a, b) or _contains(b, a)
 
 
 # ---------------------------------------------------------------- reading rollouts
@@ -418,108 +389,6 @@ def _add_images(writer: NuScenesWriter, scene: GeneratedScene, calibrated: dict,
                                is_key_frame=key)
 
 
-def read_tables(table_root: Path, option: str) -> dict[str, list[dict]]:
-    """The 13 tables of a nuScenes version folder; DataError naming `option` and the table."""
-    tables = {}
-    for name in TABLE_NAMES:
-        path = table_root / f"{name}.json"
-        try:
-            tables[name] = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataError(f"{option}: {path}: table missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DataError(f"{option}: {path}: not valid JSON ({error})") from None
-        if not isinstance(tables[name], list) or not all(isinstance(r, dict) and "token" in r for r in tables[name]):
-            raise DataError(f"{option}: {path}: expected a JSON list of records with tokens")
-    return tables
-
-
-def write_table_files(table_root: Path, tables: dict[str, list[dict]]) -> None:
-    """The 13 tables as the writer formats them. Each goes to a new file renamed over the old entry,
-    never written into an existing file, which could be a hard link into the merged set."""
-    table_root.mkdir(parents=True, exist_ok=True)
-    for name in TABLE_NAMES:
-        partial = table_root / f"{name}.json.partial"
-        partial.write_text(json.dumps(tables[name], indent=0) + "\n")
-        os.replace(partial, table_root / f"{name}.json")
-
-
-def merge_tables(existing: dict[str, list[dict]], generated: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Existing records, then the generated ones; name-keyed records (NAME_KEYS) that exist already
-    are dropped and the generated references point at the existing tokens. Raises DataError when a
-    generated token collides with an existing one (the caller retries with another seed)."""
-    generated = {name: [dict(r) for r in records] for name, records in generated.items()}
-    remap: dict[str, dict[str, str]] = {}
-    for table, key in NAME_KEYS.items():
-        known = {record[key]: record for record in existing[table]}
-        remap[table], kept = {}, []
-        for record in generated[table]:
-            match = known.get(record[key])
-            if match is None:
-                kept.append(record)
-            elif table == "sensor" and match.get("modality") != record["modality"]:
-                raise DataError(f"--merge-with: sensor {record['channel']} is a {match.get('modality')} there, "
-                                f"a {record['modality']} in the rollouts")
-            else:
-                remap[table][record["token"]] = match["token"]
-        generated[table] = kept
-    _renumber_categories(existing["category"], generated["category"])
-    for table, references in NAME_REFERENCES.items():
-        for target, name in references:
-            for record in generated[target]:
-                value = record[name]
-                record[name] = ([remap[table].get(v, v) for v in value] if isinstance(value, list)
-                                else remap[table].get(value, value))
-    taken = {record["token"] for records in existing.values() for record in records}
-    clashes = sorted({record["token"] for records in generated.values() for record in records} & taken)
-    if clashes:
-        raise TokenCollision(f"{len(clashes)} generated token(s) exist in --merge-with, e.g. {clashes[0]}")
-    return {name: existing[name] + generated[name] for name in TABLE_NAMES}
-
-
-class TokenCollision(DataError):
-    """A generated token is already used by the merged set."""
-
-
-def _renumber_categories(existing: list[dict], added: list[dict]) -> None:
-    """Give added categories indices after the existing ones (the lidarseg index must stay unique)."""
-    indices = [record["index"] for record in existing if isinstance(record.get("index"), int)]
-    following = max(indices, default=-1) + 1
-    for record in added:
-        if "index" in record and indices:
-            record["index"] = following
-            following += 1
-
-
-# ---------------------------------------------------------------- merging files
-
-
-def link_tree(source: Path, target: Path, skip: set[Path]) -> tuple[int, int]:
-    """Hard-link every file under `source` into `target` (copy where a link fails), following
-    symlinked folders; the folders in `skip` stay out. Returns (linked, copied)."""
-    linked = copied = 0
-    for folder, subfolders, files in os.walk(source, followlinks=True):
-        here = Path(folder)
-        subfolders[:] = sorted(s for s in subfolders if (here / s) not in skip)
-        destination = target / here.relative_to(source)
-        destination.mkdir(parents=True, exist_ok=True)
-        for name in sorted(files):
-            if here / name in skip:
-                continue
-            try:
-                os.link(here / name, destination / name, follow_symlinks=True)
-                linked += 1
-            except OSError:  # another filesystem, or links to files of others not allowed
-                shutil.copy2(here / name, destination / name)
-                copied += 1
-    return linked, copied
-
-
-def _table_folders(dataroot: Path) -> set[Path]:
-    """Version folders (holding scene.json): their tables are merged or, for other versions, left out."""
-    return {child for child in dataroot.iterdir() if child.is_dir() and (child / "scene.json").is_file()}
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -572,7 +441,7 @@ def _export_into(config: ExportConfig, folders: list[Path], staging: Path) -> Ex
         merge = Path(config.merge_with)
         existing = read_tables(merge / config.version, "--merge-with")
         merged_names = [record.get("name", "") for record in existing["scene"]]
-        skip = _table_folders(merge) | {merge / MANIFEST}
+        skip = table_folders(merge) | {merge / MANIFEST}
         linked, copied = link_tree(merge, staging, skip)
         # Files of the version folder other than the 13 tables (e.g. lidarseg.json) come along as they are.
         version_files = {merge / config.version / f"{name}.json" for name in TABLE_NAMES}

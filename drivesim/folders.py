@@ -19,7 +19,8 @@ from pathlib import Path
 
 from drivesim.errors import ConfigError, DataError
 
-__all__ = ["check_out_dir", "check_writable", "lock_path", "publish_folder", "staging_folder", "writer_lock"]
+__all__ = ["check_out_dir", "check_writable", "contains", "lock_path", "overlaps", "publish_folder", "staging_folder",
+           "writer_lock"]
 
 _HELD: set[str] = set()  # folders this process holds: a nested writer_lock of the same folder re-enters
 
@@ -47,6 +48,16 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, option: str = "--out"
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"{option} {out} is not empty; pass --overwrite to replace what is in it")
     check_writable(out, option)
+
+
+def contains(folder: Path, path: Path) -> bool:
+    """Whether `path` is `folder` or lies inside it (both resolved)."""
+    return folder == path or folder in path.parents
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether one of two resolved folders is, or lies inside, the other."""
+    return contains(a, b) or contains(b, a)
 
 
 # ---------------------------------------------------------------- staged and published whole
