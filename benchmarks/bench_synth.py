@@ -23,7 +23,7 @@ import torch
 
 from drivesim.data.meshes import Mesh, agents_mesh
 from drivesim.data.synth import SceneWorld, SynthConfig, generate, plan_scene
-from drivesim.geometry import parse_size
+from drivesim.rigs import parse_size
 from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 
 HEADING = "## bench_synth: camera rendering of the synthetic-log generator"

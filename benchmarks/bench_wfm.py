@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from einops import rearrange, repeat
 
-from drivesim.geometry import load_rig
+from drivesim.rigs import load_rig
 from drivesim.train.distributed import flush_denormals
 from drivesim.wfm import flow
 from drivesim.wfm.attention import attend, backend_problem

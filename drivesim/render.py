@@ -13,10 +13,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from drivesim.data.clip_sheet import box_corners, box_rotation_matrices
+from drivesim.geometry import box_corners, box_rotation_matrices
 from drivesim.data.store import box_rotations, camera_poses
 from drivesim.errors import ConfigError
-from drivesim.geometry import Rig, camera_rays, compose, invert, transform_points
+from drivesim.geometry import camera_rays, compose, invert, transform_points
+from drivesim.rigs import Rig
 
 __all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip",
            "render_layout",

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivesim.cli import main
-from drivesim.geometry import parse_size
+from drivesim.rigs import parse_size
 from drivesim.errors import ConfigError
 
 

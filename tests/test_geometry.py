@@ -13,27 +13,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from drivesim.errors import ConfigError
-from drivesim.geometry import (
-    camera_rays,
-    compose,
-    crop_intrinsics,
-    fundamental_matrix,
-    invert,
-    load_rig,
-    matrix_from_quaternion,
-    matrix_from_yaw,
-    pixel_grid,
-    plucker_rays,
-    project,
-    quaternion_from_matrix,
-    resize_intrinsics,
-    slerp,
-    transform_from,
-    transform_points,
-    translation_rotation_from,
-    unproject,
-    yaw_from_matrix,
-)
+from drivesim.geometry import (camera_rays, compose, crop_intrinsics, fundamental_matrix, invert,
+                               matrix_from_quaternion, matrix_from_yaw, pixel_grid, plucker_rays, project,
+                               quaternion_from_matrix, resize_intrinsics, slerp, transform_from, transform_points,
+                               translation_rotation_from, unproject, yaw_from_matrix)
+from drivesim.rigs import load_rig
 
 VIEWS = Path(__file__).resolve().parents[1] / "views"
 FAST = settings(max_examples=60, deadline=None)

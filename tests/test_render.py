@@ -8,7 +8,8 @@ import pytest
 
 from drivesim import render
 from drivesim.errors import ConfigError
-from drivesim.geometry import compose, invert, load_rig, project, transform_points
+from drivesim.geometry import compose, invert, project, transform_points
+from drivesim.rigs import load_rig
 from drivesim.render import LAYOUT_CHANNELS, PALETTE, LayoutFrame, layout_frames_from_clip, render_layout
 
 WIDTH, HEIGHT = 256, 128
@@ -55,7 +56,7 @@ def centre_pixel(rig, view, box, world_from_ego=None) -> tuple[int, int]:
 
 def box_rectangle(rig, view, world_from_ego, box):
     """The projected bounding rectangle (u0, v0, u1, v1) of a box's corners."""
-    from drivesim.data.clip_sheet import box_corners
+    from drivesim.geometry import box_corners
 
     pixels, _ = predicted_pixels(rig, view, world_from_ego, box_corners(np.array([box]))[0])
     return np.concatenate([pixels.min(axis=0), pixels.max(axis=0)])
@@ -125,7 +126,7 @@ def test_each_camera_draws_from_the_ego_pose_it_fired_at(rig):
 
 
 def test_a_pitched_box_is_drawn_with_its_full_rotation(rig):
-    from drivesim.data.clip_sheet import box_corners
+    from drivesim.geometry import box_corners
     from drivesim.geometry import quaternion_from_matrix
 
     front = rig.names.index("CAM_FRONT")

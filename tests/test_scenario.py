@@ -328,7 +328,7 @@ def clip_store(tmp_path):
         rows.append([100.0, 220.0 + 12.0 * t, 0.8, 1.8, 4.5, 1.6, math.pi / 2, 0, 12, 1])  # car ahead
         rows.append([104.0, 215.0, 0.9, 0.6, 0.7, 1.8, 0.0, 0, 0, 1])  # standing pedestrian
         offsets.append(len(rows))
-    rig = __import__("drivesim.geometry", fromlist=["load_rig"]).load_rig("front3", (32, 16))
+    rig = __import__("drivesim.rigs", fromlist=["load_rig"]).load_rig("front3", (32, 16))
     clip = store.Clip(
         clip_id="scene-a-0000", frames=np.zeros((frames, 3, 16, 32, 3), np.uint8),
         intrinsics=rig.intrinsics.astype(np.float32), ego_from_cam=rig.ego_from_cam.astype(np.float32),

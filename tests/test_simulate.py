@@ -307,7 +307,7 @@ def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames
 
 def small_rollout():
     """A Rollout of noise with the scenario's labels: what save writes, without a model."""
-    from drivesim.geometry import load_rig
+    from drivesim.rigs import load_rig
 
     scenario = make_scenario()
     rig = load_rig("front3", (32, 16))

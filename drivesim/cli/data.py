@@ -34,7 +34,7 @@ def _add_synth(commands) -> None:
 
 def _run_synth(args) -> int:
     from drivesim.data.synth import SynthConfig, generate
-    from drivesim.geometry import parse_size
+    from drivesim.rigs import parse_size
 
     width, height = parse_size(args.size)
     config = SynthConfig(out=args.out, scenes=args.scenes, seconds=args.seconds, width=width, height=height,
@@ -85,7 +85,7 @@ def _add_ingest(commands) -> None:
 def _run_ingest(args) -> int:
     from drivesim.data.curate import CurationConfig
     from drivesim.data.ingest import SUMMARY, IngestConfig, ingest
-    from drivesim.geometry import parse_size
+    from drivesim.rigs import parse_size
 
     width, height = parse_size(args.size)
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None

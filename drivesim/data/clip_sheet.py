@@ -12,31 +12,10 @@ from PIL import Image, ImageDraw, ImageFont
 from drivesim.data import store
 from drivesim.data.contact_sheet import EDGES, _clip_edge, _colour
 from drivesim.errors import DataError
-from drivesim.geometry import compose, invert, matrix_from_quaternion, matrix_from_yaw, transform_points
+from drivesim.geometry import box_corners, compose, invert, transform_points
 
 POLY_COLOURS = {"lane": (80, 220, 255), "road_edge": (255, 255, 255), "lane_divider": (255, 235, 60),
                 "crosswalk": (120, 255, 120), "stop_line": (255, 80, 80)}
-
-
-def box_rotation_matrices(boxes: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
-    """[N, 3, 3] world_from_box rotations: from quaternions [N, 4] (w, x, y, z) when given, else from
-    the yaw column of boxes [N, >=7]."""
-    if rotations is not None:
-        return matrix_from_quaternion(np.asarray(rotations, np.float64))
-    return matrix_from_yaw(np.asarray(boxes[:, 6], np.float64))
-
-
-def box_corners(boxes: np.ndarray, rotations: np.ndarray | None = None) -> np.ndarray:
-    """[N, 8, 3] corners in the world frame of boxes [N, >=7] (centre, wlh, yaw), turned by `rotations`
-    [N, 4] (w, x, y, z) when given, else by the yaw; 0-3 the front face."""
-    w, l, h = boxes[:, 3:4], boxes[:, 4:5], boxes[:, 5:6]
-    # The devkit's corner order (Box.corners), so drawings match nuScenes tools.
-    x = l / 2 * np.array([1, 1, 1, 1, -1, -1, -1, -1])
-    y = w / 2 * np.array([1, -1, -1, 1, 1, -1, -1, 1])
-    z = h / 2 * np.array([1, 1, -1, -1, 1, 1, -1, -1])
-    local = np.stack([x, y, z], axis=-1)  # [N, 8, 3] in the box frame
-    rotation = box_rotation_matrices(boxes, rotations)
-    return np.einsum("nij,nkj->nki", rotation, local) + np.asarray(boxes[:, None, :3], np.float64)
 
 
 def cam_from_world(clip: dict, t: int, v: int) -> np.ndarray:

@@ -14,7 +14,8 @@ from einops import rearrange
 
 from drivesim.data import store as clip_store
 from drivesim.errors import ConfigError, DataError
-from drivesim.geometry import Camera, Rig, compose, invert, resize_intrinsics
+from drivesim.geometry import compose, invert, resize_intrinsics
+from drivesim.rigs import Camera, Rig
 
 __all__ = ["MAX_DAMAGED_FRACTION", "ClipDataset", "make_loader"]
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from drivesim import geometry
+from drivesim import geometry, rigs
 from drivesim.data import side_files
 from drivesim.data.meshes import agents_mesh, lamp_positions, town_mesh
 from drivesim.data.nuscenes_tables import NuScenesWriter, attribute_for, check_version
@@ -137,7 +137,7 @@ class SceneWorld:
 
     def __init__(self, config: SynthConfig, plan: ScenePlan):
         self.config, self.plan = config, plan
-        self.rig = geometry.load_rig(config.rig, (config.width, config.height))
+        self.rig = rigs.load_rig(config.rig, (config.width, config.height))
         self.town = location_town(config, plan.location)
         self.traffic = simulate(self.town, np.random.default_rng(plan.seed), (config.frames - 1) / config.fps,
                                 config.fps, plan.manoeuvre)
@@ -285,7 +285,7 @@ def generate(config: SynthConfig, progress: bool = True) -> Path:
     """Write the whole data set to `config.out`; the folder appears only once complete."""
     config.validate()
     out = Path(config.out)
-    rig = geometry.load_rig(config.rig, (config.width, config.height))
+    rig = rigs.load_rig(config.rig, (config.width, config.height))
     staging = staging_folder(out)
     plans = [plan_scene(config, i) for i in range(config.scenes)]
     workers = config.workers or min(os.cpu_count() or 1, config.scenes)
@@ -339,7 +339,7 @@ def _render_all(config, plans, staging, workers, progress) -> list[SceneResult]:
     return results
 
 
-def _write_tables(config: SynthConfig, rig: geometry.Rig, results: list[SceneResult], staging: Path) -> None:
+def _write_tables(config: SynthConfig, rig: rigs.Rig, results: list[SceneResult], staging: Path) -> None:
     writer = NuScenesWriter(staging, config.version, seed=config.seed)
     calibrated = {}
     for camera in rig.cameras:

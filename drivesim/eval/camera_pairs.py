@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from drivesim import geometry
+from drivesim import rigs
 from drivesim.errors import ConfigError
 
 __all__ = ["MAX_PAIR_ANGLE_DEG", "check_pairs", "overlapping_pairs", "rig_pairs", "view_index"]
@@ -17,7 +17,7 @@ __all__ = ["MAX_PAIR_ANGLE_DEG", "check_pairs", "overlapping_pairs", "rig_pairs"
 MAX_PAIR_ANGLE_DEG = 80.0  # default overlap rule: optical axes at most this far apart (and FOVs overlap)
 
 
-def rig_pairs(rig: geometry.Rig, cameras: Sequence[str] | None = None) -> list[tuple[int, int]]:
+def rig_pairs(rig: rigs.Rig, cameras: Sequence[str] | None = None) -> list[tuple[int, int]]:
     """Neighbouring views of `rig` (its `neighbours`) as index pairs (a < b) into `cameras` (default: the rig's)."""
     cameras = list(rig.names if cameras is None else cameras)
     pairs = set()

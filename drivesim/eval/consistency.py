@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from drivesim import geometry
+from drivesim import geometry, rigs
 from drivesim.errors import ConfigError, DataError
 from drivesim.eval.camera_pairs import check_pairs, overlapping_pairs, rig_pairs, view_index
 from drivesim.eval.failures import describe, pair_failures
@@ -450,7 +450,7 @@ def _resolve_store(store_path) -> Path:
 
 
 def consistency_report(store_path: str | os.PathLike, clip_id: str | None = None, frame_step: int = 1,
-                       rig: str | geometry.Rig | None = None, ratio: float = 0.75, max_features: int = 2000,
+                       rig: str | rigs.Rig | None = None, ratio: float = 0.75, max_features: int = 2000,
                        overlap_margin: float | None = OVERLAP_MARGIN) -> dict:
     """CSE and TSE of one clip of a clip store: a rollout's rollout.zarr (or its folder) or an ingested store.
 
@@ -481,7 +481,7 @@ def consistency_report(store_path: str | os.PathLike, clip_id: str | None = None
                    or [str(v) for v in range(frames.shape[1])])
     names = _camera_names(cameras, frames.shape[1])
     if rig is not None:
-        rig = rig if isinstance(rig, geometry.Rig) else geometry.load_rig(rig)
+        rig = rig if isinstance(rig, rigs.Rig) else rigs.load_rig(rig)
         pairs = rig_pairs(rig, names)
     else:
         pairs = None

@@ -75,7 +75,7 @@ def _box_masks(scenario, intrinsics: np.ndarray, ego_from_cam: np.ndarray, names
                times: np.ndarray, width: int, height: int) -> np.ndarray:
     """bool [F, V, H, W]: where the scenario's boxes are drawn at `times` (layout box colour > 0),
     for a rig with the rollout's own calibration at the generated size."""
-    from drivesim.geometry import Camera, Rig
+    from drivesim.rigs import Camera, Rig
     from drivesim.render import render_layout
 
     rig = Rig("rollout", int(width), int(height),

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from drivesim.errors import ScenarioError
-from drivesim.geometry import _show
+from drivesim.rigs import _show
 from drivesim.scenario.schema import Agent, Road, Scenario
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate

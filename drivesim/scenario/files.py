@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from drivesim.errors import ScenarioError
-from drivesim.geometry import _show, rig_document, rig_names
+from drivesim.rigs import _show, rig_document, rig_names
 from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate

@@ -12,7 +12,7 @@ import numpy as np
 
 from drivesim.data.nuscenes import CATEGORIES as STORE_CATEGORIES
 from drivesim.errors import ConfigError, ScenarioError
-from drivesim.geometry import Rig, _RigFile, _show, _views_folder, load_rig, rig_names
+from drivesim.rigs import Rig, _RigFile, _show, _views_folder, load_rig, rig_names
 from drivesim.render import LayoutFrame
 from drivesim.scenario.trajectory import Trajectory
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.errors import ScenarioError
-from drivesim.geometry import _show
+from drivesim.rigs import _show
 from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Scenario
 from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_for
 

@@ -148,7 +148,7 @@ def scene_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, he
     import open3d as o3d
 
     from drivesim.data import raycast
-    from drivesim.data.clip_sheet import box_corners
+    from drivesim.geometry import box_corners
     from drivesim.render import BOX_TRIANGLES
 
     world_from_ego = np.asarray(world_from_ego, np.float64).reshape(-1, 4, 4)

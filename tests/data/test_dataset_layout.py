@@ -12,7 +12,8 @@ import torch
 from drivesim.data import ClipDataset, make_loader
 from drivesim.data import store as clip_store
 from drivesim.errors import ConfigError
-from drivesim.geometry import compose, invert, load_rig, project, resize_intrinsics, transform_points
+from drivesim.geometry import compose, invert, project, resize_intrinsics, transform_points
+from drivesim.rigs import load_rig
 from drivesim.render import LAYOUT_CHANNELS
 
 RIG = load_rig("nuscenes")

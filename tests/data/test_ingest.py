@@ -352,7 +352,8 @@ def test_stored_boxes_project_where_the_devkit_projects_them(reference_store, sy
     as the devkit's own projection of the log (scaled to the stored size)."""
     from nuscenes.nuscenes import NuScenes
 
-    from drivesim.data.clip_sheet import box_corners, cam_from_world
+    from drivesim.data.clip_sheet import cam_from_world
+    from drivesim.geometry import box_corners
     from drivesim.geometry import project, transform_points
 
     nusc = NuScenes("v1.0-mini", dataroot=str(synthetic_logs), verbose=False)

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from drivesim.data import store
-from drivesim.data.clip_sheet import box_corners
+from drivesim.geometry import box_corners
 from drivesim.data.ingest import IngestConfig, ingest
 from drivesim.data.nuscenes_tables import NuScenesWriter
-from drivesim.geometry import (compose, invert, load_rig, matrix_from_quaternion, matrix_from_yaw, project,
+from drivesim.geometry import (compose, invert, matrix_from_quaternion, matrix_from_yaw, project,
                                quaternion_from_matrix, resize_intrinsics, transform_from, transform_points)
+from drivesim.rigs import load_rig
 
 WIDTH, HEIGHT = 1600, 900
 KEY_FRAMES = 6

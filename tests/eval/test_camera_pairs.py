@@ -7,7 +7,7 @@ import pytest
 
 from drivesim.errors import ConfigError
 from drivesim.eval.camera_pairs import check_pairs, overlapping_pairs, rig_pairs
-from drivesim.geometry import load_rig
+from drivesim.rigs import load_rig
 
 
 def test_overlapping_pairs_are_the_rig_neighbours():

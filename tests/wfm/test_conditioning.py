@@ -11,7 +11,7 @@ from einops import reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivesim import geometry
+from drivesim import geometry, rigs
 from drivesim.errors import ConfigError
 from drivesim.wfm.conditioning import LayoutEncoder, RayEncoder, TrajectoryEncoder, plucker_maps, pool_time
 
@@ -20,7 +20,7 @@ FAST = settings(max_examples=25, deadline=None)
 
 def nuscenes_cameras(width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The nuScenes rig at width x height: intrinsics [1, 6, 3, 3], ego_from_cam [1, 6, 4, 4], float64."""
-    rig = geometry.load_rig("nuscenes", (width, height))
+    rig = rigs.load_rig("nuscenes", (width, height))
     return torch.tensor(rig.intrinsics)[None], torch.tensor(rig.ego_from_cam)[None]
 
 

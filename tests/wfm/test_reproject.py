@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivesim.errors import ConfigError
-from drivesim.geometry import camera_rays, load_rig
+from drivesim.geometry import camera_rays
+from drivesim.rigs import load_rig
 from drivesim.wfm.reproject import FAR, WALL_HEIGHT, ground_depth, object_motion, reproject, scene_depth
 
 WIDTH, HEIGHT = 96, 54

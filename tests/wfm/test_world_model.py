@@ -10,7 +10,7 @@ import torch
 from wfm_helpers import randomize_zero_layers, rig_conditions, tiny_world_model
 
 from drivesim.errors import ConfigError
-from drivesim.geometry import load_rig
+from drivesim.rigs import load_rig
 from drivesim.train.trainer import checkpoint_blocks
 from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.dit import PRESETS, DiTBlock, azimuth_neighbours

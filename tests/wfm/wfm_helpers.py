@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from drivesim.geometry import load_rig
+from drivesim.rigs import load_rig
 from drivesim.wfm.model import WorldModel, model_config
 
 
