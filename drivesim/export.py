@@ -44,7 +44,7 @@ import numpy as np
 from drivesim import geometry
 from drivesim.data.nuscenes_merge import (TokenCollision, link_tree, merge_tables, read_tables, table_folders,
                                           write_table_files)
-from drivesim.data.nuscenes_tables import TABLE_NAMES, NuScenesWriter, attribute_for, check_version
+from drivesim.data.nuscenes_tables import START_US, TABLE_NAMES, NuScenesWriter, attribute_for, check_version
 from drivesim.data.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
@@ -58,7 +58,6 @@ LOCATION = "drivesim-generated"
 MANIFEST = "drivesim_manifest.json"
 MANIFEST_FORMAT = "drivesim-export/1"
 # As the synthetic logs (drivesim/data/synth.py), not imported from there: that would load the renderer.
-START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z, in microseconds
 EGO_FROM_LIDAR = geometry.transform_from(np.array([0.943713, 0.0, 1.84023]), np.array([1.0, 0.0, 0.0, 0.0]))
 SCENE_SPACING_US = 3_600_000_000  # an hour between scene starts: no two scenes overlap in time
 MAP_MARGIN = 50.0  # metres of map kept on every side of what a scene shows

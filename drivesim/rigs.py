@@ -80,7 +80,7 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _show(value) -> str:
+def show_value(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."  # a whole bad list would drown the message
 
@@ -97,14 +97,14 @@ class _RigFile:
     def mapping(self, value, where: str, fields: tuple[str, ...]) -> dict:
         if not isinstance(value, dict):
             # The whole document (where == ""): its type only, since a file that is no rig may be anything.
-            shown = _show(value) if where else f"a {type(value).__name__}"
+            shown = show_value(value) if where else f"a {type(value).__name__}"
             raise self.error(where, f"must be a mapping with fields {', '.join(fields)}, got {shown}")
         missing = [name for name in fields if name not in value]
         if missing:
             raise self.error(where, f"is missing field(s) {', '.join(missing)}")
         extra = [str(name) for name in value if name not in fields]
         if extra:  # counted, not named, at the top: the keys of a file that is no rig are its content
-            shown = ", ".join(_show(name) for name in extra) if where else f"{len(extra)}"
+            shown = ", ".join(show_value(name) for name in extra) if where else f"{len(extra)}"
             raise self.error(where, f"has unknown field(s) {shown}; expected {', '.join(fields)}")
         return value
 
@@ -114,19 +114,19 @@ class _RigFile:
         except OverflowError:  # YAML ints are unbounded
             number = math.inf
         if not math.isfinite(number):
-            raise self.error(where, f"must be a finite number, got {_show(value)}")
+            raise self.error(where, f"must be a finite number, got {show_value(value)}")
         if positive and value <= 0:
-            raise self.error(where, f"must be > 0, got {_show(value)}")
+            raise self.error(where, f"must be > 0, got {show_value(value)}")
         return number
 
     def numbers(self, value, where: str, length: int) -> list[float]:
         if not isinstance(value, list) or len(value) != length:
-            raise self.error(where, f"must be a list of {length} numbers, got {_show(value)}")
+            raise self.error(where, f"must be a list of {length} numbers, got {show_value(value)}")
         return [self.number(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
     def name(self, value, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.error(where, f"must be a non-empty string, got {_show(value)}")
+            raise self.error(where, f"must be a non-empty string, got {show_value(value)}")
         return value
 
     def camera(self, value, where: str) -> tuple[Camera, list]:
@@ -152,9 +152,9 @@ class _RigFile:
         size = self.mapping(document["image_size"], "image_size", ("width", "height"))
         for key in ("width", "height"):
             if not _is_int(size[key]) or size[key] <= 0:
-                raise self.error(f"image_size.{key}", f"must be an integer > 0, got {_show(size[key])}")
+                raise self.error(f"image_size.{key}", f"must be an integer > 0, got {show_value(size[key])}")
         if not isinstance(document["cameras"], list) or not document["cameras"]:
-            raise self.error("cameras", f"must be a non-empty list, got {_show(document['cameras'])}")
+            raise self.error("cameras", f"must be a non-empty list, got {show_value(document['cameras'])}")
         parsed = [self.camera(value, f"cameras[{i}]") for i, value in enumerate(document["cameras"])]
         names = [camera.name for camera, _ in parsed]
         for i, camera_name in enumerate(names):
@@ -164,18 +164,18 @@ class _RigFile:
         for i, (camera, listed) in enumerate(parsed):
             where = f"cameras[{i}].neighbours"
             if not isinstance(listed, list):
-                raise self.error(where, f"must be a list of camera names, got {_show(listed)}")
+                raise self.error(where, f"must be a list of camera names, got {show_value(listed)}")
             for j, other in enumerate(listed):
                 if other not in names or other == camera.name:
-                    problem = f"names {_show(other)}, not another camera of the rig: {', '.join(names)}"
+                    problem = f"names {show_value(other)}, not another camera of the rig: {', '.join(names)}"
                     raise self.error(f"{where}[{j}]", problem)
                 if other in listed[:j]:
-                    raise self.error(f"{where}[{j}]", f"lists {_show(other)} twice")
+                    raise self.error(f"{where}[{j}]", f"lists {show_value(other)} twice")
             neighbours[camera.name] = tuple(listed)
         return Rig(name, size["width"], size["height"], tuple(camera for camera, _ in parsed), neighbours)
 
 
-def _views_folder() -> Path:
+def views_folder() -> Path:
     return Path(os.environ.get("DRIVESIM_VIEWS") or Path(__file__).resolve().parents[1] / "views")
 
 
@@ -183,9 +183,9 @@ def _rig_path(name_or_path: str | os.PathLike) -> Path:
     """A bare name ("nuscenes") is views/<name>.yaml; anything else is a path."""
     text = str(name_or_path)
     is_name = isinstance(name_or_path, str) and Path(text).name == text and not text.endswith((".yaml", ".yml"))
-    path = _views_folder() / f"{text}.yaml" if is_name else Path(name_or_path)
+    path = views_folder() / f"{text}.yaml" if is_name else Path(name_or_path)
     if not path.is_file():
-        raise ConfigError(f"{path}: no such rig file; rigs in {_views_folder()}: {', '.join(rig_names()) or '(none)'}")
+        raise ConfigError(f"{path}: no such rig file; rigs in {views_folder()}: {', '.join(rig_names()) or '(none)'}")
     return path
 
 
@@ -209,7 +209,7 @@ def _read_rig(path: Path):
 
 def rig_names() -> list[str]:
     """The rigs of the views folder, by name."""
-    return sorted(p.stem for p in _views_folder().glob("*.yaml"))
+    return sorted(p.stem for p in views_folder().glob("*.yaml"))
 
 
 def rig_document(name_or_path: str | os.PathLike) -> dict:

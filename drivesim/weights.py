@@ -40,7 +40,7 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     """
     from drivesim.folders import check_out_dir, publish_folder, staging_folder
     from drivesim.tokenizer.pretrained import save_pretrained
-    from drivesim.train.checkpoint import _sha256, resolve_checkpoint
+    from drivesim.train.checkpoint import sha256_of, resolve_checkpoint
     from drivesim.wfm.pipeline import WorldModelPipeline
 
     out = Path(out)
@@ -64,7 +64,7 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         files = sorted(p for p in staging.rglob("*") if p.is_file())
         manifest = {"step": step,
-                    "files": {p.relative_to(staging).as_posix(): _sha256(p) for p in files}}
+                    "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files}}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
         publish_folder(staging, out)
     except BaseException:

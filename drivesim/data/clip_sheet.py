@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from drivesim.data import store
-from drivesim.data.contact_sheet import EDGES, _clip_edge, _colour
+from drivesim.data.contact_sheet import EDGES, clip_edge, category_colour
 from drivesim.errors import DataError
 from drivesim.geometry import box_corners, compose, invert, transform_points
 
@@ -28,7 +28,7 @@ def cam_from_world(clip: dict, t: int, v: int) -> np.ndarray:
 def _segments(points_cam: np.ndarray, intrinsics: np.ndarray):
     """Pixel segments of a camera-frame polyline, cut at the near plane."""
     for a, b in zip(points_cam[:-1], points_cam[1:]):
-        clipped = _clip_edge(a, b)
+        clipped = clip_edge(a, b)
         if clipped is not None:
             (u0, v0, w0), (u1, v1, w1) = (intrinsics @ p for p in clipped)
             yield (u0 / w0, v0 / w0), (u1 / w1, v1 / w1)
@@ -50,7 +50,7 @@ def draw_frame(clip: dict, t: int, v: int, categories: list[str], poly_types: li
     rotations = store.box_rotations(clip, rows.start, rows.stop)
     for corners, category in zip(box_corners(boxes, rotations), clip["box_category"][rows]):
         corners = transform_points(cam_from, corners)
-        colour = _colour(categories[category])
+        colour = category_colour(categories[category])
         for i, j in EDGES:
             for segment in _segments(corners[[i, j]], intrinsics):
                 draw.line(segment, fill=colour, width=3 if i < 4 and j < 4 else 1)

@@ -21,14 +21,14 @@ EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4),
 NEAR = 0.1  # metres: edges are clipped to the part in front of the camera
 
 
-def _colour(category: str) -> tuple[int, int, int]:
+def category_colour(category: str) -> tuple[int, int, int]:
     for prefix, colour in COLOURS.items():
         if category.startswith(prefix):
             return colour
     return (200, 200, 200)
 
 
-def _clip_edge(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def clip_edge(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The part of segment a-b (camera frame) with z >= NEAR, or None."""
     if a[2] < NEAR and b[2] < NEAR:
         return None
@@ -44,9 +44,9 @@ def draw_boxes(image: Image.Image, boxes, intrinsic: np.ndarray) -> None:
     draw = ImageDraw.Draw(image)
     for box in boxes:
         corners = box.corners().T  # (8, 3) in the camera frame; 0-3 front face, 4-7 back
-        colour = _colour(box.name)
+        colour = category_colour(box.name)
         for i, j in EDGES:
-            clipped = _clip_edge(corners[i], corners[j])
+            clipped = clip_edge(corners[i], corners[j])
             if clipped is None:
                 continue
             (u0, v0, w0), (u1, v1, w1) = (intrinsic @ p for p in clipped)

@@ -79,6 +79,8 @@ ATTRIBUTES = {
     "pedestrian.moving": "The human is moving.",
 }
 
+# Generated logs start at 2026-01-01T00:00:00Z (microseconds): drivesim synth's scenes and export's alike.
+START_US = 1_767_225_600_000_000
 VISIBILITY_LEVELS = {1: "v0-40", 2: "v40-60", 3: "v60-80", 4: "v80-100"}
 # A version folder's name, as the devkit's loader takes it: one plain name, so root/version stays in root.
 VERSION = re.compile(r"v1\.0-[A-Za-z0-9_-]+")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from drivesim import geometry, rigs
 from drivesim.data import side_files
 from drivesim.data.meshes import agents_mesh, lamp_positions, town_mesh
-from drivesim.data.nuscenes_tables import NuScenesWriter, attribute_for, check_version
+from drivesim.data.nuscenes_tables import START_US, NuScenesWriter, attribute_for, check_version
 from drivesim.data.raycast import Look, Renderer
 from drivesim.data.town import Town, generate_town
 from drivesim.data.traffic import Traffic, simulate
@@ -33,7 +33,6 @@ from drivesim.folders import check_out_dir, publish_folder, staging_folder
 KEY_FRAME_HZ = 2
 LOCATIONS = 4
 ANNOTATION_RANGE = 60.0  # metres from the ego, as far as nuScenes annotates
-START_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z, in microseconds
 EGO_FROM_LIDAR = geometry.transform_from(np.array([0.943713, 0.0, 1.84023]), np.array([1.0, 0.0, 0.0, 0.0]))
 MANOEUVRES = ("straight", "left", "right", "lane_change")
 

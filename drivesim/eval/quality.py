@@ -118,7 +118,7 @@ def ssim(a, b) -> np.ndarray:
     return np.asarray(values, np.float64).reshape(leading)
 
 
-def _finite_mean(values) -> float:
+def finite_mean(values) -> float:
     """Mean of the values that are not NaN (inf stays inf); NaN when none is."""
     values = np.asarray(values, np.float64).ravel()
     values = values[~np.isnan(values)]

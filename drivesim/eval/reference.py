@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.errors import ConfigError, DrivesimError
-from drivesim.eval.quality import _finite_mean, masked_psnr, psnr, ssim
+from drivesim.eval.quality import finite_mean, masked_psnr, psnr, ssim
 from drivesim.rollout import store_folder
 
 __all__ = ["given_frames", "reference_clip", "rollout_quality", "scored_frames"]
@@ -134,11 +134,11 @@ def _nan_quality(note: str, **extra) -> dict:
 def _scores(generated: np.ndarray, truth: np.ndarray, masks: np.ndarray, cameras: list[str]) -> dict:
     """PSNR and SSIM means, per frame and per camera, and PSNR inside / outside the box masks."""
     psnr_values, ssim_values = psnr(generated, truth), ssim(generated, truth)   # [F, V]
-    return {"psnr": _finite_mean(psnr_values), "ssim": _finite_mean(ssim_values),
-            "psnr_per_frame": [_finite_mean(row) for row in psnr_values],
-            "ssim_per_frame": [_finite_mean(row) for row in ssim_values],
-            "psnr_per_camera": {c: _finite_mean(psnr_values[:, v]) for v, c in enumerate(cameras)},
-            "ssim_per_camera": {c: _finite_mean(ssim_values[:, v]) for v, c in enumerate(cameras)},
+    return {"psnr": finite_mean(psnr_values), "ssim": finite_mean(ssim_values),
+            "psnr_per_frame": [finite_mean(row) for row in psnr_values],
+            "ssim_per_frame": [finite_mean(row) for row in ssim_values],
+            "psnr_per_camera": {c: finite_mean(psnr_values[:, v]) for v, c in enumerate(cameras)},
+            "ssim_per_camera": {c: finite_mean(ssim_values[:, v]) for v, c in enumerate(cameras)},
             "layout": {"psnr_in_boxes": masked_psnr(generated, truth, masks),
                        "psnr_outside_boxes": masked_psnr(generated, truth, ~masks),
                        "box_fraction": float(masks.mean())}}

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from drivesim.errors import ScenarioError
-from drivesim.rigs import _show
+from drivesim.rigs import show_value
 from drivesim.scenario.schema import Agent, Road, Scenario
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate
@@ -64,7 +64,7 @@ def scale_speed(scenario: Scenario, factor: float, agent_id: str | None = None) 
     Waypoint times shrink towards the first one. An ego that arrives sooner ends the scenario sooner.
     """
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
-        raise ScenarioError(f"{scenario.source}: speed factor must be a number > 0, got {_show(factor)}")
+        raise ScenarioError(f"{scenario.source}: speed factor must be a number > 0, got {show_value(factor)}")
 
     def faster(trajectory: Trajectory) -> Trajectory:
         return trajectory.mapped(times=trajectory.start + (trajectory.times - trajectory.start) / factor)
@@ -84,7 +84,7 @@ def scale_speed(scenario: Scenario, factor: float, agent_id: str | None = None) 
 def shift_time(scenario: Scenario, seconds: float, agent_id: str | None = None) -> Scenario:
     """One moving agent, or all of them (None), happen `seconds` later (earlier when negative)."""
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds)):
-        raise ScenarioError(f"{scenario.source}: time shift must be a finite number, got {_show(seconds)}")
+        raise ScenarioError(f"{scenario.source}: time shift must be a finite number, got {show_value(seconds)}")
     indices = range(len(scenario.agents)) if agent_id is None else [_agent_index(scenario, agent_id)]
     agents = scenario.agents
     for index in indices:

@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 
 from drivesim.errors import ScenarioError
-from drivesim.rigs import _show, rig_document, rig_names
+from drivesim.rigs import show_value, rig_document, rig_names
 from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate
@@ -36,7 +36,7 @@ class _Reader:
 
     def mapping(self, value, where: str, allowed: set, required=()) -> dict:
         if not isinstance(value, dict):  # the whole document (where == ""): its type, not a quote of the file
-            raise self.error(where, f"must be a mapping, got {_show(value) if where else type(value).__name__}")
+            raise self.error(where, f"must be a mapping, got {show_value(value) if where else type(value).__name__}")
         extra = sorted(str(key) for key in value if key not in allowed)
         if extra:
             raise self.error(where, f"has unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}")
@@ -47,7 +47,7 @@ class _Reader:
 
     def sequence(self, value, where: str, minimum: int = 0) -> list:
         if not isinstance(value, list):
-            raise self.error(where, f"must be a list, got {_show(value)}")
+            raise self.error(where, f"must be a list, got {show_value(value)}")
         self.items += len(value)
         if self.items > MAX_ITEMS:
             raise self.error(where, f"makes the scenario too large: more than {MAX_ITEMS} list entries in all")
@@ -61,26 +61,26 @@ class _Reader:
         except OverflowError:  # YAML integers are unbounded
             number = math.inf
         if number is None:
-            raise self.error(where, f"must be a number, got {_show(value)}")
+            raise self.error(where, f"must be a number, got {show_value(value)}")
         if not math.isfinite(number):
-            raise self.error(where, f"must be a finite number, got {_show(value)}")
+            raise self.error(where, f"must be a finite number, got {show_value(value)}")
         return number
 
     def text(self, value, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.error(where, f"must be a non-empty text, got {_show(value)}")
+            raise self.error(where, f"must be a non-empty text, got {show_value(value)}")
         return value
 
     def integer(self, value, where: str) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise self.error(where, f"must be an integer >= 0, got {_show(value)}")
+            raise self.error(where, f"must be an integer >= 0, got {show_value(value)}")
         return value
 
     def points(self, value, where: str) -> np.ndarray:
         rows = []
         for i, point in enumerate(self.sequence(value, where, minimum=2)):
             if not isinstance(point, list) or len(point) not in (2, 3):
-                raise self.error(f"{where}[{i}]", f"must be [x, y] or [x, y, z], got {_show(point)}")
+                raise self.error(f"{where}[{i}]", f"must be [x, y] or [x, y, z], got {show_value(point)}")
             rows.append([self.number(c, f"{where}[{i}]") for c in point] + [0.0] * (3 - len(point)))
         return np.array(rows)
 
@@ -108,7 +108,7 @@ class _Reader:
             times.append(self.number(row["t"], f"{at}.t"))
             for key, length, out in (("translation", 3, translations), ("rotation", 4, rotations)):
                 if not isinstance(row[key], list) or len(row[key]) != length:
-                    raise self.error(f"{at}.{key}", f"must be a list of {length} numbers, got {_show(row[key])}")
+                    raise self.error(f"{at}.{key}", f"must be a list of {length} numbers, got {show_value(row[key])}")
                 out.append([self.number(c, f"{at}.{key}") for c in row[key]])
         return Trajectory(times, translations, rotations=rotations)
 
@@ -120,10 +120,11 @@ class _Reader:
         agent_id = self.text(agent_id, f"{where}.id")
         category = row["category"]
         if not isinstance(category, str) or category not in CATEGORIES:
-            raise self.error(f"{where}.category", f"unknown category {_show(category)}; nuScenes categories: "
+            raise self.error(f"{where}.category", f"unknown category {show_value(category)}; nuScenes categories: "
                                                   f"{', '.join(CATEGORIES)}")
         if not isinstance(row["size"], list) or len(row["size"]) != 3:
-            raise self.error(f"{where}.size", f"must be [width, length, height] in metres, got {_show(row['size'])}")
+            raise self.error(f"{where}.size",
+                             f"must be [width, length, height] in metres, got {show_value(row['size'])}")
         size = tuple(self.number(c, f"{where}.size") for c in row["size"])
         if ("waypoints" in row) == ("parked" in row):
             raise self.error(where, "needs either waypoints (a timed trajectory) or parked: {x, y[, z], yaw}")
@@ -137,7 +138,7 @@ class _Reader:
         document = self.mapping(document, "", _TOP, _TOP_REQUIRED)
         rig = document["rig"]
         if not (isinstance(rig, dict) or (isinstance(rig, str) and rig.strip())):
-            raise self.error("rig", f"must be a views/ rig name or an inline rig, got {_show(rig)}")
+            raise self.error("rig", f"must be a views/ rig name or an inline rig, got {show_value(rig)}")
         fps, duration = self.number(document["fps"], "fps"), self.number(document["duration"], "duration")
         start = None
         if document.get("start_frames") is not None:
@@ -155,7 +156,7 @@ class _Reader:
                       for name in ("lanes", "road_edges")))
         name = document.get("name", "")
         if not isinstance(name, str):
-            raise self.error("name", f"must be a text, got {_show(name)}")
+            raise self.error("name", f"must be a text, got {show_value(name)}")
         prompt = self.text(document["prompt"], "prompt")
         return Scenario(rig_spec=rig, fps=fps, duration=duration, ego=ego, prompt=prompt,
                         agents=agents, road=road, name=name, seed=self.integer(document.get("seed", 0), "seed"),

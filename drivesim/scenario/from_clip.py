@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames, _plain
+from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames, plain_value
 from drivesim.scenario.trajectory import MOVING, Trajectory, limits_for
-from drivesim.scenario.validate import _kinematic_problem, validate
+from drivesim.scenario.validate import kinematic_problem, validate
 
 KEY_FRAME_HZ = 2.0  # nuScenes annotates boxes at 2 Hz
 THINNEST = 2.0  # seconds between waypoints, at most, when a recorded track breaks the limits
@@ -33,10 +33,10 @@ def _rig_document(name: str, width: int, height: int, cameras: list[str], intrin
         k = intrinsics[v]
         entries.append({
             "name": camera,
-            "intrinsics": {key: _plain(value) for key, value in
+            "intrinsics": {key: plain_value(value) for key, value in
                            zip(("fx", "fy", "cx", "cy"), (k[0, 0], k[1, 1], k[0, 2], k[1, 2]))},
-            "translation": [_plain(c) for c in ego_from_cam[v, :3, 3]],
-            "rotation": [_plain(c) for c in quaternion_from_matrix(ego_from_cam[v, :3, :3].astype(np.float64))],
+            "translation": [plain_value(c) for c in ego_from_cam[v, :3, 3]],
+            "rotation": [plain_value(c) for c in quaternion_from_matrix(ego_from_cam[v, :3, :3].astype(np.float64))],
             "neighbours": [cameras[int(n)] for n in nearest]})
     return {"name": name, "image_size": {"width": int(width), "height": int(height)}, "cameras": entries}
 
@@ -179,7 +179,7 @@ def _agents_driving_on(clip: dict, categories: list[str], duration: float,
         velocity = np.append(rotation[:2, :2] @ box[7:9], 0.0)  # world -> first ego frame
         agent_id = f"track{int(clip['box_track'][row])}"
         path = Trajectory([0.0, duration], [bottom, bottom + velocity * duration], [yaw, yaw])
-        if np.linalg.norm(velocity) < MOVING or _kinematic_problem(path, limits_for(category)) is not None:
+        if np.linalg.norm(velocity) < MOVING or kinematic_problem(path, limits_for(category)) is not None:
             path = Trajectory([0.0], bottom[None], [yaw])
         agents.append(Agent(agent_id, category, size, path, parked=len(path.times) == 1))
     return agents
@@ -246,7 +246,7 @@ def _replayable(times: np.ndarray, positions: np.ndarray, fps: float, limits, ya
         keep[-1] = True
         trajectory = Trajectory(times[keep], positions[keep], None if yaws is None else yaws[keep],
                                 None if rotations is None else rotations[keep])
-        if _kinematic_problem(trajectory, limits) is None:
+        if kinematic_problem(trajectory, limits) is None:
             return trajectory
     return None
 

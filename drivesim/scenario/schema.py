@@ -12,7 +12,7 @@ import numpy as np
 
 from drivesim.data.nuscenes import CATEGORIES as STORE_CATEGORIES
 from drivesim.errors import ConfigError, ScenarioError
-from drivesim.rigs import Rig, _RigFile, _show, _views_folder, load_rig, rig_names
+from drivesim.rigs import Rig, _RigFile, show_value, views_folder, load_rig, rig_names
 from drivesim.render import LayoutFrame
 from drivesim.scenario.trajectory import Trajectory
 
@@ -87,7 +87,7 @@ class Scenario:
             except ConfigError as error:  # the inline rig's own checks: one error type for every scenario fault
                 raise ScenarioError(str(error)) from None
         if not _RIG_NAME.fullmatch(self.rig_spec) or self.rig_spec not in rig_names():
-            raise ScenarioError(f"{self.source}: rig: no such rig {_show(self.rig_spec)} in {_views_folder()} "
+            raise ScenarioError(f"{self.source}: rig: no such rig {show_value(self.rig_spec)} in {views_folder()} "
                                 f"(rigs: {', '.join(rig_names()) or '(none)'}); a scenario names one of those or "
                                 "holds its rig inline, and a rig file is given with --rig FILE")
         try:
@@ -107,7 +107,7 @@ class Scenario:
 
     @property
     def num_frames(self) -> int:
-        # 1e-4, not less: durations are saved to 6 decimals (_plain), which may drop up to 5e-7 s x fps
+        # 1e-4, not less: durations are saved to 6 decimals (plain_value), which may drop up to 5e-7 s x fps
         return int(math.floor(self.duration * self.fps + 1e-4)) + 1
 
     def frame_times(self) -> np.ndarray:
@@ -156,8 +156,8 @@ class Scenario:
 
     def to_dict(self) -> dict:
         """The YAML document (load(save(s)) == s up to 1e-6 rounding)."""
-        document = {"name": self.name, "prompt": self.prompt, "rig": self.rig_spec, "fps": _plain(self.fps),
-                    "duration": _plain(self.duration), "seed": self.seed}
+        document = {"name": self.name, "prompt": self.prompt, "rig": self.rig_spec, "fps": plain_value(self.fps),
+                    "duration": plain_value(self.duration), "seed": self.seed}
         if self.start_frames is not None:
             document["start_frames"] = {"store": self.start_frames.store, "clip": self.start_frames.clip,
                                         "frame": self.start_frames.frame}
@@ -168,36 +168,38 @@ class Scenario:
         return document
 
 
-def _plain(value: float) -> float | int:
+def plain_value(value: float) -> float | int:
+    """A number as a scenario file holds it: rounded to 6 decimals, an int when whole."""
     value = round(float(value), 6)
     return int(value) if value.is_integer() else value
 
 
 def _points_document(points: np.ndarray) -> list:
-    return [[_plain(c) for c in (p if p[2] != 0 else p[:2])] for p in points]
+    return [[plain_value(c) for c in (p if p[2] != 0 else p[:2])] for p in points]
 
 
 def _trajectory_document(trajectory: Trajectory) -> dict:
     if trajectory.rotations is not None:
-        return {"poses": [{"t": _plain(t), "translation": [_plain(c) for c in p], "rotation": [_plain(c) for c in q]}
+        return {"poses": [{"t": plain_value(t), "translation": [plain_value(c) for c in p],
+                           "rotation": [plain_value(c) for c in q]}
                           for t, p, q in zip(trajectory.times, trajectory.positions, trajectory.rotations)]}
     rows = []
     for i, (t, p) in enumerate(zip(trajectory.times, trajectory.positions)):
-        row = {"t": _plain(t), "x": _plain(p[0]), "y": _plain(p[1])}
+        row = {"t": plain_value(t), "x": plain_value(p[0]), "y": plain_value(p[1])}
         if p[2] != 0:
-            row["z"] = _plain(p[2])
+            row["z"] = plain_value(p[2])
         if trajectory.yaws is not None:
-            row["yaw"] = _plain(trajectory.yaws[i])
+            row["yaw"] = plain_value(trajectory.yaws[i])
         rows.append(row)
     return {"waypoints": rows}
 
 
 def _agent_document(agent: Agent) -> dict:
-    document = {"id": agent.id, "category": agent.category, "size": [_plain(c) for c in agent.size]}
+    document = {"id": agent.id, "category": agent.category, "size": [plain_value(c) for c in agent.size]}
     if agent.parked:
         x, y, z = agent.trajectory.positions[0]
-        document["parked"] = {"x": _plain(x), "y": _plain(y), **({"z": _plain(z)} if z else {}),
-                              "yaw": _plain(agent.trajectory.yaw([0.0])[0])}
+        document["parked"] = {"x": plain_value(x), "y": plain_value(y), **({"z": plain_value(z)} if z else {}),
+                              "yaw": plain_value(agent.trajectory.yaw([0.0])[0])}
     else:
         document.update(_trajectory_document(agent.trajectory))
     return document

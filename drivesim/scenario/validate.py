@@ -8,7 +8,7 @@ import numpy as np
 
 from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.errors import ScenarioError
-from drivesim.rigs import _show
+from drivesim.rigs import show_value
 from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Scenario
 from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_for
 
@@ -41,7 +41,7 @@ def _ego_footprint(scenario: Scenario, time: float) -> np.ndarray:
     return _rectangle_corners(centre, width, length, yaw)
 
 
-def _kinematic_problem(trajectory: Trajectory, limits: Limits) -> str | None:
+def kinematic_problem(trajectory: Trajectory, limits: Limits) -> str | None:
     if len(trajectory.times) < 2:
         return None
     grid = np.union1d(np.linspace(trajectory.start, trajectory.end,
@@ -67,12 +67,12 @@ def validate(scenario: Scenario) -> Scenario:
     if not isinstance(scenario.prompt, str) or not scenario.prompt.strip():
         fail("prompt", "must be a non-empty text")
     if not (isinstance(scenario.fps, (int, float)) and 0 < scenario.fps <= MAX_FPS):
-        fail("fps", f"must be a number in (0, {MAX_FPS:g}], got {_show(scenario.fps)}")
+        fail("fps", f"must be a number in (0, {MAX_FPS:g}], got {show_value(scenario.fps)}")
     if not (isinstance(scenario.duration, (int, float)) and 0 < scenario.duration <= MAX_DURATION):
-        fail("duration", f"must be a number of seconds in (0, {MAX_DURATION:g}], got {_show(scenario.duration)}")
+        fail("duration", f"must be a number of seconds in (0, {MAX_DURATION:g}], got {show_value(scenario.duration)}")
     seed = scenario.seed
     if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < MAX_SEED):
-        fail("seed", f"must be an integer from 0 to 2**62-1, got {_show(scenario.seed)}")
+        fail("seed", f"must be an integer from 0 to 2**62-1, got {show_value(scenario.seed)}")
     scenario.rig  # noqa: B018 - loading it is the check (unknown rig, bad inline rig)
     problem = scenario.ego.problem()
     if problem:
@@ -82,7 +82,7 @@ def validate(scenario: Scenario) -> Scenario:
                               f"{scenario.ego.start:g} to {scenario.ego.end:g} s")
     if scenario.ego.yaws is None and scenario.ego.rotations is None and not scenario.ego.moves():
         fail("ego.waypoints", "never move, so they need a yaw")
-    problem = _kinematic_problem(scenario.ego, limits_for(None))
+    problem = kinematic_problem(scenario.ego, limits_for(None))
     if problem:
         fail("ego", problem)
     ego_start = _ego_footprint(scenario, 0.0)
@@ -90,16 +90,16 @@ def validate(scenario: Scenario) -> Scenario:
     for index, agent in enumerate(scenario.agents):
         where = f"agents[{index}] ({agent.id})"
         if not isinstance(agent.id, str) or not agent.id:
-            fail(f"agents[{index}].id", f"must be a non-empty name, got {_show(agent.id)}")
+            fail(f"agents[{index}].id", f"must be a non-empty name, got {show_value(agent.id)}")
         if agent.id in seen:
             fail(f"{where}.id", f"repeats the id {agent.id!r}")
         seen.add(agent.id)
         if agent.category not in CATEGORIES:
-            fail(f"{where}.category", f"unknown category {_show(agent.category)}; nuScenes categories: "
+            fail(f"{where}.category", f"unknown category {show_value(agent.category)}; nuScenes categories: "
                                       f"{', '.join(CATEGORIES)}")
         size = np.asarray(agent.size, dtype=np.float64)
         if size.shape != (3,) or not np.isfinite(size).all() or (size <= 0).any() or (size > 30).any():
-            fail(f"{where}.size", f"must be width, length, height in (0, 30] m, got {_show(agent.size)}")
+            fail(f"{where}.size", f"must be width, length, height in (0, 30] m, got {show_value(agent.size)}")
         problem = agent.trajectory.problem()
         if problem:
             fail(f"{where}.{problem[0]}", problem[1])
@@ -108,7 +108,7 @@ def validate(scenario: Scenario) -> Scenario:
         if not agent.parked and agent.trajectory.yaws is None and agent.trajectory.rotations is None \
                 and not agent.trajectory.moves():
             fail(f"{where}.waypoints", "never move, so they need a yaw (or make the agent parked)")
-        problem = _kinematic_problem(agent.trajectory, limits_for(agent.category))
+        problem = kinematic_problem(agent.trajectory, limits_for(agent.category))
         if problem:
             fail(where, problem)
         if agent.present([0.0])[0]:

@@ -23,7 +23,8 @@ MANIFEST = "manifest.json"
 PATTERN = re.compile(r"^step-(\d{8})$")
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file, read in blocks: what checkpoint and weights manifests record."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -74,7 +75,7 @@ def write_checkpoint(folder: Path, step: int, config: dict, model: dict[str, tor
     for rank, state in enumerate(ranks):
         torch.save(state, staging / f"rng-rank{rank}.pt")
     files = sorted(p.name for p in staging.iterdir())
-    manifest = {"step": step, "files": {name: _sha256(staging / name) for name in files}}
+    manifest = {"step": step, "files": {name: sha256_of(staging / name) for name in files}}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     with open(staging / MANIFEST) as handle:  # the manifest last: its presence marks a whole folder
         os.fsync(handle.fileno())
@@ -99,7 +100,7 @@ def verify_checkpoint(path: Path) -> str | None:
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
-        if _sha256(file) != digest:
+        if sha256_of(file) != digest:
             return f"{name} does not match its checksum"
     return None
 

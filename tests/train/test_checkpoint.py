@@ -12,7 +12,7 @@ import torch
 
 from drivesim.cli import main
 from drivesim.errors import DataError
-from drivesim.train.checkpoint import MANIFEST, _sha256, load_weights, read_checkpoint, write_checkpoint
+from drivesim.train.checkpoint import MANIFEST, sha256_of, load_weights, read_checkpoint, write_checkpoint
 
 
 def corrupt_header(path) -> None:
@@ -24,7 +24,7 @@ def corrupt_header(path) -> None:
 
 def refresh_manifest(folder) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
-    manifest["files"] = {name: _sha256(folder / name) for name in manifest["files"]}
+    manifest["files"] = {name: sha256_of(folder / name) for name in manifest["files"]}
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
