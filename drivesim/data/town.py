@@ -162,116 +162,151 @@ def generate_town(seed: int, name: str = "drivesim-town", grid: tuple[int, int] 
     hw_y = lanes_y * LANE_WIDTH + parking_y * PARKING_WIDTH
     town = Town(name=name, size=size, xs=xs, ys=ys, half_widths_x=hw_x, half_widths_y=hw_y,
                 lanes_per_direction_x=lanes_x, lanes_per_direction_y=lanes_y)
-    graph = _LaneGraph()
-    # arms[(node, direction)] = lane ids leaving / entering a node, innermost lane first.
-    leaving: dict[tuple, list[int]] = {}
-    entering: dict[tuple, list[int]] = {}
+    layout = _RoadLayout(town, (parking_x, parking_y))
+    for i in range(nx):
+        layout.lay_road(0, i)
+    for j in range(ny):
+        layout.lay_road(1, j)
+    layout.connect_intersections()
+    town.lanes = layout.graph.freeze()
+    town.conflicts = _connector_conflicts(town.lanes)
+    _lay_blocks(town, rng)
+    return town
 
-    def lay_road(axis: int, index: int):
+
+@dataclass
+class _Segment:
+    """One stretch of a road between two intersections (or an intersection and the town's edge)."""
+
+    axis: int            # 0: a north-south road (x fixed), 1: east-west (y fixed)
+    index: int           # which road of that axis
+    fixed: float         # the road's centre line coordinate
+    start: float         # `along` coordinates where the stretch begins and ends
+    end: float
+    start_node: int | None  # the crossing road at `start`, None at the town's edge
+    end_node: int | None
+    lanes: int           # lanes per direction
+    half_width: float
+
+    def point(self, along: float, offset: float) -> tuple[float, float]:
+        """A point `along` the road, `offset` metres to the left of the +along direction."""
+        return (self.fixed - offset, along) if self.axis == 0 else (along, self.fixed + offset)
+
+
+class _RoadLayout:
+    """Lays out a town's roads, segment by segment, then connects them through every intersection."""
+
+    def __init__(self, town: Town, parking: tuple[np.ndarray, np.ndarray]):
+        self.town, self.parking = town, parking
+        self.graph = _LaneGraph()
+        # Lane ids leaving / entering a node, innermost lane first, by (axis, road, node, direction).
+        self.leaving: dict[tuple, list[int]] = {}
+        self.entering: dict[tuple, list[int]] = {}
+
+    def lay_road(self, axis: int, index: int) -> None:
         """Lanes, markings and parking of one road, segment by segment between intersections."""
-        fixed = (xs if axis == 0 else ys)[index]
-        n_lanes = int((lanes_x if axis == 0 else lanes_y)[index])
-        has_parking = bool((parking_x if axis == 0 else parking_y)[index])
-        half_width = (hw_x if axis == 0 else hw_y)[index]
-        cross = ys if axis == 0 else xs  # positions of the crossing roads
-        cross_hw = hw_y if axis == 0 else hw_x
-        stops = [0.0] + [c for c in cross] + [size[1] if axis == 0 else size[0]]
+        town = self.town
+        cross = town.ys if axis == 0 else town.xs  # positions of the crossing roads
+        cross_hw = town.half_widths_y if axis == 0 else town.half_widths_x
+        stops = [0.0] + [c for c in cross] + [town.size[1] if axis == 0 else town.size[0]]
         for seg in range(len(stops) - 1):
             a = stops[seg] + (cross_hw[seg - 1] if seg > 0 else 0.0)
             b = stops[seg + 1] - (cross_hw[seg] if seg < len(cross) else 0.0)
             if b - a < 5.0:
                 continue
+            segment = _Segment(axis, index, (town.xs if axis == 0 else town.ys)[index], a, b,
+                               seg - 1 if seg > 0 else None, seg if seg < len(cross) else None,
+                               int((town.lanes_per_direction_x if axis == 0 else town.lanes_per_direction_y)[index]),
+                               (town.half_widths_x if axis == 0 else town.half_widths_y)[index])
+            self._lay_segment(segment, bool(self.parking[axis][index]))
 
-            def point(along, offset):  # offset > 0 is to the left of the +along direction
-                return (fixed - offset, along) if axis == 0 else (along, fixed + offset)
+    def _lay_segment(self, segment: _Segment, has_parking: bool) -> None:
+        # Painted lines stop at the stop lines, clear of the crosswalks.
+        setback = CROSSWALK_WIDTH + STOP_LINE_SETBACK
+        paint = (segment.start + (setback if segment.start_node is not None else 0.0),
+                 segment.end - (setback if segment.end_node is not None else 0.0))
+        for sign in (+1, -1):  # +1 travels toward increasing `along`
+            self._lay_direction(segment, sign, paint, has_parking)
+        point = segment.point
+        self.town.markings.append(Marking("double_yellow", np.array([point(paint[0], 0.0), point(paint[1], 0.0)])))
+        # Crosswalks across the whole road just outside each intersection.
+        for end, inward, node in ((segment.start, +1, segment.start_node), (segment.end, -1, segment.end_node)):
+            if node is None:
+                continue
+            lo, hi = end, end + inward * CROSSWALK_WIDTH
+            width = segment.half_width
+            self.town.crosswalks.append(np.array([point(lo, -width), point(lo, width), point(hi, width),
+                                                  point(hi, -width)]))
 
-            start_node = seg - 1 if seg > 0 else None  # index of the crossing road at `a`
-            end_node = seg if seg < len(cross) else None
-            # Painted lines stop at the stop lines, clear of the crosswalks.
-            setback = CROSSWALK_WIDTH + STOP_LINE_SETBACK
-            paint_a = a + (setback if start_node is not None else 0.0)
-            paint_b = b - (setback if end_node is not None else 0.0)
-            for sign in (+1, -1):  # +1 travels toward increasing `along`
-                ids = []
-                for k in range(n_lanes):
-                    offset = -sign * (k + 0.5) * LANE_WIDTH  # right-hand traffic
-                    p0, p1 = (point(a, offset), point(b, offset)) if sign > 0 else (point(b, offset), point(a, offset))
-                    ids.append(graph.add(_polyline(p0, p1)))
-                for k in range(n_lanes):  # left is toward the centre line (smaller k)
-                    graph.lanes[ids[k]]["left"] = ids[k - 1] if k > 0 else None
-                    graph.lanes[ids[k]]["right"] = ids[k + 1] if k + 1 < n_lanes else None
-                direction = (axis, sign)
-                src, dst = (start_node, end_node) if sign > 0 else (end_node, start_node)
-                if src is not None:
-                    leaving[(axis, index, src, direction)] = ids
-                if dst is not None:
-                    entering[(axis, index, dst, direction)] = ids
-                # Stop line at the entry of the next intersection.
-                if dst is not None:
-                    end_along = b if sign > 0 else a
-                    stop_at = end_along - sign * (CROSSWALK_WIDTH + STOP_LINE_SETBACK)
-                    town.markings.append(Marking("stop_line", np.array(
-                        [point(stop_at, 0.0), point(stop_at, -sign * n_lanes * LANE_WIDTH)])))
-                # Dashed dividers between same-direction lanes, solid edge line before parking.
-                for k in range(1, n_lanes):
-                    town.markings.append(Marking("dashed_white", np.array(
-                        [point(paint_a, -sign * k * LANE_WIDTH), point(paint_b, -sign * k * LANE_WIDTH)])))
-                edge = -sign * n_lanes * LANE_WIDTH
-                town.markings.append(Marking("solid_white", np.array([point(paint_a, edge), point(paint_b, edge)])))
-                if has_parking:
-                    yaw = (np.pi / 2 if sign > 0 else -np.pi / 2) if axis == 0 else (0.0 if sign > 0 else np.pi)
-                    park_offset = -sign * (n_lanes * LANE_WIDTH + PARKING_WIDTH / 2)
-                    for along in np.arange(a + 12.0, b - 12.0, 6.5):
-                        x, y = point(along, park_offset)
-                        town.parking_spots.append((x, y, yaw))
-            town.markings.append(Marking("double_yellow", np.array([point(paint_a, 0.0), point(paint_b, 0.0)])))
-            # Crosswalks across the whole road just outside each intersection.
-            for end, inward in ((a, +1), (b, -1)):
-                if (end == a and start_node is None) or (end == b and end_node is None):
-                    continue
-                lo, hi = end, end + inward * CROSSWALK_WIDTH
-                c = [point(lo, -half_width), point(lo, half_width), point(hi, half_width), point(hi, -half_width)]
-                town.crosswalks.append(np.array(c))
+    def _lay_direction(self, segment: _Segment, sign: int, paint: tuple[float, float], has_parking: bool) -> None:
+        """The lanes of one direction of a segment, their stop line, dividers, edge line and parking."""
+        town, graph, point, n_lanes = self.town, self.graph, segment.point, segment.lanes
+        a, b = segment.start, segment.end
+        ids = []
+        for k in range(n_lanes):
+            offset = -sign * (k + 0.5) * LANE_WIDTH  # right-hand traffic
+            p0, p1 = (point(a, offset), point(b, offset)) if sign > 0 else (point(b, offset), point(a, offset))
+            ids.append(graph.add(_polyline(p0, p1)))
+        for k in range(n_lanes):  # left is toward the centre line (smaller k)
+            graph.lanes[ids[k]]["left"] = ids[k - 1] if k > 0 else None
+            graph.lanes[ids[k]]["right"] = ids[k + 1] if k + 1 < n_lanes else None
+        direction = (segment.axis, sign)
+        src, dst = (segment.start_node, segment.end_node) if sign > 0 else (segment.end_node, segment.start_node)
+        if src is not None:
+            self.leaving[(segment.axis, segment.index, src, direction)] = ids
+        if dst is not None:
+            self.entering[(segment.axis, segment.index, dst, direction)] = ids
+            # Stop line at the entry of the next intersection.
+            stop_at = (b if sign > 0 else a) - sign * (CROSSWALK_WIDTH + STOP_LINE_SETBACK)
+            town.markings.append(Marking("stop_line", np.array(
+                [point(stop_at, 0.0), point(stop_at, -sign * n_lanes * LANE_WIDTH)])))
+        # Dashed dividers between same-direction lanes, solid edge line before parking.
+        for k in range(1, n_lanes):
+            town.markings.append(Marking("dashed_white", np.array(
+                [point(paint[0], -sign * k * LANE_WIDTH), point(paint[1], -sign * k * LANE_WIDTH)])))
+        edge = -sign * n_lanes * LANE_WIDTH
+        town.markings.append(Marking("solid_white", np.array([point(paint[0], edge), point(paint[1], edge)])))
+        if has_parking:
+            axis = segment.axis
+            yaw = (np.pi / 2 if sign > 0 else -np.pi / 2) if axis == 0 else (0.0 if sign > 0 else np.pi)
+            park_offset = -sign * (n_lanes * LANE_WIDTH + PARKING_WIDTH / 2)
+            for along in np.arange(a + 12.0, b - 12.0, 6.5):
+                x, y = point(along, park_offset)
+                town.parking_spots.append((x, y, yaw))
 
-    for i in range(nx):
-        lay_road(0, i)
-    for j in range(ny):
-        lay_road(1, j)
+    def connect_intersections(self) -> None:
+        """Connectors through every intersection: straight through, right from the rightmost lane, left
+        from the leftmost lane."""
+        for i in range(len(self.town.xs)):
+            for j in range(len(self.town.ys)):
+                arms = {(0, +1): (0, i, j), (0, -1): (0, i, j), (1, +1): (1, j, i), (1, -1): (1, j, i)}
+                for direction, (axis, road, node) in arms.items():
+                    inbound = self.entering.get((axis, road, node, direction))
+                    if inbound:
+                        self._connect_arm(arms, direction, inbound)
 
-    # Connectors through every intersection: straight through, right from the
-    # rightmost lane, left from the leftmost lane.
-    for i in range(nx):
-        for j in range(ny):
-            arms = {(0, +1): (0, i, j), (0, -1): (0, i, j), (1, +1): (1, j, i), (1, -1): (1, j, i)}
-            for direction, (axis, road, node) in arms.items():
-                inbound = entering.get((axis, road, node, direction))
-                if not inbound:
-                    continue
-                heading_in = _heading(direction)
-                for turn, out_dir in (("straight", direction), ("left", _turn_left(direction)),
-                                      ("right", _turn_right(direction))):
-                    o_axis, o_road, o_node = arms[out_dir]
-                    outbound = leaving.get((o_axis, o_road, o_node, out_dir))
-                    if not outbound:
-                        continue
-                    if turn == "straight":
-                        pairs = list(zip(inbound, outbound))
-                    elif turn == "left":
-                        pairs = [(inbound[0], outbound[0])]
-                    else:
-                        pairs = [(inbound[-1], outbound[-1])]
-                    for lane_in, lane_out in pairs:
-                        p0 = graph.lanes[lane_in]["points"][-1]
-                        p1 = graph.lanes[lane_out]["points"][0]
-                        pts = (_polyline(p0, p1) if turn == "straight"
-                               else _bezier(p0, heading_in, p1, _heading(out_dir)))
-                        cid = graph.add(pts, turn=turn)
-                        graph.lanes[lane_in]["successors"].append(cid)
-                        graph.lanes[cid]["successors"].append(lane_out)
-    town.lanes = graph.freeze()
-    town.conflicts = _connector_conflicts(town.lanes)
-    _lay_blocks(town, rng)
-    return town
+    def _connect_arm(self, arms: dict, direction: tuple[int, int], inbound: list[int]) -> None:
+        graph = self.graph
+        heading_in = _heading(direction)
+        for turn, out_dir in (("straight", direction), ("left", _turn_left(direction)),
+                              ("right", _turn_right(direction))):
+            o_axis, o_road, o_node = arms[out_dir]
+            outbound = self.leaving.get((o_axis, o_road, o_node, out_dir))
+            if not outbound:
+                continue
+            if turn == "straight":
+                pairs = list(zip(inbound, outbound))
+            elif turn == "left":
+                pairs = [(inbound[0], outbound[0])]
+            else:
+                pairs = [(inbound[-1], outbound[-1])]
+            for lane_in, lane_out in pairs:
+                p0 = graph.lanes[lane_in]["points"][-1]
+                p1 = graph.lanes[lane_out]["points"][0]
+                pts = _polyline(p0, p1) if turn == "straight" else _bezier(p0, heading_in, p1, _heading(out_dir))
+                cid = graph.add(pts, turn=turn)
+                graph.lanes[lane_in]["successors"].append(cid)
+                graph.lanes[cid]["successors"].append(lane_out)
 
 
 def _connector_conflicts(lanes: list[Lane], clearance: float = 3.3) -> dict[int, frozenset[int]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from drivesim.data.town import CURB_HEIGHT, LANE_WIDTH, SIDEWALK_WIDTH, Town
+from drivesim.data.traffic_step import Mover, Walker, step
 
 
 @dataclass(frozen=True)
@@ -190,43 +191,6 @@ def plan_ego(town: Town, rng, distance: float, manoeuvre: str) -> tuple[Path, li
     raise RuntimeError(f"no ego route of {distance:.0f} m for a {manoeuvre} manoeuvre in town {town.name}")
 
 
-@dataclass
-class _Mover:
-    """A vehicle on its path. `s` is its reference point: the box centre, or the ego's rear axle."""
-
-    path: Path
-    s: float
-    v: float
-    v0: float
-    length: float
-    width: float
-    agent: Agent | None  # None for the ego
-    centre_offset: float = 0.0  # from the reference point forward to the box centre
-
-    @property
-    def active(self) -> bool:
-        return self.s < self.path.length - 0.5
-
-
-@dataclass
-class _Walker:
-    """A pedestrian on a straight walk; starts at `start_time` (negative: already walking)."""
-
-    agent: Agent
-    path: Path
-    speed: float
-    start_time: float
-    s: float = 0.0
-
-    def __post_init__(self):
-        self.s = max(0.0, -self.start_time * self.speed)
-
-
-def _idm(v, v0, gap, dv, a_max=1.5, b=2.5, s0=2.5, headway=1.3):
-    s_star = s0 + np.maximum(0.0, v * headway + v * dv / (2 * np.sqrt(a_max * b)))
-    return a_max * (1 - (v / np.maximum(v0, 0.1)) ** 4 - (s_star / np.maximum(gap, 0.1)) ** 2)
-
-
 def _new_agent(rng, agent_id: int, category: str, num_frames: int, parked: bool) -> Agent:
     spec = CATEGORIES[category]
     w, l, h = (float(v * (1 + spec.jitter * rng.uniform(-1, 1))) for v in spec.size)
@@ -238,69 +202,95 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
              density: float = 1.0) -> Traffic:
     """Plan the ego route, populate its surroundings, and step everyone with IDM at `fps`."""
     num_frames = int(round(seconds * fps)) + 1
-    dt = 1.0 / fps
     ego_speed = float(rng.uniform(7.0, 11.0))
     ego_path, ego_turns, ego_start = plan_ego(town, rng, ego_speed * seconds + 30, manoeuvre)
-    route_xy = ego_path.points
-    agents: list[Agent] = []
-    movers: list[_Mover] = [_Mover(ego_path, ego_start, ego_speed * 0.8, ego_speed, EGO_SIZE[1], EGO_SIZE[0], None,
-                                   centre_offset=ego_box_center_offset())]
+    scene = _Scene(town, rng, num_frames, density, ego_path.points)
+    scene.movers.append(Mover(ego_path, ego_start, ego_speed * 0.8, ego_speed, EGO_SIZE[1], EGO_SIZE[0], None,
+                              centre_offset=ego_box_center_offset()))
+    scene.add_lane_traffic(ego_path.at(ego_start)[0])
+    scene.add_parked()
+    pedestrians = _spawn_pedestrians(town, rng, ego_path, ego_start, ego_speed, num_frames, seconds,
+                                     len(scene.agents) + 1, density)
+    scene.agents += [walker.agent for walker in pedestrians]
+    ego_poses, ego_speeds = _run(town, scene.movers, pedestrians, num_frames, 1.0 / fps)
+    return Traffic(fps, ego_poses, ego_speeds, ego_turns, scene.agents)
 
-    def near_route(xy, radius):
-        return np.min(np.linalg.norm(route_xy[None, :, :] - np.asarray(xy)[:, None, :], axis=-1), axis=1) < radius
 
-    ego_xy0, _ = ego_path.at(ego_start)
-    # Moving vehicles on road lanes near the route, spaced along each lane.
-    vehicle_kinds = ["vehicle.car"] * 14 + ["vehicle.truck"] * 2 + ["vehicle.bus.rigid", "vehicle.motorcycle",
-                                                                     "vehicle.bicycle"]
-    for lane in town.lanes:
-        if lane.turn or not near_route(lane.points[[0, len(lane.points) // 2, -1]], 80).any():
-            continue
-        s = rng.uniform(3.0, 25.0)
-        while s < lane.length - 8.0:
-            if rng.random() < 0.4 * density:
-                category = vehicle_kinds[int(rng.integers(len(vehicle_kinds)))]
-                agent = _new_agent(rng, len(agents) + 1, category, num_frames, parked=False)
-                # Trucks and buses go straight on: the grid's tightest corners are too sharp for them.
-                long_vehicle = category in ("vehicle.truck", "vehicle.bus.rigid")
-                route = random_route(town, rng, lane.id, 200.0, avoid_turns=long_vehicle)
-                path = route_path(town, route)
-                if category == "vehicle.bicycle":  # cyclists keep to the right edge of the lane
-                    path = Path(_offset_right(path.points, LANE_WIDTH / 2 - 0.7), connectors=path.connectors)
-                pos, _ = path.at(s)
-                if np.linalg.norm(pos - ego_xy0) > 14.0:
-                    lo, hi = CATEGORIES[category].speed
-                    movers.append(_Mover(path, s, 0.0, float(rng.uniform(lo, hi)), agent.size[1], agent.size[0], agent))
-                    movers[-1].v = movers[-1].v0 * 0.7
-                    agents.append(agent)
-                s += agent.size[1] + rng.uniform(10.0, 25.0)
-            s += rng.uniform(12.0, 30.0)
-    # Parked cars and a few cones or barriers in parking strips near the route.
-    spots = np.array(town.parking_spots) if town.parking_spots else np.zeros((0, 3))
-    if len(spots):
-        for x, y, yaw in spots[near_route(spots[:, :2], 90)]:
+class _Scene:
+    """The agents around the ego's route as they are added: moving vehicles, then parked ones. Each draws
+    from `rng` in a fixed order, so a seed gives the same traffic."""
+
+    VEHICLE_KINDS = ["vehicle.car"] * 14 + ["vehicle.truck"] * 2 + ["vehicle.bus.rigid", "vehicle.motorcycle",
+                                                                    "vehicle.bicycle"]
+
+    def __init__(self, town: Town, rng, num_frames: int, density: float, route_xy: np.ndarray):
+        self.town, self.rng, self.num_frames, self.density, self.route_xy = town, rng, num_frames, density, route_xy
+        self.agents: list[Agent] = []
+        self.movers: list[Mover] = []
+
+    def near_route(self, xy, radius: float) -> np.ndarray:
+        distance = np.linalg.norm(self.route_xy[None, :, :] - np.asarray(xy)[:, None, :], axis=-1)
+        return np.min(distance, axis=1) < radius
+
+    def add_lane_traffic(self, ego_xy0: np.ndarray) -> None:
+        """Moving vehicles on road lanes near the route, spaced along each lane, none on the ego."""
+        rng = self.rng
+        for lane in self.town.lanes:
+            if lane.turn or not self.near_route(lane.points[[0, len(lane.points) // 2, -1]], 80).any():
+                continue
+            s = rng.uniform(3.0, 25.0)
+            while s < lane.length - 8.0:
+                if rng.random() < 0.4 * self.density:
+                    s += self._add_vehicle(lane, s, ego_xy0)
+                s += rng.uniform(12.0, 30.0)
+
+    def _add_vehicle(self, lane, s: float, ego_xy0: np.ndarray) -> float:
+        """A vehicle drawn for `lane` at `s` (kept unless too near the ego); returns the gap it takes."""
+        rng = self.rng
+        category = self.VEHICLE_KINDS[int(rng.integers(len(self.VEHICLE_KINDS)))]
+        agent = _new_agent(rng, len(self.agents) + 1, category, self.num_frames, parked=False)
+        # Trucks and buses go straight on: the grid's tightest corners are too sharp for them.
+        long_vehicle = category in ("vehicle.truck", "vehicle.bus.rigid")
+        route = random_route(self.town, rng, lane.id, 200.0, avoid_turns=long_vehicle)
+        path = route_path(self.town, route)
+        if category == "vehicle.bicycle":  # cyclists keep to the right edge of the lane
+            path = Path(_offset_right(path.points, LANE_WIDTH / 2 - 0.7), connectors=path.connectors)
+        pos, _ = path.at(s)
+        if np.linalg.norm(pos - ego_xy0) > 14.0:
+            lo, hi = CATEGORIES[category].speed
+            self.movers.append(Mover(path, s, 0.0, float(rng.uniform(lo, hi)), agent.size[1], agent.size[0], agent))
+            self.movers[-1].v = self.movers[-1].v0 * 0.7
+            self.agents.append(agent)
+        return agent.size[1] + rng.uniform(10.0, 25.0)
+
+    def add_parked(self) -> None:
+        """Parked cars and a few cones or barriers in parking strips near the route."""
+        spots = np.array(self.town.parking_spots) if self.town.parking_spots else np.zeros((0, 3))
+        if not len(spots):
+            return
+        rng, density = self.rng, self.density
+        for x, y, yaw in spots[self.near_route(spots[:, :2], 90)]:
             roll = rng.random()
             if roll < 0.55 * density:
-                category = "vehicle.car" if rng.random() < 0.9 else "vehicle.truck"
-                agent = _new_agent(rng, len(agents) + 1, category, num_frames, parked=True)
-                agent.poses[:] = (x, y, 0.0, yaw)
-                agent.present[:] = True
-                agents.append(agent)
+                self._park("vehicle.car" if rng.random() < 0.9 else "vehicle.truck", (x, y, 0.0, yaw))
             elif roll < 0.62 * density:  # cones and barriers thin out with density too
                 for k in range(3):
-                    agent = _new_agent(rng, len(agents) + 1, "movable_object.trafficcone", num_frames, parked=True)
-                    agent.poses[:] = (x + np.cos(yaw) * (k - 1) * 2.0, y + np.sin(yaw) * (k - 1) * 2.0, 0.0, yaw)
-                    agent.present[:] = True
-                    agents.append(agent)
+                    self._park("movable_object.trafficcone",
+                               (x + np.cos(yaw) * (k - 1) * 2.0, y + np.sin(yaw) * (k - 1) * 2.0, 0.0, yaw))
             elif roll < 0.65 * density:
-                agent = _new_agent(rng, len(agents) + 1, "movable_object.barrier", num_frames, parked=True)
-                agent.poses[:] = (x, y, 0.0, yaw)
-                agent.present[:] = True
-                agents.append(agent)
-    pedestrians = _spawn_pedestrians(town, rng, ego_path, ego_start, ego_speed, num_frames, seconds,
-                                     len(agents) + 1, density)
-    agents += [walker.agent for walker in pedestrians]
+                self._park("movable_object.barrier", (x, y, 0.0, yaw))
 
+    def _park(self, category: str, pose: tuple) -> None:
+        agent = _new_agent(self.rng, len(self.agents) + 1, category, self.num_frames, parked=True)
+        agent.poses[:] = pose
+        agent.present[:] = True
+        self.agents.append(agent)
+
+
+def _run(town: Town, movers: list[Mover], pedestrians: list[Walker], num_frames: int,
+         dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Record every agent's pose each frame, then step the traffic; returns the ego's poses [F, 3] (x, y,
+    yaw) and speeds [F]."""
     ego_poses = np.zeros((num_frames, 3))
     ego_speeds = np.zeros(num_frames)
     holders: dict[int, set[int]] = {}  # connector lane -> movers that reserved it
@@ -320,8 +310,8 @@ def simulate(town: Town, rng: np.random.Generator, seconds: float, fps: float, m
                 ground = 0.0 if town.drivable(xy) else CURB_HEIGHT
                 walker.agent.poses[frame] = (xy[0], xy[1], ground, yaw)
                 walker.agent.present[frame] = True
-        _step(movers, pedestrians, frame, dt, town.conflicts, holders)
-    return Traffic(fps, ego_poses, ego_speeds, ego_turns, agents)
+        step(movers, pedestrians, frame, dt, town.conflicts, holders)
+    return ego_poses, ego_speeds
 
 
 def _offset_right(points: np.ndarray, distance: float) -> np.ndarray:
@@ -336,156 +326,6 @@ def _offset_right(points: np.ndarray, distance: float) -> np.ndarray:
         if np.dot(shifted[i] - shifted[keep[-1]], points[i] - points[keep[-1]]) > 0:
             keep.append(i)
     return shifted[keep]
-
-
-def _bodies(movers: list[_Mover]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each active vehicle as points every <= 2 m along its centre line, so long vehicles block
-    along their whole length: (points (P, 2), owner mover index (P,), velocity (P, 2), half width (P,))."""
-    points, owners, velocities, halves = [], [], [], []
-    for i, m in enumerate(movers):
-        if not m.active:
-            continue
-        centre, yaw = m.path.at(m.s + m.centre_offset)
-        heading = np.array([np.cos(yaw), np.sin(yaw)])
-        along = np.linspace(-m.length / 2, m.length / 2, max(2, int(np.ceil(m.length / 2.0)) + 1))
-        points.append(centre + along[:, None] * heading)
-        owners.append(np.full(len(along), i))
-        velocities.append(np.broadcast_to(m.v * heading, (len(along), 2)))
-        halves.append(np.full(len(along), m.width / 2))
-    if not points:
-        return np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 2)), np.zeros(0)
-    return np.concatenate(points), np.concatenate(owners), np.concatenate(velocities), np.concatenate(halves)
-
-
-def _step(movers: list[_Mover], walkers: list[_Walker], frame: int, dt: float,
-          conflicts: dict[int, frozenset[int]], holders: dict[int, set[int]]) -> None:
-    """Advance everyone one step. A vehicle brakes for the nearest body on its path ahead of its
-    front bumper, and stops before an intersection connector it could not reserve; a pedestrian
-    waits while a vehicle stands in their next step."""
-    points, owners, velocities, halves = _bodies(movers)
-    ego = movers[0]
-    if ego.active:  # others also keep clear of where the ego will be: they yield at merges
-        future = ego.s + ego.centre_offset + max(ego.v, 3.0) * np.arange(0.5, 3.01, 0.5)
-        predicted, yaw = ego.path.at(future)
-        points = np.concatenate([points, predicted])
-        owners = np.concatenate([owners, np.zeros(len(future), int)])
-        velocities = np.concatenate([velocities, ego.v * np.stack([np.cos(yaw), np.sin(yaw)], axis=1)])
-        halves = np.concatenate([halves, np.full(len(future), ego.width / 2)])
-    walking = [w for w in walkers if w.agent.present[frame]]
-    if walking:
-        ahead = np.array([w.agent.poses[frame, :2] + 0.9 * np.array([np.cos(w.agent.poses[frame, 3]),
-                                                                     np.sin(w.agent.poses[frame, 3])])
-                          for w in walking])
-        points = np.concatenate([points, ahead])
-        owners = np.concatenate([owners, np.full(len(walking), -1)])
-        velocities = np.concatenate([velocities, np.zeros((len(walking), 2))])
-        halves = np.concatenate([halves, np.full(len(walking), 0.6)])
-    lookahead = np.arange(0.5, 50.0, 1.0)
-    n = len(movers)
-    gap_to = np.full((n, n + 1), np.inf)  # last column: pedestrians
-    lead_velocity = np.zeros((n, n + 1, 2))
-    for i, m in enumerate(movers):
-        if not m.active or not len(points):
-            continue
-        front = m.s + m.centre_offset + m.length / 2
-        near = (owners != i) & (np.abs(points - m.path.at(front)[0]).max(axis=1) < 55.0)
-        if not near.any():
-            continue
-        probe, _ = m.path.at(front + lookahead)
-        d = np.linalg.norm(probe[:, None, :] - points[None, near, :], axis=-1)  # (L, near)
-        hit = d < (m.width / 2 + halves[near][None, :] + 0.3)
-        if not hit.any():
-            continue
-        struck = hit.any(axis=0)
-        distance = lookahead[hit.argmax(axis=0)[struck]]
-        columns = np.where(owners[near][struck] >= 0, owners[near][struck], n)
-        order = np.argsort(-distance)  # nearest last, so it wins the assignment below
-        gap_to[i, columns[order]] = distance[order]
-        lead_velocity[i, columns[order]] = velocities[near][struck][order]
-    # Two vehicles on each other's path (crossing): the one nearer the conflict goes first.
-    pair = gap_to[:, :n]
-    mutual = np.isfinite(pair) & np.isfinite(pair.T)
-    pair[mutual & (pair <= pair.T)] = np.inf
-    stop_at = _reserve_connectors(movers, gap_to.min(axis=1), conflicts, holders)
-    for i, m in enumerate(movers):
-        if not m.active:
-            continue
-        j = int(np.argmin(gap_to[i]))
-        gap = gap_to[i, j]
-        if stop_at[i] < gap:  # wait at the entry of a connector someone else's path crosses
-            gap, j = stop_at[i], None
-            lead_velocity_ij = np.zeros(2)
-        else:
-            lead_velocity_ij = lead_velocity[i, j]
-        v0 = min(m.v0, float(m.path.limit_at(m.s + 3.0)))
-        if np.isfinite(gap):
-            _, yaw = m.path.at(m.s)
-            lead_v = float(np.dot(lead_velocity_ij, [np.cos(yaw), np.sin(yaw)]))
-            accel = _idm(m.v, v0, gap, m.v - max(lead_v, 0.0))
-        else:
-            accel = _idm(m.v, v0, np.inf, 0.0)
-        m.v = float(np.clip(m.v + np.clip(accel, -7.0, 2.0) * dt, 0.0, 20.0))
-        m.s += m.v * dt
-    for walker in walkers:
-        if frame * dt < walker.start_time - 1e-9:
-            continue
-        blocked = False
-        if walker.agent.present[frame]:
-            xy, yaw = walker.agent.poses[frame, :2], walker.agent.poses[frame, 3]
-            step = xy + 0.9 * np.array([np.cos(yaw), np.sin(yaw)])
-            for m in movers:
-                if m.active and _inside(step, m, margin=0.5):
-                    blocked = True
-                    break
-        walker.agent.speeds[frame] = 0.0 if blocked else walker.speed
-        if not blocked:
-            walker.s += walker.speed * dt
-
-
-def _reserve_connectors(movers: list[_Mover], clear_gap: np.ndarray, conflicts: dict[int, frozenset[int]],
-                        holders: dict[int, set[int]]) -> np.ndarray:
-    """Intersection right of way. A vehicle reserves its next connector once it is within braking
-    reach of it with nothing in between, if no connector crossing it is held by another vehicle;
-    nearer vehicles ask first. It holds the connector until its rear has left it. Returns, per
-    vehicle, the distance to where it must stop (inf when it may go)."""
-    fronts = np.array([m.s + m.centre_offset + m.length / 2 for m in movers])
-    for connector in list(holders):
-        keep = set()
-        for i in holders[connector]:
-            span = next((sp for sp in movers[i].path.connectors if sp[0] == connector), None)
-            if movers[i].active and span is not None and fronts[i] - movers[i].length < span[2] + 0.5:
-                keep.add(i)
-        if keep:
-            holders[connector] = keep
-        else:
-            del holders[connector]
-    stop_at = np.full(len(movers), np.inf)
-    requests = []
-    for i, m in enumerate(movers):
-        if not m.active:
-            continue
-        rear = fronts[i] - m.length
-        upcoming = next(((c, s0) for c, s0, s1 in m.path.connectors if s1 > rear), None)
-        if upcoming is None or i in holders.get(upcoming[0], ()):
-            continue
-        distance = upcoming[1] - fronts[i]
-        if distance <= m.v**2 / (2 * 2.5) + 4.0:
-            requests.append((distance, i, upcoming[0]))
-    for distance, i, connector in sorted(requests):
-        crossing_held = any(holders.get(other, set()) - {i} for other in conflicts.get(connector, ()))
-        if distance < 0.0 or (not crossing_held and clear_gap[i] >= distance):
-            holders.setdefault(connector, set()).add(i)  # already inside: it can only go on
-        else:
-            stop_at[i] = max(distance - 0.5, 0.1)
-    return stop_at
-
-
-def _inside(point: np.ndarray, m: _Mover, margin: float) -> bool:
-    centre, yaw = m.path.at(m.s + m.centre_offset)
-    offset = point - centre
-    along = offset[0] * np.cos(yaw) + offset[1] * np.sin(yaw)
-    across = -offset[0] * np.sin(yaw) + offset[1] * np.cos(yaw)
-    return abs(along) <= m.length / 2 + margin and abs(across) <= m.width / 2 + margin
 
 
 def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_speed: float, num_frames: int,
@@ -513,7 +353,7 @@ def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_sp
             speed = float(rng.uniform(lo, hi))
             path = Path(np.array([start, end]))
             # Already somewhere along the walk when the scene starts.
-            out.append(_Walker(agent, path, speed, start_time=-float(rng.uniform(0, path.length / speed))))
+            out.append(Walker(agent, path, speed, start_time=-float(rng.uniform(0, path.length / speed))))
     # Crossers: at crosswalks the ego will reach within the scene.
     horizon = ego_start + ego_speed * duration + 20
     for crosswalk in town.crosswalks:
@@ -537,7 +377,7 @@ def _spawn_pedestrians(town: Town, rng, ego_path: Path, ego_start: float, ego_sp
         # Time the crossing to begin a little before the ego arrives at the crosswalk.
         arrival = (ego_path.s[nearest] - ego_start) / max(ego_speed, 1.0)
         start_time = max(0.0, arrival - rng.uniform(4.0, 9.0))
-        out.append(_Walker(agent, Path(np.array([start, end])), speed, start_time))
+        out.append(Walker(agent, Path(np.array([start, end])), speed, start_time))
     return out
 
 
