@@ -9,34 +9,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from rollout_helpers import CAMERAS, make_scenario, scenario_document
 
 from drivesim.cli import main
 from drivesim.errors import ConfigError
+from drivesim.rollout import ROLLOUT_STORE
 from drivesim.scenario import from_dict, save
-from drivesim.media import grid_layout
-from drivesim.rollout import ROLLOUT_STORE, Rollout
 from drivesim.simulate import RolloutConfig, hold_start_frame, reproject_start_frame, rollout
 from drivesim.wfm.pipeline import WorldModelPipeline
 
 WIDTH, HEIGHT, FRAMES = 64, 32, 5  # per camera; 1 + 4 video frames (2 latent frames) per chunk
-CAMERAS = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
-
-
-def scenario_document(duration: float = 0.25, fps: float = 12, seed: int = 3) -> dict:
-    return {
-        "name": "tiny_cruise", "prompt": "a sunny road, a car ahead", "rig": "front3", "fps": fps,
-        "duration": duration, "seed": seed,
-        "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 14 * duration, "y": 0}]},
-        "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.85, 4.5, 1.55],
-                    "waypoints": [{"t": 0, "x": 20, "y": 0}, {"t": duration, "x": 20 + 14 * duration, "y": 0}]},
-                   {"id": "parked", "category": "vehicle.truck", "size": [2.5, 8.0, 3.0],
-                    "parked": {"x": 15, "y": -3, "yaw": 0}}],
-        "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]},
-    }
-
-
-def make_scenario(**options):
-    return from_dict(scenario_document(**options), source="test scenario")
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +131,6 @@ def test_start_frames_from_a_store_are_the_first_frame(loaded, tmp_path):
     document["start_frames"]["clip"] = "nope"
     with pytest.raises(ConfigError, match="no clip 'nope'"):
         rollout(from_dict(document, source="with start"), pipeline, RolloutConfig(steps=1), progress=False)
-
-
-def test_grid_layout_follows_the_car():
-    nuscenes = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"]
-    shuffled = [nuscenes[i] for i in (1, 2, 5, 4, 3, 0)]
-    assert grid_layout(shuffled) == [[5, 0, 1], [4, 3, 2]]
-    assert grid_layout(CAMERAS) == [[0, 1, 2]]
 
 
 def test_load_errors_name_the_checkpoint(checkpoint, tmp_path):
@@ -300,54 +275,6 @@ def test_generate_refuses_a_bad_strength_and_a_reprojection_without_start_frames
     assert "--strength" in capsys.readouterr().err and not (tmp_path / "a").exists()
     assert main([*base, "--out", str(tmp_path / "b"), "--init", "reprojected"]) == 2
     assert "start_frames" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- nothing lost (issue 19)
-
-
-def small_rollout():
-    """A Rollout of noise with the scenario's labels: what save writes, without a model."""
-    from drivesim.rigs import load_rig
-
-    scenario = make_scenario()
-    rig = load_rig("front3", (32, 16))
-    video = np.random.default_rng(0).integers(0, 256, (scenario.num_frames, 3, 16, 32, 3), dtype=np.uint8)
-    return Rollout.labelled(scenario, rig, video)
-
-
-def test_a_save_killed_while_writing_leaves_out_as_it_was(tmp_path, monkeypatch):
-    result = small_rollout()
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("the run before")
-
-    def killed(self, path):
-        (path / "zarr.json").parent.mkdir(parents=True, exist_ok=True)
-        (path / "zarr.json").write_text("{")  # half a store, then the signal
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Rollout, "write_store", killed)
-    with pytest.raises(KeyboardInterrupt):
-        result.save(out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left either
-    monkeypatch.undo()
-    written = result.save(out, overwrite=True)
-    assert not (out / "old.txt").exists() and written["store"] == out / ROLLOUT_STORE
-    assert all(path.exists() and path.is_relative_to(out) for path in written.values())
-
-
-def test_a_rerun_clears_the_staging_folder_a_killed_run_left(tmp_path):
-    import subprocess
-    import sys
-
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
-    stale = tmp_path / f".out.partial-{finished.stdout.strip()}"  # its process is gone: never complete
-    (stale / "rollout.zarr").mkdir(parents=True)
-    written = small_rollout().save(tmp_path / "out")
-    assert not stale.exists() and (tmp_path / "out" / "grid.mp4") == written["grid"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_the_rollout_names_its_seed_parameter_not_a_flag():
