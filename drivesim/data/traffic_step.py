@@ -6,27 +6,36 @@ and calls `step` once a frame."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from drivesim.data.traffic import Agent, Path
+__all__ = ["Mover", "Route", "Walker", "idm", "step"]
 
-__all__ = ["Mover", "Walker", "idm", "step"]
+
+class Route(Protocol):
+    """What a vehicle or walker follows (traffic.Path): where it is and which way it heads at arc length s,
+    the speed its curvature allows, and the intersection connectors on it as (lane, start, end) spans."""
+
+    length: float
+    connectors: list[tuple[int, float, float]]
+
+    def at(self, s): ...
+
+    def limit_at(self, s): ...
 
 
 @dataclass
 class Mover:
     """A vehicle on its path. `s` is its reference point: the box centre, or the ego's rear axle."""
 
-    path: Path
+    path: Route
     s: float
     v: float
     v0: float
     length: float
     width: float
-    agent: Agent | None  # None for the ego
+    agent: Any  # traffic.Agent; None for the ego
     centre_offset: float = 0.0  # from the reference point forward to the box centre
 
     @property
@@ -38,8 +47,8 @@ class Mover:
 class Walker:
     """A pedestrian on a straight walk; starts at `start_time` (negative: already walking)."""
 
-    agent: Agent
-    path: Path
+    agent: Any  # traffic.Agent
+    path: Route
     speed: float
     start_time: float
     s: float = 0.0
