@@ -134,10 +134,9 @@ class WorldModel(nn.Module):
             options.setdefault("dim", config.condition_dim)
             options.setdefault("vocab_size", 4096)
         encoder = text_encoder(config.text, **options) if config.text != "none" else None
-        if isinstance(encoder, nn.Module) and any(p.requires_grad for p in encoder.parameters()):
-            self.text = encoder  # trained with the model: its weights live in the checkpoint
-        else:
-            object.__setattr__(self, "text", encoder)  # frozen and shipped with its package: kept out of it
+        # The trained encoder is an nn.Module, a submodule whose weights live in the checkpoint; the frozen ones
+        # (wordllama, T5) are not modules, so they stay out of it and ship with their packages (text.py).
+        self.text = encoder
         self.text_proj = nn.Linear(encoder.dim, config.condition_dim) if encoder is not None else None
         # Always one key for cross-attention, so a sample with every condition dropped still attends.
         self.null_token = nn.Parameter(torch.randn(1, 1, config.condition_dim) * 0.02)
