@@ -1,5 +1,7 @@
-"""A one-frame clip (a key frame ingested with --frames 1) as an Image2World scenario: the ego's path from
-the user (--speed, --waypoints) or from its motion in the source log, the agents driving on."""
+"""Scenarios from a stored clip: a clip replayed in its first ego frame (every synthetic clip, the CLI, its
+start frame travelling with the file), and a one-frame clip (a key frame ingested with --frames 1) as an
+Image2World scenario: the ego's path from the user (--speed, --waypoints) or from its motion in the source
+log, the agents driving on."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pytest
 
 from drivesim import scenario as sc
 from drivesim.cli import main
-from drivesim.errors import ConfigError
+from drivesim.errors import ConfigError, DataError
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "tiny_nuscenes"
 KEY_FRAME = "scene-tiny-0000"  # the first key frame: the ego at 4 m/s along +x, a parked car, a walker
@@ -128,3 +130,84 @@ def test_a_constant_turn_rate_is_a_circular_arc():
     np.testing.assert_allclose(path.position([5.0])[0][:2], [50 * math.sin(1), 50 * (1 - math.cos(1))], atol=1e-6)
     assert path.yaw([5.0])[0] == pytest.approx(1.0)
     assert np.linalg.norm(path.velocity([2.5])[0]) == pytest.approx(10.0, rel=1e-2)
+
+
+# ---------------------------------------------------------------- replaying a clip
+
+
+def test_from_clip_replays_the_clip_in_its_first_ego_frame(clip_store, tmp_path):
+    scenario = sc.from_clip(clip_store, "scene-a-0000")
+    assert scenario.duration == pytest.approx(1.0) and scenario.num_frames == 13
+    np.testing.assert_allclose(scenario.world_from_ego([0.0])[0], np.eye(4), atol=1e-9)
+    assert scenario.ego.position([1.0])[0] == pytest.approx([10.0, 0.0, 0.0])
+    car, pedestrian = scenario.agent("track3"), scenario.agent("track4")
+    assert not car.parked and pedestrian.parked and pedestrian.category == "human.pedestrian.adult"
+    assert car.trajectory.position([0.0])[0] == pytest.approx([20.0, 0.0, 0.0], abs=1e-4)
+    assert car.trajectory.yaw([0.5])[0] == pytest.approx(0.0, abs=1e-6)
+    assert len(scenario.road.lanes) == 1 and len(scenario.road.road_edges) == 1
+    assert scenario.rig.names == ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT") and scenario.rig.width == 32
+    assert scenario.start_frames.clip == "scene-a-0000" and scenario.prompt == "day; a car ahead"
+    again = sc.load(sc.save(scenario, tmp_path / "clip.yaml"))
+    np.testing.assert_allclose(again.world_from_ego(), scenario.world_from_ego(), atol=1e-5)
+    np.testing.assert_allclose(again.rig.intrinsics, scenario.rig.intrinsics, atol=1e-4)
+
+
+def test_every_clip_of_the_synthetic_store_replays(synthetic_store):
+    """Recorded motion is thinned to 2 Hz key frames (sparser where a track still breaks the limits), so
+    the project's own logs replay; the ego stays on its recorded path at the key frames."""
+    from drivesim.data.store import open_store, read_clip, stored_clip_ids
+    from drivesim.geometry import invert
+
+    root = open_store(synthetic_store)
+    for clip_id in stored_clip_ids(synthetic_store):
+        scenario = sc.from_clip(synthetic_store, clip_id)
+        poses = read_clip(root, clip_id, ("world_from_ego",))["world_from_ego"]
+        recorded = (invert(poses[0]) @ poses)[:, :3, 3]
+        key = np.arange(0, len(poses), 6)  # 2 Hz at 12 fps
+        np.testing.assert_allclose(scenario.ego.position(key / scenario.fps), recorded[key], atol=1e-4)
+
+
+def test_from_clip_names_a_missing_clip(clip_store):
+    with pytest.raises(DataError, match="no clip 'nope'"):
+        sc.from_clip(clip_store, "nope")
+
+
+def test_cli_from_clip_writes_a_valid_scenario_and_refuses_to_overwrite(clip_store, tmp_path, capsys):
+    out = tmp_path / "replay.yaml"
+    assert main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out", str(out)]) == 0
+    assert sc.load(out).name == "scene-a-0000"
+    before = out.read_text()
+    code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out", str(out)])
+    assert code == 2 and "--out" in capsys.readouterr().err and out.read_text() == before
+    missing = tmp_path / "x.yaml"
+    code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "nope", "--out", str(missing)])
+    assert code == 2 and "no clip 'nope'" in capsys.readouterr().err and not missing.exists()
+
+
+def test_from_clip_with_its_start_frame_travels_with_the_file(clip_store, tmp_path, capsys):
+    """--with-start-frame: FILE.start.zarr beside the scenario holds the clip's first frame only, and the
+    scenario finds it from any working directory once the two are moved together."""
+    import shutil
+
+    from drivesim.data.store import open_store, read_clip, verify
+
+    folder = tmp_path / "made"
+    folder.mkdir()
+    out = folder / "replay.yaml"
+    assert main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out", str(out),
+                 "--with-start-frame"]) == 0
+    frame_store = folder / "replay.start.zarr"
+    assert verify(frame_store) == (1, [])  # one clip, no problems
+    one = read_clip(open_store(frame_store), "scene-a-0000")
+    full = read_clip(open_store(clip_store), "scene-a-0000")
+    assert one["frames"].shape[0] == 1 and np.array_equal(one["frames"][0], full["frames"][0])
+    assert len(one["boxes"]) == full["box_offsets"][1]
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(folder, moved)
+    scenario = sc.load(moved / "replay.yaml")
+    assert scenario.start_frames.store == "replay.start.zarr"
+    assert scenario.start_store() == moved / "replay.start.zarr"
+    # the store beside it is not silently replaced
+    code = main(["scenario", "from-clip", "--store", str(clip_store), "--clip", "scene-a-0000", "--out",
+                 str(folder / "replay.yaml"), "--with-start-frame"])
+    assert code == 2 and "exists" in capsys.readouterr().err
