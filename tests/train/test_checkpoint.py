@@ -1,5 +1,6 @@
-"""Checkpoint folders: a weights file that cannot be read is a DataError naming it, even when the manifest's
-checksum matches (it proves the file unchanged since written, not whole)."""
+"""Checkpoint folders: only the newest keep_last stay; a damaged newest one is reported and the one before
+used; a weights file that cannot be read is a DataError naming it, even when the manifest's checksum
+matches (it proves the file unchanged since written, not whole)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import struct
 
 import pytest
 import torch
+from toy_runs import toy_config
+from toy_task import ToyTask
 
 from drivesim.cli import main
 from drivesim.errors import DataError
+from drivesim.train import checkpoint as ckpt
 from drivesim.train.checkpoint import MANIFEST, sha256_of, load_weights, read_checkpoint, write_checkpoint
+from drivesim.train.trainer import Trainer, train
 
 
 def corrupt_header(path) -> None:
@@ -26,6 +31,24 @@ def refresh_manifest(folder) -> None:
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["files"] = {name: sha256_of(folder / name) for name in manifest["files"]}
     (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_keep_last_keeps_the_newest_checkpoints(single_run):
+    names = [p.name for p in ckpt.complete_checkpoints(single_run / "checkpoints")]
+    assert names == [ckpt.checkpoint_name(s) for s in (10, 20, 30)]  # keep_last=3 of 10, 20, 30
+
+
+def test_a_damaged_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(toy_config(out, "steps=20", "checkpoint_every=10"), ToyTask(), progress=False)
+    weights = out / "checkpoints" / ckpt.checkpoint_name(20) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    trainer = Trainer(toy_config(out, "steps=20"), ToyTask(), resume=True, progress=True)
+    trainer.close()
+    assert trainer.step == 10
+    assert "model.safetensors does not match its checksum" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [None, b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{not json"])

@@ -1,66 +1,24 @@
-"""The training stack on the toy task: processes agree, runs survive kill -9 and damaged checkpoints,
-bad losses are skipped and counted, signals save and stop cleanly."""
+"""The trainer on the toy task: it lowers the loss, accumulates like a whole batch, resumes after kill -9,
+refuses to resume from nothing or to overwrite a run, skips and counts bad losses, stops cleanly on a
+signal; and its parts: activation checkpointing, the learning-rate schedule, data-dependent init."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from toy_runs import COMMON, RUNNER, assert_same, toy_config, weights
+from toy_task import ToyTask
 
 from drivesim.errors import ConfigError
 from drivesim.train import checkpoint as ckpt
-from drivesim.train.config import TrainConfig, apply_overrides, from_dict
 from drivesim.train.trainer import Trainer, TrainingStopped, checkpoint_blocks, train, warmup_cosine
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_task import ToyTask  # noqa: E402
-
-RUNNER = Path(__file__).parent / "run_toy.py"
-COMMON = ["val_every=10", "log_every=5", "sample_every=20", "optim.warmup_steps=5", "optim.lr=0.01"]
-
-
-def _config(out: Path, *overrides: str) -> TrainConfig:
-    return from_dict(TrainConfig, apply_overrides({"task": "toy", "out": str(out)}, [*COMMON, *overrides]))
-
-
-def _weights(run: Path, step: int, name: str = "model") -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoints" / ckpt.checkpoint_name(step) / f"{name}.safetensors"))
-
-
-def _assert_same(a: dict, b: dict, atol: float) -> None:
-    assert sorted(a) == sorted(b)
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=atol, rtol=0, msg=name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(out: Path, *overrides: str) -> None:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), str(RUNNER), f"out={out}", *COMMON, *overrides]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def single_run(tmp_path_factory) -> Path:
-    """One process, global batch 4, 30 steps: the reference for the multi-process runs."""
-    out = tmp_path_factory.mktemp("single") / "run"
-    train(_config(out, "steps=30", "batch_size=4", "checkpoint_every=10"), ToyTask(), progress=False)
-    return out
 
 
 def test_training_lowers_the_loss_and_writes_a_whole_checkpoint(single_run):
@@ -74,31 +32,15 @@ def test_training_lowers_the_loss_and_writes_a_whole_checkpoint(single_run):
     points = ToyTask().datasets({})[1]
     batch = {"x": points.x, "y": points.y}
     trained = ToyTask().build_model({})
-    trained.load_state_dict(_weights(single_run, 30))
+    trained.load_state_dict(weights(single_run, 30))
     assert ToyTask().loss(trained, batch)[0] < 0.5 * ToyTask().loss(first, batch)[0]
     assert (single_run / "tensorboard").is_dir() and any((single_run / "tensorboard").iterdir())
 
 
-def test_keep_last_keeps_the_newest_checkpoints(single_run):
-    names = [p.name for p in ckpt.complete_checkpoints(single_run / "checkpoints")]
-    assert names == [ckpt.checkpoint_name(s) for s in (10, 20, 30)]  # keep_last=3 of 10, 20, 30
-
-
-def test_two_ddp_processes_end_with_the_weights_of_one_with_the_same_global_batch(single_run, tmp_path):
-    _torchrun(tmp_path / "ddp", "steps=30", "batch_size=2", "checkpoint_every=30")
-    _assert_same(_weights(tmp_path / "ddp", 30), _weights(single_run, 30), atol=1e-5)
-    _assert_same(_weights(tmp_path / "ddp", 30, "ema"), _weights(single_run, 30, "ema"), atol=1e-5)
-
-
-def test_two_fsdp2_processes_end_with_the_weights_of_one(single_run, tmp_path):
-    _torchrun(tmp_path / "fsdp", "steps=30", "batch_size=2", "checkpoint_every=30", "parallel=fsdp")
-    _assert_same(_weights(tmp_path / "fsdp", 30), _weights(single_run, 30), atol=1e-5)
-
-
 def test_gradient_accumulation_equals_the_whole_batch(single_run, tmp_path):
-    train(_config(tmp_path / "accum", "steps=30", "batch_size=2", "grad_accum=2", "checkpoint_every=30"),
+    train(toy_config(tmp_path / "accum", "steps=30", "batch_size=2", "grad_accum=2", "checkpoint_every=30"),
           ToyTask(), progress=False)
-    _assert_same(_weights(tmp_path / "accum", 30), _weights(single_run, 30), atol=1e-5)
+    assert_same(weights(tmp_path / "accum", 30), weights(single_run, 30), atol=1e-5)
 
 
 def test_kill_9_at_a_random_step_then_resume_reaches_the_same_weights(single_run, tmp_path):
@@ -115,49 +57,36 @@ def test_kill_9_at_a_random_step_then_resume_reaches_the_same_weights(single_run
     child.send_signal(signal.SIGKILL)
     child.wait()
     subprocess.run([*command, "--resume"], check=True, timeout=120, capture_output=True)
-    _assert_same(_weights(out, 30), _weights(single_run, 30), atol=1e-6)
-
-
-def test_a_damaged_latest_checkpoint_is_reported_and_the_one_before_is_used(tmp_path, capsys):
-    out = tmp_path / "run"
-    train(_config(out, "steps=20", "checkpoint_every=10"), ToyTask(), progress=False)
-    weights = out / "checkpoints" / ckpt.checkpoint_name(20) / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-5] ^= 0xFF
-    weights.write_bytes(bytes(data))
-    trainer = Trainer(_config(out, "steps=20"), ToyTask(), resume=True, progress=True)
-    trainer.close()
-    assert trainer.step == 10
-    assert "model.safetensors does not match its checksum" in capsys.readouterr().out
+    assert_same(weights(out, 30), weights(single_run, 30), atol=1e-6)
 
 
 def test_resume_without_a_checkpoint_and_a_new_run_over_an_old_one_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="no complete checkpoint"):
-        Trainer(_config(tmp_path / "empty"), ToyTask(), resume=True)
-    train(_config(tmp_path / "run", "steps=2", "checkpoint_every=1"), ToyTask(), progress=False)
+        Trainer(toy_config(tmp_path / "empty"), ToyTask(), resume=True)
+    train(toy_config(tmp_path / "run", "steps=2", "checkpoint_every=1"), ToyTask(), progress=False)
     with pytest.raises(ConfigError, match="already has checkpoints: pass --resume"):
-        Trainer(_config(tmp_path / "run", "steps=4"), ToyTask())
+        Trainer(toy_config(tmp_path / "run", "steps=4"), ToyTask())
 
 
 def test_a_non_finite_loss_skips_the_step_and_is_counted(tmp_path):
     # Sample 0 carries a NaN target; with batch 64 every step sees it, with batch 1 only some do.
-    result = train(_config(tmp_path / "some", "steps=12", "batch_size=1", "checkpoint_every=12",
-                           "data.poison=[0]", "data.size=8"), ToyTask(), progress=False)
+    result = train(toy_config(tmp_path / "some", "steps=12", "batch_size=1", "checkpoint_every=12",
+                              "data.poison=[0]", "data.size=8"), ToyTask(), progress=False)
     assert 0 < result["skipped_steps"] < 12
-    weights = _weights(tmp_path / "some", 12)
-    assert all(torch.isfinite(w).all() for w in weights.values())
+    final = weights(tmp_path / "some", 12)
+    assert all(torch.isfinite(w).all() for w in final.values())
 
 
 def test_too_many_bad_steps_in_a_row_stop_the_run_and_keep_the_last_checkpoint(tmp_path):
     out = tmp_path / "bad"
-    train(_config(out, "steps=4", "checkpoint_every=2", "data.size=8"), ToyTask(), progress=False)
-    before = _weights(out, 4)
-    config = _config(out, "steps=20", "checkpoint_every=2", "data.size=8", "batch_size=8",
-                     "data.poison=[0]", "max_bad_steps=3")
+    train(toy_config(out, "steps=4", "checkpoint_every=2", "data.size=8"), ToyTask(), progress=False)
+    before = weights(out, 4)
+    config = toy_config(out, "steps=20", "checkpoint_every=2", "data.size=8", "batch_size=8",
+                        "data.poison=[0]", "max_bad_steps=3")
     with pytest.raises(TrainingStopped, match="3 non-finite losses in a row at step 7"):
         train(config, ToyTask(), resume=True, progress=False)
     assert ckpt.latest_checkpoint(out / "checkpoints").name == ckpt.checkpoint_name(4)
-    _assert_same(_weights(out, 4), before, atol=0)
+    assert_same(weights(out, 4), before, atol=0)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
@@ -212,39 +141,12 @@ class InitializingTask(ToyTask):
 def test_a_task_initializes_from_the_data_on_a_fresh_run_only(tmp_path, capsys):
     out = tmp_path / "run"
     task = InitializingTask()
-    trainer = Trainer(_config(out, "steps=4", "batch_size=4", "checkpoint_every=2"), task)
+    trainer = Trainer(toy_config(out, "steps=4", "batch_size=4", "checkpoint_every=2"), task)
     assert task.initialized == 1 and "bias set from 64 items" in capsys.readouterr().out
     expected = torch.stack([trainer.train_set[i]["y"] for i in range(64)]).mean(0)
     torch.testing.assert_close(trainer.model.out.bias.detach(), expected, atol=0.05, rtol=0)  # noise differs
     trainer.run()
     trainer.close()
     resumed = InitializingTask()
-    Trainer(_config(out, "steps=6", "batch_size=4", "checkpoint_every=2"), resumed, resume=True)
+    Trainer(toy_config(out, "steps=6", "batch_size=4", "checkpoint_every=2"), resumed, resume=True)
     assert resumed.initialized == 0  # the weights come from the checkpoint
-
-
-def test_setup_on_the_cpu_flushes_subnormal_floats_to_zero_and_teardown_restores_them():
-    from drivesim.train.distributed import denormals_flushed, setup, teardown
-
-    assert not denormals_flushed()
-    world = setup("cpu")
-    assert torch.tensor([1e-39]).mul(1.0).item() == 0.0  # 1e-39 is subnormal in float32
-    teardown(world)
-    assert not denormals_flushed()  # hypothesis, and any code after training, needs them back
-
-
-def test_a_finished_run_leaves_subnormal_floats_as_it_found_them(tmp_path):
-    from drivesim.train.distributed import denormals_flushed
-
-    train(_config(tmp_path / "run", "steps=2"), ToyTask(), progress=False)
-    assert not denormals_flushed()
-
-
-def test_ema_weights_hold_what_the_model_state_holds():
-    from drivesim.train.ema import EMA
-
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    model[0].register_buffer("cache", torch.ones(2), persistent=False)  # rebuilt at construction, never saved
-    state = EMA(model, 0.9).full_state(model, lambda name: name)
-    assert set(state) == set(model.state_dict())
-    model.load_state_dict(state)  # strict: an EMA file loads into the model it came from
