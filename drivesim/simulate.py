@@ -24,6 +24,7 @@ from drivesim.geometry import compose, invert
 from drivesim.rollout import Rollout
 from drivesim.scenario import MAX_SEED
 from drivesim.wfm.conditions import Conditions
+from drivesim.wfm.flow import is_int, is_number
 from drivesim.wfm.generate import SamplingConfig
 from drivesim.wfm.pipeline import resolve_device
 
@@ -95,16 +96,16 @@ class RolloutConfig:
     strength: float = 0.5
 
     def validate(self) -> RolloutConfig:
-        if not _is_number(self.guidance) or not math.isfinite(self.guidance) or self.guidance < 0:
+        if not is_number(self.guidance) or not math.isfinite(self.guidance) or self.guidance < 0:
             raise ConfigError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < MAX_SEED):
+        if self.seed is not None and (not is_int(self.seed) or not 0 <= self.seed < MAX_SEED):
             raise ConfigError(f"seed must be an integer from 0 to 2**62-1, got {self.seed!r}")
-        if not _is_int(self.context) or self.context < 1:
+        if not is_int(self.context) or self.context < 1:
             raise ConfigError(f"context must be an integer >= 1 (latent frames), got {self.context!r}")
-        if self.frames is not None and not _is_int(self.frames):
+        if self.frames is not None and not is_int(self.frames):
             raise ConfigError(f"frames must be an integer (video frames per chunk), got {self.frames!r}")
         if self.size is not None and not (isinstance(self.size, (tuple, list)) and len(self.size) == 2
-                                          and all(_is_int(side) and side > 0 for side in self.size)):
+                                          and all(is_int(side) and side > 0 for side in self.size)):
             raise ConfigError(f"size must be (width, height), two positive integers, got {self.size!r}")
         if self.init not in INITS:
             raise ConfigError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
@@ -122,14 +123,6 @@ class RolloutConfig:
             raise ConfigError(f"{scenario.source}: init reprojected redraws the scenario's start frame, and it "
                               "names no start_frames (add them, or start from noise)")
         return init
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass

@@ -80,6 +80,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.damaged: dict[str, str] = {}  # clip id -> why it could not be read (this process's reads)
         self._root = None
         self._root_pid = None
+        self._opened: dict[str, clip_store.StoredClip] = {}
 
     def _check_views(self, views, num_views) -> list[int] | None:
         """Store indices of the fixed `views` (None when num_views or all cameras apply)."""
@@ -113,16 +114,21 @@ class ClipDataset(torch.utils.data.Dataset):
         return dict(self._settings)
 
     def _clip(self, clip_id: str) -> clip_store.StoredClip:
-        """One clip of the store, whose root is opened once per process."""
-        # A forked worker inherits the parent's handle; reopening keeps each process on its own.
+        """One clip of the store, opened once per process: its metadata is read, and its chunk files checked
+        for damage, on the first item of it only, not on every item of every epoch."""
+        # A forked worker inherits the parent's handles; reopening keeps each process on its own.
         if self._root is None or self._root_pid != os.getpid():
             self._root = clip_store.open_store(self.path)
             self._root_pid = os.getpid()
-        return clip_store.open_clip(self._root, clip_id)
+            self._opened = {}
+        if clip_id not in self._opened:
+            self._opened[clip_id] = clip_store.open_clip(self._root, clip_id)
+        return self._opened[clip_id]
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_root"] = state["_root_pid"] = None  # zarr handles do not travel to worker processes
+        state["_opened"] = {}
         return state
 
     def __len__(self) -> int:

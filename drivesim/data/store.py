@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivesim.errors import DataError
+from drivesim.errors import DamagedData, DataError, describe
 
 SCHEMA = "drivesim-clips/2"
 # drivesim-clips/1 stores lack world_from_ego_cam and box_rotation: they are read (camera_poses and
@@ -137,7 +137,7 @@ def open_store(path: str | os.PathLike, mode: str = "r"):
     try:
         root = zarr.open_group(str(path), mode=mode)
     except Exception as error:  # a truncated or garbled zarr.json: zarr raises JSON, key and value errors
-        raise DataError(f"store {path}: zarr.json is damaged ({_first_line(error)})") from None
+        raise DataError(f"store {path}: zarr.json is damaged ({describe(error)})") from None
     if root.attrs.get("schema") not in READABLE_SCHEMAS:
         raise DataError(f"store {path}: schema {root.attrs.get('schema')!r}, expected one of {READABLE_SCHEMAS}")
     return root
@@ -240,8 +240,8 @@ class StoredArray:
         missing = _missing_chunks(self._array)
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise DataError(f"{self.where}: chunk {missing[0]}{more} missing (the store is damaged: run drivesim "
-                            "store verify; re-ingest or remove the clip)")
+            raise DamagedData(self.where, f"chunk {missing[0]}{more} missing (the store is damaged: run drivesim "
+                                          "store verify; re-ingest or remove the clip)")
         self._checked = True
 
     def __getitem__(self, selection) -> np.ndarray:
@@ -249,12 +249,7 @@ class StoredArray:
         try:
             return self._array[selection]
         except Exception as error:  # zarr: a crc32c mismatch, a chunk that does not decode
-            raise DataError(f"{self.where}: unreadable ({_first_line(error)}; run drivesim store verify)") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+            raise DamagedData(self.where, f"unreadable ({describe(error)}; run drivesim store verify)") from None
 
 
 class StoredClip(Mapping):
@@ -266,11 +261,11 @@ class StoredClip(Mapping):
         try:
             self._group = root["clips"][clip_id]
             self.attrs = dict(self._group.attrs)
-            self._names = [name for name in self._group.array_keys()]
+            self._names = list(self._group.array_keys())
         except KeyError:
             raise DataError(f"store {store_path}: no clip {clip_id!r}") from None
         except Exception as error:  # a truncated or missing zarr.json
-            raise DataError(f"{self.where}: cannot open ({_first_line(error)})") from None
+            raise DamagedData(self.where, f"cannot open ({describe(error)})") from None
         self._every_chunk = root.attrs.get("schema") == SCHEMA
         self._arrays: dict[str, StoredArray] = {}
 
@@ -281,7 +276,7 @@ class StoredClip(Mapping):
             try:
                 array = self._group[name]
             except Exception as error:  # the array's zarr.json is gone or garbled
-                raise DataError(f"{self.where}/{name}: cannot open ({_first_line(error)})") from None
+                raise DamagedData(f"{self.where}/{name}", f"cannot open ({describe(error)})") from None
             self._arrays[name] = StoredArray(array, f"{self.where}/{name}", self._every_chunk)
         return self._arrays[name]
 
@@ -357,8 +352,10 @@ def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
     where = f"clips/{clip_id}"
     try:
         group = open_clip(root, clip_id)
-    except DataError as error:
-        return [Problem(where, str(error).split(": ", 2)[-1])]
+    except DamagedData as error:
+        return [Problem(where, error.what)]
+    except DataError as error:  # zarr took a broken clip folder for no clip at all
+        return [Problem(where, str(error))]
     data, problems = {}, []
     legacy = root.attrs.get("schema") != SCHEMA  # a drivesim-clips/1 store: its clips lack ADDED_IN_2
     for name, dtype in ARRAY_DTYPES.items():
@@ -372,8 +369,8 @@ def verify_clip(root, clip_id: str, settings: dict) -> list[Problem]:
             if array.dtype != np.dtype(dtype):
                 problems.append(Problem(f"{where}/{name}", f"dtype {array.dtype}, expected {np.dtype(dtype)}"))
             data[name] = array[...]
-        except DataError as error:  # a chunk file gone, a checksum mismatch, unreadable metadata
-            problems.append(Problem(f"{where}/{name}", str(error).removeprefix(f"{group.where}/{name}: ")))
+        except DamagedData as error:  # a chunk file gone, a checksum mismatch, unreadable metadata
+            problems.append(Problem(f"{where}/{name}", error.what))
     if problems:
         return problems
     expected = _expected_shapes(settings, {name: value.shape for name, value in data.items()})

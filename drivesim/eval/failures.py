@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["describe", "pair_failures"]
+from drivesim.errors import describe
+
+__all__ = ["describe", "pair_failures"]  # describe: drivesim.errors', how reports name what OpenCV raised
 
 
 def pair_failures() -> tuple[type[Exception], ...]:
@@ -20,11 +22,3 @@ def pair_failures() -> tuple[type[Exception], ...]:
     import cv2
 
     return (cv2.error, np.linalg.LinAlgError, ValueError)
-
-
-def describe(error: BaseException) -> str:
-    """One line naming the error: its type and the first non-empty line of its message."""
-    kind = type(error)
-    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{name}: {lines[0]}" if lines else name

@@ -47,8 +47,8 @@ def _open_clip(store_path: str | os.PathLike, clip_id: str):
     from drivesim.errors import DataError
 
     root = open_store(store_path)
-    if clip_id not in stored_clip_ids(Path(store_path)):
-        known = stored_clip_ids(Path(store_path))
+    known = stored_clip_ids(Path(store_path))
+    if clip_id not in known:
         shown = ", ".join(known[:5]) + (", ..." if len(known) > 5 else "")
         raise DataError(f"store {store_path}: no clip {clip_id!r}; clips: {shown or '(none)'}")
     return root
@@ -260,9 +260,7 @@ def copy_start_frame(store_path: str | os.PathLike, clip_id: str, out: str | os.
     out = Path(out)
     if out.exists():
         raise DataError(f"{out} exists: the start-frame store is written new")
-    root = store.open_store(store_path)
-    if clip_id not in store.stored_clip_ids(Path(store_path)):
-        raise DataError(f"store {store_path}: no clip {clip_id!r}")
+    root = _open_clip(store_path, clip_id)
     clip = store.read_clip(root, clip_id)
     frames = len(clip["frames"])
     if not 0 <= frame < frames:

@@ -42,14 +42,12 @@ def write_side_by_side(path: Path, original: torch.Tensor, reconstruction: torch
 
 
 def check_video_folder(out: Path | None) -> None:
-    """--out can hold the videos: refused before any clip is reconstructed, not at the first video written."""
-    from drivesim.folders import check_writable
+    """--out can hold the videos: refused before any clip is reconstructed, not at the first video written.
+    Videos join what is in the folder already, so a non-empty one is fine."""
+    from drivesim.folders import check_out_dir
 
-    if out is None:
-        return
-    if Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    check_writable(Path(out), "--out")
+    if out is not None:
+        check_out_dir(out, overwrite=True)
 
 
 def evaluate(model, store: str | Path, split: str = "val", clips: int | None = None, videos: int = 2,

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from drivesim.errors import ConfigError
 
-__all__ = ["MAX_SEED", "METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "sample_time", "time_grid",
-           "clean_frames",
+__all__ = ["MAX_SEED", "METHODS", "TEXT", "LAYOUT", "VelocityFn", "GuidedVelocityFn", "is_int", "is_number",
+           "sample_time", "time_grid", "clean_frames",
            "flow_loss", "sample", "guided", "noise_like"]
 
 METHODS = ("euler", "heun", "unipc")
@@ -39,18 +39,24 @@ _TIME_MARGIN = 1e-5
 
 # ---------------------------------------------------------------- checks
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """An int or float, not a bool: the type every numeric option of sampling and rollouts takes."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_int(value) -> bool:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_positive(name: str, value) -> float:
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
 def _check_finite(name: str, value) -> float:
-    if not _is_number(value) or not math.isfinite(value):
+    if not is_number(value) or not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -36,33 +36,25 @@ class SamplingConfig:
         field, or what `names` calls it (a rollout's `strength` is the sampler's `start`)."""
         name = {field: field for field in ("steps", "method", "shift", "clean_frames", "text_scale", "layout_scale",
                                            "seed", "temperature", "start")} | (names or {})
-        if not _is_int(self.steps) or self.steps < 1:
+        if not flow.is_int(self.steps) or self.steps < 1:
             raise ConfigError(f"{name['steps']} must be an integer >= 1, got {self.steps!r}")
         if self.method not in flow.METHODS:
             raise ConfigError(f"{name['method']} must be one of {', '.join(flow.METHODS)}, got {self.method!r}")
-        if not _is_number(self.shift) or not math.isfinite(self.shift) or self.shift <= 0:
+        if not flow.is_number(self.shift) or not math.isfinite(self.shift) or self.shift <= 0:
             raise ConfigError(f"{name['shift']} must be a finite number > 0, got {self.shift!r}")
-        if not _is_int(self.clean_frames) or self.clean_frames < 0:
+        if not flow.is_int(self.clean_frames) or self.clean_frames < 0:
             raise ConfigError(f"{name['clean_frames']} must be an integer >= 0, got {self.clean_frames!r}")
         for field in ("text_scale", "layout_scale"):
             value = getattr(self, field)
-            if not _is_number(value) or not math.isfinite(value):
+            if not flow.is_number(value) or not math.isfinite(value):
                 raise ConfigError(f"{name[field]} must be a finite number, got {value!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed < flow.MAX_SEED:
+        if not flow.is_int(self.seed) or not 0 <= self.seed < flow.MAX_SEED:
             raise ConfigError(f"{name['seed']} must be an integer in 0..2**63-1, got {self.seed!r}")
-        if not _is_number(self.temperature) or not 0 <= self.temperature <= 2:
+        if not flow.is_number(self.temperature) or not 0 <= self.temperature <= 2:
             raise ConfigError(f"{name['temperature']} must be from 0 to 2, got {self.temperature!r}")
-        if not _is_number(self.start) or not 0 < self.start <= 1:
+        if not flow.is_number(self.start) or not 0 < self.start <= 1:
             raise ConfigError(f"{name['start']} must be a flow time in (0, 1], got {self.start!r}")
         return self
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @torch.no_grad()
@@ -90,7 +82,7 @@ def sample_latents(model: WorldModel, conditions: Conditions, shape: tuple[int, 
                               f"{None if init is None else tuple(init.shape)}")
         noise = (1 - config.start) * init.to(device=device, dtype=noise.dtype) + config.start * noise
     conditions = conditions.replace(clean=clean)
-    model.check_inputs(noise, conditions)
+    model.check_inputs(noise, conditions)  # once: the calls below pass `prepared`, which skips the check
     # The cameras and the prompt do not change between steps: rays, neighbours and text tokens once.
     prepared = model.prepare(conditions, shape)
 

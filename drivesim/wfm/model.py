@@ -198,13 +198,14 @@ class WorldModel(nn.Module):
                 prepared: Prepared | None = None) -> torch.Tensor:
         """latents [B, V, T, C, h, w] (normalised; clean frames hold their clean values), t [B] -> velocity
         [B, V, T, C, h, w]. prepared: self.prepare(conditions, latents.shape), when the caller has it already
-        (a sampler calls the model many times with the same conditions)."""
-        self.check_inputs(latents, conditions)
+        (a sampler calls the model many times with the same conditions, and checked them when it prepared)."""
+        if prepared is None:
+            self.check_inputs(latents, conditions)
+            prepared = self.prepare(conditions, latents.shape)
         config = self.config
         batch, views, frames, _, height, width = latents.shape
         dtype = self.dit.patch_in.weight.dtype
         kept = conditions.kept(latents.device)
-        prepared = self.prepare(conditions, latents.shape) if prepared is None else prepared
 
         clean = conditions.clean
         if clean is None:
