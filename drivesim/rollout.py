@@ -5,7 +5,7 @@ camera, grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr, a clip stor
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +14,49 @@ from drivesim.errors import ConfigError, DataError
 from drivesim.folders import check_out_dir, publish_folder, staging_folder, writer_lock
 from drivesim.media import contact_sheet, grid_frames, write_mp4
 
-__all__ = ["ROLLOUT_STORE", "Rollout", "find_rollouts", "store_folder"]
+__all__ = ["ROLLOUT_STORE", "Labels", "Rollout", "find_rollouts", "store_folder"]
 
 ROLLOUT_STORE = "rollout.zarr"
+
+
+@dataclass(frozen=True, eq=False)
+class Labels:
+    """The scenario's boxes frame by frame, packed as the clip store keeps them (drivesim/data/store.py):
+    a rollout's store takes them as they are, and export and eval read them back the same way."""
+
+    boxes: np.ndarray                 # float32 [N, 10]: centre xyz, size wlh, yaw, velocity xy (world frame), 1
+    offsets: np.ndarray               # int32 [F + 1]: frame f's boxes are boxes[offsets[f]:offsets[f + 1]]
+    category: np.ndarray              # int16 [N]: index into drivesim.data.nuscenes.CATEGORIES
+    track: np.ndarray                 # int32 [N]: index into `tracks`
+    tracks: list[str]                 # the scenario's agent ids
+
+    @classmethod
+    def of_scenario(cls, scenario, times: np.ndarray) -> Labels:
+        """Every agent present at each of `times` (seconds): its box, its velocity (zero when parked)."""
+        from drivesim.data.nuscenes import CATEGORY_INDEX
+
+        agents = list(scenario.agents)
+        layout_frames = scenario.layout_frames(times)
+        present = [agent.present(times) for agent in agents]
+        velocities = [np.zeros((len(times), 2)) if agent.parked else agent.trajectory.velocity(times)[:, :2]
+                      for agent in agents]
+        rows, offsets, category, track = [], [0], [], []
+        for f, frame in enumerate(layout_frames):
+            here = [a for a in range(len(agents)) if present[a][f]]  # layout_frames keeps the agents' order
+            speed = np.array([velocities[a][f] for a in here], np.float32).reshape(-1, 2)
+            boxes = np.asarray(frame.boxes, np.float32).reshape(-1, 7)
+            rows.append(np.concatenate([boxes, speed, np.ones((len(boxes), 1), np.float32)], axis=1))
+            offsets.append(offsets[-1] + len(boxes))
+            category += [CATEGORY_INDEX.get(name, CATEGORY_INDEX["other"]) for name in frame.categories]
+            track += here
+        return cls(boxes=np.concatenate(rows) if rows else np.zeros((0, 10), np.float32),
+                   offsets=np.asarray(offsets, np.int32), category=np.asarray(category, np.int16),
+                   track=np.asarray(track, np.int32), tracks=[agent.id for agent in agents])
+
+    def frame(self, f: int) -> slice:
+        """Where frame f's boxes are in `boxes`, `category` and `track` (f < 0 counts from the end)."""
+        f = range(len(self.offsets) - 1)[f]  # an IndexError past either end, not a wrong slice
+        return slice(int(self.offsets[f]), int(self.offsets[f + 1]))
 
 
 @dataclass(eq=False)
@@ -30,32 +70,25 @@ class Rollout:
     ego_from_cam: np.ndarray          # float32 [V, 4, 4]
     world_from_ego: np.ndarray        # float64 [F, 4, 4]
     timestamps: np.ndarray            # int64 [F] microseconds from the start
-    boxes: list[np.ndarray]           # per frame float32 [N, 7]: centre xyz, size wlh, yaw (world frame)
-    categories: list[list[str]]       # per frame N nuScenes category names
-    track_ids: list[list[str]]        # per frame N agent ids
-    velocities: list[np.ndarray] = field(default_factory=list)  # per frame float32 [N, 2] world-frame vx, vy
+    labels: Labels
     fps: float = 12.0
 
     @classmethod
     def labelled(cls, scenario, rig, video: np.ndarray) -> Rollout:
         """A Rollout of `video` [F, V, H, W, 3] with the scenario's poses, boxes and tracks, seen through `rig`."""
         times = scenario.frame_times()[:video.shape[0]]
-        layout_frames = scenario.layout_frames(times)
-        present = [agent.present(times) for agent in scenario.agents]
-        velocities = [agent.trajectory.velocity(times)[:, :2] for agent in scenario.agents]
-        track_ids, speeds = [], []
-        for f in range(len(times)):
-            ids = [agent.id for a, agent in enumerate(scenario.agents) if present[a][f]]
-            track_ids.append(ids)
-            rows = [np.zeros(2) if agent.parked else velocities[a][f]
-                    for a, agent in enumerate(scenario.agents) if present[a][f]]
-            speeds.append(np.array(rows, np.float32).reshape(-1, 2))
         return cls(video=video, scenario=scenario, cameras=list(rig.names),
                    intrinsics=rig.intrinsics.astype(np.float32), ego_from_cam=rig.ego_from_cam.astype(np.float32),
                    world_from_ego=scenario.world_from_ego(times), timestamps=np.round(times * 1e6).astype(np.int64),
-                   boxes=[frame.boxes for frame in layout_frames],
-                   categories=[frame.categories for frame in layout_frames],
-                   track_ids=track_ids, velocities=speeds, fps=float(scenario.fps))
+                   labels=Labels.of_scenario(scenario, times), fps=float(scenario.fps))
+
+    def boxes(self, f: int) -> np.ndarray:
+        """Frame f's boxes, float32 [N, 7]: centre xyz, size wlh, yaw (world frame)."""
+        return self.labels.boxes[self.labels.frame(f), :7]
+
+    def track_ids(self, f: int) -> list[str]:
+        """Frame f's agent ids, in the order of boxes(f)."""
+        return [self.labels.tracks[i] for i in self.labels.track[self.labels.frame(f)]]
 
     @property
     def num_frames(self) -> int:
@@ -105,33 +138,21 @@ class Rollout:
         settings = {"source": "drivesim-rollout", "width": int(width), "height": int(height), "frames": int(frames),
                     "fps": float(self.fps), "cameras": list(self.cameras)}
         root = store.create_store(path, settings, list(CATEGORIES), list(POLY_TYPES))
-        rows, offsets, category, track = [], [0], [], []
-        agent_ids = [agent.id for agent in getattr(self.scenario, "agents", ())]  # box_track indexes these
-        for f in range(frames):
-            boxes = np.asarray(self.boxes[f], np.float32).reshape(-1, 7)
-            velocity = (np.asarray(self.velocities[f], np.float32).reshape(-1, 2) if self.velocities
-                        else np.zeros((len(boxes), 2), np.float32))
-            rows.append(np.concatenate([boxes, velocity, np.ones((len(boxes), 1), np.float32)], axis=1))
-            offsets.append(offsets[-1] + len(boxes))
-            category += [CATEGORIES.index(c) if c in CATEGORIES else CATEGORIES.index("other")
-                         for c in self.categories[f]]
-            track += [agent_ids.index(a) for a in self.track_ids[f]]
         road = getattr(self.scenario, "road", None)
         lines = [*(("lane", p) for p in getattr(road, "lanes", ())),
                  *(("road_edge", p) for p in getattr(road, "road_edges", ()))]
         points = [np.asarray(p, np.float32).reshape(-1, 3) for _, p in lines]
+        labels = self.labels
         clip = store.Clip(
             clip_id=self.clip_id(), frames=self.video, intrinsics=self.intrinsics, ego_from_cam=self.ego_from_cam,
             world_from_ego=self.world_from_ego, timestamps=self.timestamps,
-            boxes=np.concatenate(rows) if rows else np.zeros((0, 10), np.float32),
-            box_offsets=np.asarray(offsets, np.int32), box_category=np.asarray(category, np.int16),
-            box_track=np.asarray(track, np.int32),
+            boxes=labels.boxes, box_offsets=labels.offsets, box_category=labels.category, box_track=labels.track,
             polylines=np.concatenate(points) if points else np.zeros((0, 3), np.float32),
             poly_offsets=np.cumsum([0, *(len(p) for p in points)]).astype(np.int32),
             poly_type=np.asarray([POLY_TYPES.index(kind) for kind, _ in lines], np.int16),
             attrs={"source": "drivesim-rollout", "scene": getattr(self.scenario, "name", "") or "rollout",
                    "split": "val", "caption": getattr(self.scenario, "prompt", "") or "rollout",
-                   "cameras": list(self.cameras), "fps": float(self.fps), "start": 0, "tracks": agent_ids})
+                   "cameras": list(self.cameras), "fps": float(self.fps), "start": 0, "tracks": list(labels.tracks)})
         store.write_clip(path, clip)
         index = dict(root.attrs.get("clips", {}))
         index[clip.clip_id] = {"scene": clip.attrs["scene"], "split": "val", "caption": clip.attrs["caption"]}

@@ -53,3 +53,35 @@ def test_a_rerun_clears_the_staging_folder_a_killed_run_left(tmp_path):
     written = small_rollout().save(tmp_path / "out")
     assert not stale.exists() and (tmp_path / "out" / "grid.mp4") == written["grid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_labels_hold_each_frames_boxes_velocities_and_tracks_as_the_scenario_has_them():
+    rollout = small_rollout()
+    scenario, labels = rollout.scenario, rollout.labels
+    times = scenario.frame_times()
+    layout = scenario.layout_frames(times)
+    lead = scenario.agents[0].trajectory.velocity(times)[:, :2]
+    for f in range(rollout.num_frames):
+        np.testing.assert_array_equal(rollout.boxes(f), layout[f].boxes)
+        assert rollout.track_ids(f) == ["lead", "parked"]
+        rows = labels.boxes[labels.frame(f)]
+        np.testing.assert_allclose(rows[0, 7:9], lead[f], atol=1e-5)  # the lead car drives at 14 m/s
+        assert rows[0, 7] == pytest.approx(14, abs=0.01) and (rows[1, 7:9] == 0).all()  # parked: still
+    np.testing.assert_array_equal(rollout.boxes(-1), rollout.boxes(rollout.num_frames - 1))
+    with pytest.raises(IndexError):
+        labels.frame(rollout.num_frames)
+
+
+def test_the_rollout_store_keeps_the_labels_as_they_are(tmp_path):
+    from drivesim.data import store
+    from drivesim.data.nuscenes import CATEGORIES
+
+    rollout = small_rollout()
+    path = rollout.write_store(tmp_path / ROLLOUT_STORE)
+    clip = store.read_clip(store.open_store(path), rollout.clip_id())
+    labels = rollout.labels
+    np.testing.assert_array_equal(clip["boxes"], labels.boxes)
+    np.testing.assert_array_equal(clip["box_offsets"], labels.offsets)
+    np.testing.assert_array_equal(clip["box_track"], labels.track)
+    assert [CATEGORIES[c] for c in clip["box_category"][:2]] == ["vehicle.car", "vehicle.truck"]
+    assert store.open_clip(store.open_store(path), rollout.clip_id()).attrs["tracks"] == ["lead", "parked"]

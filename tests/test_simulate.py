@@ -48,7 +48,7 @@ def test_a_rollout_writes_videos_sheet_and_a_store_the_dataset_reads(loaded, tmp
     assert result.video.shape == (4, 3, HEIGHT, WIDTH, 3) and result.video.dtype == np.uint8
     assert result.cameras == CAMERAS
     assert result.world_from_ego.shape == (4, 4, 4) and result.timestamps.tolist() == [0, 83333, 166667, 250000]
-    assert [ids for ids in result.track_ids] == [["lead", "parked"]] * 4
+    assert [result.track_ids(f) for f in range(4)] == [["lead", "parked"]] * 4
     assert result.intrinsics.shape == (3, 3, 3) and result.intrinsics[0, 0, 2] < WIDTH
 
     written = result.save(tmp_path / "out")
@@ -105,7 +105,7 @@ def test_a_long_scenario_is_generated_in_chunks(loaded, monkeypatch):
     monkeypatch.setattr(pipeline_module, "sample_latents", spy)
     scenario = make_scenario(duration=1.0)  # 13 frames: windows of 5 starting at 0, 4, 8
     result = rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
-    assert result.video.shape[0] == 13 and len(result.boxes) == 13
+    assert result.video.shape[0] == 13 and len(result.labels.offsets) == 13 + 1
     assert [c[0] for c in calls] == [0, 1, 1]
     assert all(c[1] == (1, FRAMES, 4, 4) and c[2] == (1, 3, FRAMES, 7, HEIGHT, WIDTH) for c in calls)
     # the second chunk starts from the first's last frame, re-encoded
@@ -230,7 +230,7 @@ def started(loaded, tmp_path_factory):
 def test_the_reprojection_baseline_moves_from_the_start_frame_with_the_ego(started):
     held = hold_start_frame(started, (WIDTH, HEIGHT))
     redrawn = reproject_start_frame(started, (WIDTH, HEIGHT))
-    assert redrawn.video.shape == held.video.shape and redrawn.boxes[-1].shape == held.boxes[-1].shape
+    assert redrawn.video.shape == held.video.shape and redrawn.boxes(-1).shape == held.boxes(-1).shape
     assert np.abs(redrawn.video[0].astype(int) - held.video[0].astype(int)).mean() < 1  # no motion yet
     moved = np.abs(redrawn.video[-1].astype(int) - held.video[-1].astype(int)).mean()
     assert moved > 2  # the ego drove 3.5 m: the picture is not the start frame any more

@@ -115,7 +115,7 @@ def test_hold_start_frame_repeats_the_stored_frame_with_the_labels(tiny_wfm_run,
     assert held.video.shape == (scenario.num_frames, len(CAMERAS), 32, 64, 3)
     assert (held.video == held.video[:1]).all()
     assert np.abs(held.video[0].astype(int) - source.video[1].astype(int)).max() <= 1
-    assert len(held.boxes) == scenario.num_frames and held.cameras == CAMERAS
+    assert len(held.labels.offsets) == scenario.num_frames + 1 and held.cameras == CAMERAS
     with pytest.raises(ConfigError, match="no start_frames"):
         hold_start_frame(make_scenario(), (64, 32))
 
