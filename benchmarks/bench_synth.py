@@ -1,4 +1,4 @@
-"""Six-camera frames per second of the synthetic-log renderer (drivesim/data/raycast.py) against
+"""Six-camera frames per second of the synthetic-log renderer (drivesim/data/synth/raycast.py) against
 open3d's own rasteriser (Filament) on the same scene and cameras, plus `drivesim synth` end to end.
 
     .venv/bin/python benchmarks/bench_synth.py [--sizes 448x256,1600x900] [--frames 5]
@@ -21,8 +21,8 @@ import numpy as np
 import open3d as o3d
 import torch
 
-from drivesim.data.meshes import Mesh, agents_mesh
-from drivesim.data.synth import SceneWorld, SynthConfig, generate, plan_scene
+from drivesim.data.synth.meshes import Mesh, agents_mesh
+from drivesim.data.synth.logs import SceneWorld, SynthConfig, generate, plan_scene
 from drivesim.rigs import parse_size
 from results import machine, record  # benchmarks/results.py: run as a script, this folder is on sys.path
 

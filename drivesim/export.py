@@ -2,7 +2,7 @@
 loads (`NuScenes(version, dataroot=out)`), alone or merged into a copy of a real or synthetic one.
 
 Each clip of each rollout's clip store (`rollout.zarr`, written by `Rollout.save`) becomes one scene
-of its own log, written with `NuScenesWriter` as drivesim/data/synth.py writes its scenes:
+of its own log, written with `NuScenesWriter` as drivesim/data/synth/logs.py writes its scenes:
 
 - Key frames every round(fps / 2) frames (every 6th at 12 fps: 2 Hz, as nuScenes), the frames
   between them as camera sweeps tied to the next key frame. The writer cannot tie frames after the
@@ -45,7 +45,7 @@ from drivesim import geometry
 from drivesim.data.nuscenes_merge import (TokenCollision, link_tree, merge_tables, read_tables, table_folders,
                                           write_table_files)
 from drivesim.data.nuscenes_tables import START_US, TABLE_NAMES, NuScenesWriter, attribute_for, check_version
-from drivesim.data.side_files import MAP_RESOLUTION
+from drivesim.data.synth.side_files import MAP_RESOLUTION
 from drivesim.data.store import open_store, read_clip, stored_clip_ids, verify_clip
 from drivesim.errors import ConfigError, DataError
 from drivesim.folders import check_out_dir, contains, overlaps, publish_folder
@@ -57,7 +57,7 @@ KEY_FRAME_HZ = 2
 LOCATION = "drivesim-generated"
 MANIFEST = "drivesim_manifest.json"
 MANIFEST_FORMAT = "drivesim-export/1"
-# As the synthetic logs (drivesim/data/synth.py), not imported from there: that would load the renderer.
+# As the synthetic logs (drivesim/data/synth/logs.py), not imported from there: that would load the renderer.
 EGO_FROM_LIDAR = geometry.transform_from(np.array([0.943713, 0.0, 1.84023]), np.array([1.0, 0.0, 0.0, 0.0]))
 SCENE_SPACING_US = 3_600_000_000  # an hour between scene starts: no two scenes overlap in time
 MAP_MARGIN = 50.0  # metres of map kept on every side of what a scene shows

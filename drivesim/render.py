@@ -30,6 +30,7 @@ BACKENDS = ("auto", "open3d", "pytorch3d")
 MAX_DEPTH = 100.0   # metres at which the depth channel reaches 1
 NEAR = 0.1          # metres: lines and boxes nearer to a camera than this are cut off
 LINE_WIDTH = 2      # pixels, at any image size
+RAYCAST_THREADS = 0  # open3d ray-casting threads per process (0: all cores)
 
 # A small fixed palette by nuScenes super-category: distinct, and never black (black is "no box").
 PALETTE = {
@@ -109,7 +110,6 @@ def _z_open3d(vertices, triangles, rig: Rig, rays_cam: np.ndarray, rays_ego: np.
     only the candidate pixels [V, H*W] (those a box's projection may cover)."""
     import open3d as o3d
 
-    from drivesim.data import raycast
 
     z = np.full(candidates.shape, np.inf)
     triangle = np.full(candidates.shape, -1, np.int64)
@@ -119,7 +119,7 @@ def _z_open3d(vertices, triangles, rig: Rig, rays_cam: np.ndarray, rays_ego: np.
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
     rays = np.concatenate([rig.ego_from_cam[view, :3, 3], rays_ego[view, pixel]], axis=-1).astype(np.float32)
-    hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=raycast.THREADS)
+    hit = scene.cast_rays(o3d.core.Tensor(rays), nthreads=RAYCAST_THREADS)
     distance = hit["t_hit"].numpy().astype(np.float64)
     found = np.isfinite(distance)
     view, pixel = view[found], pixel[found]

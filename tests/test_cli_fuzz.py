@@ -51,7 +51,7 @@ def guard(monkeypatch):
     """The first step of each command's real work: reaching it means a bad value was taken."""
     import subprocess
 
-    import drivesim.data.synth
+    import drivesim.data.synth.logs
     import drivesim.simulate
     import drivesim.wfm.pipeline
     import drivesim.tokenizer.evaluate
@@ -61,7 +61,7 @@ def guard(monkeypatch):
         pytest.fail("a bad value was taken and the real work started")
 
     # from_pretrained refuses a bad checkpoint itself: its work starts once the checkpoint is resolved
-    for module, name in ((drivesim.data.synth, "_render_all"), (drivesim.wfm.pipeline, "_resolve_tokenizer"),
+    for module, name in ((drivesim.data.synth.logs, "_render_all"), (drivesim.wfm.pipeline, "_resolve_tokenizer"),
                          (drivesim.simulate, "rollout"), (drivesim.tokenizer.evaluate, "evaluate"),
                          (drivesim.train.distributed, "setup"), (subprocess, "call")):
         monkeypatch.setattr(module, name, reached)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import plotly.graph_objects as go
 
-from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
+from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.render import PALETTE, super_category
 from drivesim.scenario.schema import Agent, Scenario
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
+from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.errors import ScenarioError
 from drivesim.rigs import show_value
 from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Scenario

@@ -147,9 +147,8 @@ def scene_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, he
     than a far plane. Edges farther than `reach` from every pose are left out."""
     import open3d as o3d
 
-    from drivesim.data import raycast
     from drivesim.geometry import box_corners
-    from drivesim.render import BOX_TRIANGLES
+    from drivesim.render import BOX_TRIANGLES, RAYCAST_THREADS
 
     world_from_ego = np.asarray(world_from_ego, np.float64).reshape(-1, 4, 4)
     frames, views = len(world_from_ego), len(ego_from_cam)
@@ -186,7 +185,7 @@ def scene_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, he
         local = vertices @ ego_from_world[:3, :3].T + ego_from_world[:3, 3]
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.core.Tensor(local.astype(np.float32)), o3d.core.Tensor(triangles.astype(np.uint32)))
-        hit = scene.cast_rays(rays, nthreads=raycast.THREADS)
+        hit = scene.cast_rays(rays, nthreads=RAYCAST_THREADS)
         depth[f] = (hit["t_hit"].numpy().reshape(views, -1) * rays_cam[..., 2]).reshape(views, height, width)
         triangle = hit["primitive_ids"].numpy().astype(np.int64).reshape(views, height, width)
         first_box = len(wall_triangles)

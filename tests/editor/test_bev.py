@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivesim.data.traffic import EGO_REAR_OVERHANG, EGO_SIZE
+from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.editor.bev import MARGIN, bev_figure, box_polygon
 from drivesim.render import PALETTE
 from drivesim.scenario import from_dict, load

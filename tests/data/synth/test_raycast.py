@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scipy.spatial import ConvexHull
 
 from drivesim import geometry
-from drivesim.data.meshes import Material, Mesh, box, merge
-from drivesim.data.raycast import Look, Renderer
+from drivesim.data.synth.meshes import Material, Mesh, box, merge
+from drivesim.data.synth.raycast import Look, Renderer
 
 WIDTH, HEIGHT = 96, 64
 FOCAL = 60.0

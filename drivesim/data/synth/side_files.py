@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from drivesim.data.town import Town
+from drivesim.data.synth.town import Town
 
 MAP_RESOLUTION = 0.1  # metres per pixel, as nuScenes' semantic prior maps
 TOWN_FORMAT = "drivesim-town/1"

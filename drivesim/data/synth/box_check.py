@@ -1,6 +1,7 @@
 """How well the annotated 3D boxes, read back through nuscenes-devkit, cover the rendered
 objects: per camera and key frame, the IoU between each box's projected image hull and the
-object's instance mask from the renderer. The synth tests and `drivesim synth --check` use it.
+object's instance mask from the renderer. The synth tests use it, and it runs on any log
+`drivesim synth` wrote (docs/synthetic_logs.md).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def box_fits(dataroot: FilePath, version: str = "v1.0-mini", max_samples: int | 
     from nuscenes.nuscenes import NuScenes
     from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 
-    from drivesim.data.synth import SceneWorld, SynthConfig, plan_scene
+    from drivesim.data.synth.logs import SceneWorld, SynthConfig, plan_scene
 
     dataroot = FilePath(dataroot)
     meta = json.loads((dataroot / "drivesim" / "scenes.json").read_text())

@@ -11,7 +11,7 @@ import numpy as np
 import open3d as o3d
 
 from drivesim import geometry
-from drivesim.data.meshes import Material, Mesh
+from drivesim.data.synth.meshes import Material, Mesh
 
 TIMES_OF_DAY = ("day", "dusk", "night")
 # Ray-casting threads per process (0: all cores). Worker processes that render scenes side by

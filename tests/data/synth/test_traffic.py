@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivesim.data.town import CURB_HEIGHT, LANE_WIDTH, generate_town
-from drivesim.data.traffic import (
+from drivesim.data.synth.town import CURB_HEIGHT, LANE_WIDTH, generate_town
+from drivesim.data.synth.traffic import (
     CATEGORIES,
     EGO_SIZE,
     VEHICLES,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivesim.data.town import CURB_HEIGHT, LANE_WIDTH, SIDEWALK_WIDTH, Town
-from drivesim.data.traffic_step import Mover, Walker, step
+from drivesim.data.synth.town import CURB_HEIGHT, LANE_WIDTH, SIDEWALK_WIDTH, Town
+from drivesim.data.synth.traffic_step import Mover, Walker, step
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.data_classes import LidarPointCloud
 from PIL import Image
 
-from drivesim.data import synth
+from drivesim.data.synth import logs
 from drivesim.folders import staging_folder
-from drivesim.data.box_check import box_fits
+from drivesim.data.synth.box_check import box_fits
 from drivesim.data.contact_sheet import contact_sheet
 from drivesim.data.nuscenes_tables import TABLE_NAMES
-from drivesim.data.side_files import MAP_RESOLUTION, read_town_json
+from drivesim.data.synth.side_files import MAP_RESOLUTION, read_town_json
 
 CAMERAS = {"CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"}
 
@@ -26,8 +26,8 @@ CAMERAS = {"CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "C
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "logs"
-    config = synth.SynthConfig(out=out, scenes=2, seconds=1.5, width=448, height=256, fps=4, seed=7)
-    synth.generate(config, progress=False)
+    config = logs.SynthConfig(out=out, scenes=2, seconds=1.5, width=448, height=256, fps=4, seed=7)
+    logs.generate(config, progress=False)
     return out
 
 
@@ -141,9 +141,9 @@ def test_contact_sheet_shows_six_cameras_with_boxes(dataset, tmp_path):
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
     def run(seed, name):
-        config = synth.SynthConfig(out=tmp_path / name, scenes=1, seconds=0.5, width=96, height=64, fps=12,
+        config = logs.SynthConfig(out=tmp_path / name, scenes=1, seconds=0.5, width=96, height=64, fps=12,
                                    seed=seed)
-        return _tree_digest(synth.generate(config, progress=False))
+        return _tree_digest(logs.generate(config, progress=False))
 
     first, again, other = run(5, "a"), run(5, "b"), run(6, "c")
     assert first == again
@@ -155,26 +155,26 @@ def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path, 
     out = tmp_path / "logs"
     out.mkdir()
     (out / "keep.txt").write_text("old data")
-    config = synth.SynthConfig(out=out, scenes=1, seconds=0.5, width=64, height=48, fps=2, overwrite=True)
+    config = logs.SynthConfig(out=out, scenes=1, seconds=0.5, width=64, height=48, fps=2, overwrite=True)
 
     def crash(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(synth, "render_scene", crash)
+    monkeypatch.setattr(logs, "render_scene", crash)
     with pytest.raises(RuntimeError):
-        synth.generate(config, progress=False)
+        logs.generate(config, progress=False)
     assert (out / "keep.txt").read_text() == "old data"
     assert [p.name for p in tmp_path.iterdir()] == ["logs"]  # no partial folder left behind
     monkeypatch.undo()
-    synth.generate(config, progress=False)
+    logs.generate(config, progress=False)
     assert not (out / "keep.txt").exists() and (out / "v1.0-mini" / "scene.json").exists()
 
 
 def test_parallel_workers_write_the_same_files_as_one_process(tmp_path):
     def run(workers, name):
-        config = synth.SynthConfig(out=tmp_path / name, scenes=2, seconds=0.5, width=64, height=48, fps=2,
+        config = logs.SynthConfig(out=tmp_path / name, scenes=2, seconds=0.5, width=64, height=48, fps=2,
                                    seed=9, workers=workers)
-        return _tree_digest(synth.generate(config, progress=False))
+        return _tree_digest(logs.generate(config, progress=False))
 
     assert run(2, "parallel") == run(1, "serial")
 
@@ -187,7 +187,7 @@ def test_a_version_that_is_not_one_folder_name_is_refused_by_synth_export_and_th
     from drivesim.export import ExportConfig
 
     with pytest.raises(ConfigError, match="--version must look like v1.0-mini"):
-        synth.SynthConfig(out=tmp_path / "logs", version=version).validate()
+        logs.SynthConfig(out=tmp_path / "logs", version=version).validate()
     with pytest.raises(ConfigError, match="--version must look like v1.0-mini"):
         ExportConfig(rollouts=tmp_path, out=tmp_path / "export", version=version).validate()
     with pytest.raises(ConfigError, match="--version"):

@@ -1,7 +1,7 @@
 """A procedural town: a grid of roads with lanes, intersections, sidewalks, buildings.
 
 The town is pure 2D map data (lanes, markings, curbs, lots) in the world frame;
-drivesim/data/meshes.py turns it into triangles and traffic.py drives on its lanes.
+meshes.py turns it into triangles and traffic.py drives on its lanes.
 """
 
 from __future__ import annotations

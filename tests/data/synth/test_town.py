@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivesim.data.town import LANE_WIDTH, Town, generate_town
+from drivesim.data.synth.town import LANE_WIDTH, Town, generate_town
 
 FEW = settings(max_examples=4, deadline=None)
 seeds = st.integers(0, 2**31 - 1)

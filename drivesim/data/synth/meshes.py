@@ -13,8 +13,8 @@ from enum import IntEnum
 
 import numpy as np
 
-from drivesim.data.town import CURB_HEIGHT, Town
-from drivesim.data.traffic import Agent
+from drivesim.data.synth.town import CURB_HEIGHT, Town
+from drivesim.data.synth.traffic import Agent
 
 
 class Material(IntEnum):

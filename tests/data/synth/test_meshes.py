@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivesim.data.meshes import Material, Mesh, agent_mesh, agents_mesh, lamp_positions, merge, town_mesh
-from drivesim.data.town import CURB_HEIGHT, generate_town
-from drivesim.data.traffic import CATEGORIES, Agent
+from drivesim.data.synth.meshes import Material, Mesh, agent_mesh, agents_mesh, lamp_positions, merge, town_mesh
+from drivesim.data.synth.town import CURB_HEIGHT, generate_town
+from drivesim.data.synth.traffic import CATEGORIES, Agent
 
 FEW = settings(max_examples=12, deadline=None)
 

@@ -21,12 +21,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from drivesim import geometry, rigs
-from drivesim.data import side_files
-from drivesim.data.meshes import agents_mesh, lamp_positions, town_mesh
+from drivesim.data.synth import side_files
+from drivesim.data.synth.meshes import agents_mesh, lamp_positions, town_mesh
 from drivesim.data.nuscenes_tables import START_US, NuScenesWriter, attribute_for, check_version
-from drivesim.data.raycast import Look, Renderer
-from drivesim.data.town import Town, generate_town
-from drivesim.data.traffic import Traffic, simulate
+from drivesim.data.synth.raycast import Look, Renderer
+from drivesim.data.synth.town import Town, generate_town
+from drivesim.data.synth.traffic import Traffic, simulate
 from drivesim.errors import ConfigError
 from drivesim.folders import check_out_dir, publish_folder, staging_folder
 
@@ -273,7 +273,7 @@ def _render_in_worker(args):
     config, plan, staging, ticks = args
     import torch
 
-    from drivesim.data import raycast
+    from drivesim.data.synth import raycast
 
     torch.set_num_threads(1)  # scenes run side by side, one core each
     raycast.THREADS = 1
