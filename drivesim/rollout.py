@@ -53,6 +53,12 @@ class Labels:
                    offsets=np.asarray(offsets, np.int32), category=np.asarray(category, np.int16),
                    track=np.asarray(track, np.int32), tracks=[agent.id for agent in agents])
 
+    def first(self, frames: int) -> Labels:
+        """The labels of the first `frames` frames (a rollout cut short)."""
+        end = int(self.offsets[frames])
+        return Labels(boxes=self.boxes[:end], offsets=self.offsets[:frames + 1], category=self.category[:end],
+                      track=self.track[:end], tracks=list(self.tracks))
+
     def frame(self, f: int) -> slice:
         """Where frame f's boxes are in `boxes`, `category` and `track` (f < 0 counts from the end)."""
         f = range(len(self.offsets) - 1)[f]  # an IndexError past either end, not a wrong slice

@@ -70,6 +70,8 @@ def test_labels_hold_each_frames_boxes_velocities_and_tracks_as_the_scenario_has
     np.testing.assert_array_equal(rollout.boxes(-1), rollout.boxes(rollout.num_frames - 1))
     with pytest.raises(IndexError):
         labels.frame(rollout.num_frames)
+    cut = labels.first(2)
+    assert len(cut.offsets) == 3 and len(cut.boxes) == len(cut.track) == int(labels.offsets[2])
 
 
 def test_the_rollout_store_keeps_the_labels_as_they_are(tmp_path):

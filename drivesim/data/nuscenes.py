@@ -229,8 +229,8 @@ def ego_poses_around(nusc, scene_name: str, camera: str, timestamp: int) -> tupl
     if len(chain) < 2 or index == len(times) or times[index] != timestamp:
         return None
     pair = (chain[max(index - 1, 0)], chain[min(index + 1, len(chain) - 1)])
-    poses = [pose_matrix(nusc.get("ego_pose", record["ego_pose_token"])) for record in pair]
-    return np.array([record["timestamp"] for record in pair], np.int64), np.stack(poses)
+    return (np.array([record["timestamp"] for record in pair], np.int64),
+            world_from_ego(nusc, [record["token"] for record in pair]))
 
 
 def pose_matrix(record: dict) -> np.ndarray:
@@ -405,7 +405,7 @@ def _synthetic_polylines(dataroot: Path, location: str) -> list[tuple[str, np.nd
     path = dataroot / "drivesim" / "towns" / f"{location}.json"
     if not path.is_file():
         return None
-    from drivesim.data.side_files import read_town_json
+    from drivesim.data.synth.side_files import read_town_json
 
     try:
         town = read_town_json(path)
