@@ -16,7 +16,7 @@ def _add_train(commands) -> None:
                     "process, or under `torchrun --nproc_per_node N` for DDP (parallel=fsdp for FSDP2). "
                     "SIGTERM or Ctrl-C saves a checkpoint and stops; --resume continues from the newest "
                     "complete checkpoint in the run folder.")
-    parser.add_argument("task", help="what to train: tokenizer")
+    parser.add_argument("task", help="what to train: tokenizer, wfm or detector")
     parser.add_argument("--config", type=Path, help="a YAML file under configs/ (keys: see drivesim/train/config.py)")
     parser.add_argument("--resume", action="store_true", help="continue the run in `out` from its latest checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

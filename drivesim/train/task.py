@@ -46,6 +46,10 @@ def task_by_name(name: str) -> Task:
         from drivesim.wfm.task import WfmTask
 
         return WfmTask()
+    if name == "detector":
+        from drivesim.perception.task import DetectorTask
+
+        return DetectorTask()
     from drivesim.errors import ConfigError
 
-    raise ConfigError(f"unknown task {name!r} (tasks: tokenizer, wfm)")
+    raise ConfigError(f"unknown task {name!r} (tasks: tokenizer, wfm, detector)")
