@@ -30,6 +30,7 @@ CSE and TSE within 2x of the ground truth's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -117,12 +118,12 @@ def score(out: Path, store: Path, frame_step: int) -> dict:
 
     results = evaluate(out / "rollouts", reference=store, frame_step=frame_step, progress=True)
     write_report(results, out / "eval")
-    summary = results["summary"]
-    scores = {variant: mean_row([row for row in summary["rows"] if row["name"].startswith(f"{_slug(variant)}--")],
-                                variant)
+    summary = results.summary
+    scores = {variant: dataclasses.asdict(mean_row([row for row in summary.rows
+                                                    if row.name.startswith(f"{_slug(variant)}--")], variant))
               for variant in VARIANTS}
     scores["ground truth"] = {key: (math.nan if value is None else value)
-                              for key, value in summary["reference_mean"].items() if key != "name"}
+                              for key, value in dataclasses.asdict(summary.reference_mean).items() if key != "name"}
     return scores
 
 

@@ -157,8 +157,8 @@ def _run_eval(args) -> int:
     print(summary_table(results))
     print(f"report: {html_path}")
     print(f"numbers: {json_path}")
-    if results["failed"]:  # the report is written, but a script must learn that it is incomplete
-        print(f"drivesim eval: {len(results['failed'])} of {len(results['failed']) + len(results['rollouts'])} "
+    if results.failed:  # the report is written, but a script must learn that it is incomplete
+        print(f"drivesim eval: {len(results.failed)} of {len(results.failed) + len(results.rollouts)} "
               "rollouts could not be scored (listed in the report)", file=sys.stderr)
         return 1
     return 0

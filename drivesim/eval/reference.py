@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +26,57 @@ from drivesim.errors import ConfigError, DrivesimError
 from drivesim.eval.quality import finite_mean, masked_psnr, psnr, ssim
 from drivesim.rollout import store_folder
 
-__all__ = ["given_frames", "reference_clip", "rollout_quality", "scored_frames"]
+__all__ = ["LayoutAgreement", "ReferenceClip", "ReferenceQuality", "given_frames", "reference_clip",
+           "rollout_quality", "scored_frames"]
 
 
 @dataclass(frozen=True)
-class _Reference:
+class ReferenceClip:
+    """A clip of a store, from one of its frames on: what a rollout is compared with."""
+
     store: Path
     clip: str
     frame: int
 
 
+@dataclass(frozen=True)
+class LayoutAgreement:
+    """PSNR inside the scenario's boxes (are the cars where it put them?) and outside (the rest of the
+    scene), and the share of pixels inside."""
+
+    psnr_in_boxes: float
+    psnr_outside_boxes: float
+    box_fraction: float
+
+
+_NOT_MEASURED = LayoutAgreement(math.nan, math.nan, math.nan)
+
+
+@dataclass(frozen=True)
+class ReferenceQuality:
+    """PSNR and SSIM against the reference clip: the means and, from the same scores, their series per
+    scored frame (mean over cameras) and per camera; NaN, with `note` saying why, when there is none."""
+
+    psnr: float
+    ssim: float
+    layout: LayoutAgreement
+    note: str | None
+    reference: ReferenceClip | None = None
+    cameras: list[str] = field(default_factory=list)
+    frames: int = 0                  # scored
+    given_frames: int = 0
+    scored: str | None = None        # which frames were scored, in words
+    size: list[int] | None = None    # [W, H] of the rollout
+    reference_size: list[int] | None = None
+    frame_indices: list[int] = field(default_factory=list)
+    psnr_per_frame: list[float] = field(default_factory=list)
+    ssim_per_frame: list[float] = field(default_factory=list)
+    psnr_per_camera: dict[str, float] = field(default_factory=dict)
+    ssim_per_camera: dict[str, float] = field(default_factory=dict)
+
+
 def reference_clip(scenario, rollout_folder: Path,
-                   reference: str | os.PathLike | None) -> tuple[_Reference | None, str | None]:
+                   reference: str | os.PathLike | None) -> tuple[ReferenceClip | None, str | None]:
     """(the clip the rollout should reproduce, None) or (None, why there is none).
 
     The clip is the scenario's start_frames.clip: in `reference` when given, else in the store that
@@ -59,7 +98,7 @@ def reference_clip(scenario, rollout_folder: Path,
         store = store_folder(found[0])
     if start.clip not in stored_clip_ids(store):
         return None, f"reference store {store} has no clip {start.clip!r} (the scenario's start_frames.clip)"
-    return _Reference(store, start.clip, int(start.frame)), None
+    return ReferenceClip(store, start.clip, int(start.frame)), None
 
 
 def _resize(frames: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -123,12 +162,8 @@ def scored_frames(total: int, compared: int, frame_step: int, given: int,
     return indices, "; ".join(parts)
 
 
-def _nan_quality(note: str, **extra) -> dict:
-    return {"reference": None, "cameras": [], "frames": 0, "given_frames": 0, "scored": None,
-            "psnr": math.nan, "ssim": math.nan,
-            "psnr_per_frame": [], "ssim_per_frame": [], "psnr_per_camera": {}, "ssim_per_camera": {},
-            "layout": {"psnr_in_boxes": math.nan, "psnr_outside_boxes": math.nan, "box_fraction": math.nan},
-            "note": note, **extra}
+def _not_measured(note: str, **known) -> ReferenceQuality:
+    return ReferenceQuality(math.nan, math.nan, _NOT_MEASURED, note, **known)
 
 
 def _scores(generated: np.ndarray, truth: np.ndarray, masks: np.ndarray, cameras: list[str]) -> dict:
@@ -139,23 +174,19 @@ def _scores(generated: np.ndarray, truth: np.ndarray, masks: np.ndarray, cameras
             "ssim_per_frame": [finite_mean(row) for row in ssim_values],
             "psnr_per_camera": {c: finite_mean(psnr_values[:, v]) for v, c in enumerate(cameras)},
             "ssim_per_camera": {c: finite_mean(ssim_values[:, v]) for v, c in enumerate(cameras)},
-            "layout": {"psnr_in_boxes": masked_psnr(generated, truth, masks),
-                       "psnr_outside_boxes": masked_psnr(generated, truth, ~masks),
-                       "box_fraction": float(masks.mean())}}
+            "layout": LayoutAgreement(masked_psnr(generated, truth, masks), masked_psnr(generated, truth, ~masks),
+                                      float(masks.mean()))}
 
 
 def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathLike | None = None,
-                    frame_step: int = 1, include_given: bool = False) -> dict:
+                    frame_step: int = 1, include_given: bool = False) -> ReferenceQuality:
     """PSNR, SSIM and layout agreement of a rollout folder against its ground-truth clip (see `reference_clip`).
 
     Every `frame_step`-th generated frame i is compared with reference frame start_frames.frame + i, over
     the frames both have and the cameras both have, less the frames the model was given (`given_frames`)
-    unless include_given. Returns {"reference": {store, clip, frame} or None, "cameras", "frames"
-    (scored), "given_frames", "scored": which frames were scored, in words, "size": [W, H],
-    "reference_size", "frame_indices", "psnr"/"ssim": means over frames and cameras,
-    "psnr_per_frame"/"ssim_per_frame": [scored frames] (mean over cameras), "psnr_per_camera"/
-    "ssim_per_camera", "layout": {"psnr_in_boxes", "psnr_outside_boxes", "box_fraction"}, "note": None
-    or why values are NaN}. A missing or unusable reference gives NaN and a note, never an error.
+    unless include_given. PSNR and SSIM are scored once per frame and camera; the means, the per-frame
+    and per-camera series and the layout agreement all come from those scores. A missing or unusable
+    reference gives NaN and a note (`ReferenceQuality.note`), never an error.
     """
     from drivesim.data.store import open_clip, open_store, read_clip, stored_clip_ids
     from drivesim.scenario import load
@@ -167,9 +198,9 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
         scenario = load(folder / "scenario.yaml")
         found, why = reference_clip(scenario, folder, reference)
     except DrivesimError as error:
-        return _nan_quality(f"no reference: {error}")
+        return _not_measured(f"no reference: {error}")
     if found is None:
-        return _nan_quality(f"no reference: {why}")
+        return _not_measured(f"no reference: {why}")
     store = store_folder(folder)
     root = open_store(store)
     clip = read_clip(root, stored_clip_ids(store)[0], ("frames", "intrinsics", "ego_from_cam", "timestamps"))
@@ -177,19 +208,18 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
     reference_root = open_store(found.store)
     group = open_clip(reference_root, found.clip)
     reference_cameras = list(dict(group.attrs).get("cameras") or reference_root.attrs["settings"]["cameras"])
-    where = {"store": str(found.store), "clip": found.clip, "frame": found.frame}
     cameras = [c for c in generated_cameras if c in reference_cameras]
     if not cameras:
-        return _nan_quality(f"no reference: clip {found.clip!r} of {found.store} has none of the rollout's cameras "
-                            f"({', '.join(generated_cameras)})", reference=where)
+        return _not_measured(f"no reference: clip {found.clip!r} of {found.store} has none of the rollout's cameras "
+                             f"({', '.join(generated_cameras)})", reference=found)
     count = min(len(clip["frames"]), group["frames"].shape[0] - found.frame)
     given = given_frames(scenario)
     indices, scored = scored_frames(len(clip["frames"]), count, frame_step, given, include_given)
     if count <= 0:
-        return _nan_quality(f"no reference: clip {found.clip!r} has no frames from frame {found.frame} on",
-                            reference=where)
+        return _not_measured(f"no reference: clip {found.clip!r} has no frames from frame {found.frame} on",
+                             reference=found)
     if len(indices) == 0:
-        return _nan_quality(f"nothing to score: {scored}", reference=where, given_frames=given, scored=scored)
+        return _not_measured(f"nothing to score: {scored}", reference=found, given_frames=given, scored=scored)
     views = [generated_cameras.index(c) for c in cameras]
     generated = clip["frames"][indices][:, views]                            # [F, V, H, W, 3]
     height, width = generated.shape[2:4]
@@ -203,7 +233,8 @@ def rollout_quality(rollout_folder: str | os.PathLike, reference: str | os.PathL
     if all(rates) and abs(rates[0] - rates[1]) > 1e-6:
         notes.append(f"the rollout runs at {rates[0]:g} fps, the reference clip at {rates[1]:g} fps: "
                      "frames are still compared one to one")
-    return {"reference": where, "cameras": cameras, "frames": int(len(indices)), "given_frames": given,
-            "scored": scored, "size": [int(width), int(height)],
-            "reference_size": [int(stored.shape[3]), int(stored.shape[2])], "frame_indices": indices.tolist(),
-            **_scores(generated, truth, masks, cameras), "note": "; ".join(notes) or None}
+    return ReferenceQuality(**_scores(generated, truth, masks, cameras), note="; ".join(notes) or None,
+                            reference=found, cameras=cameras, frames=int(len(indices)), given_frames=given,
+                            scored=scored, size=[int(width), int(height)],
+                            reference_size=[int(stored.shape[3]), int(stored.shape[2])],
+                            frame_indices=indices.tolist())

@@ -3,8 +3,8 @@ self-contained report.html (html.py).
 
 Per rollout (a folder from `drivesim generate`, holding rollout.zarr):
 
-- consistency (consistency.py): CSE across cameras under the calibration, TSE over time, and TSE
-  frame pair by frame pair for the plot;
+- consistency (consistency.py): CSE across cameras under the calibration and TSE over time, with
+  their series frame (pair) by frame (pair) for the plots, from one pass;
 - trajectory following (trajectory.py): the path one camera's video shows against the commanded one;
   ATE and RPE are n/a, with the reason, on a path too short or too straight to test following;
 - quality (reference.py): PSNR, SSIM and layout agreement against the ground-truth clip the scenario
@@ -19,32 +19,38 @@ on its clips too, and are reported beside the generated ones: SIFT-based errors 
 real footage shows, so a generated number means most next to it. FID and FVD run only with locally
 stored TorchScript networks (--inception, --i3d) and a reference store.
 
-In report.json NaN (not measured; the notes say why) is null and an infinite value (PSNR of
-identical images) is the string "inf", so the file is strict JSON.
+`evaluate` returns a Report (dataclasses down to each metric's own result; nothing is measured
+twice), html.py draws it, and report.json is its `dataclasses.asdict`, in which NaN (not measured;
+the notes say why) is null and an infinite value (PSNR of identical images) is the string "inf", so
+the file is strict JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import platform
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from drivesim.errors import ConfigError, DataError, DrivesimError
+from drivesim.eval.consistency import ClipConsistency
 from drivesim.eval.failures import describe
 from drivesim.eval.quality import SKIPPED_NOTE, Extractor
-from drivesim.eval.table import COLUMNS, number, scored_frames_line, summary_table
+from drivesim.eval.reference import ReferenceQuality
+from drivesim.eval.table import COLUMNS, SummaryRow, number, scored_frames_line, summary_table
+from drivesim.eval.trajectory import TrajectoryReport
 
-__all__ = ["COLUMNS", "MAX_REFERENCE_CLIPS", "check_inputs", "evaluate", "mean_row", "scored_frames_line",
-           "summary_table", "write_report"]
+__all__ = ["COLUMNS", "MAX_REFERENCE_CLIPS", "ClipEntry", "Counts", "Distribution", "FailedPairs", "Failure",
+           "Machine", "ReferenceClips", "Report", "Settings", "Summary", "SummaryRow", "check_inputs", "evaluate",
+           "mean_row", "scored_frames_line", "summary_table", "write_report"]
 
 MAX_REFERENCE_CLIPS = 4  # reference clips measured when no rollout starts from one of its clips
-TRAJECTORY_CAMERA = "CAM_FRONT"
 
 
 # ---------------------------------------------------------------- inputs
@@ -87,7 +93,109 @@ def check_inputs(rollouts_dir, reference=None, inception=None, i3d=None, frame_s
     return folders, store, inception, i3d
 
 
+# ---------------------------------------------------------------- what a report holds
+
+
+@dataclass
+class Failure:
+    """A rollout (with its folder) or reference clip that could not be scored, and why."""
+
+    name: str
+    reason: str
+    folder: str | None = None
+
+
+@dataclass
+class FailedPairs:
+    """Frame pairs whose motion could not be recovered (too few matches, or OpenCV's solvers failed on
+    them): the trajectory's (one camera, each frame against the last keyframe) and TSE's (every camera,
+    each frame against the one before), out of how many. None where that metric did not run."""
+
+    trajectory: int | None
+    trajectory_pairs: int | None
+    tse: int | None
+    tse_pairs: int | None
+    total: int | None
+    solver_errors: int
+    solver_error: str | None
+
+
+@dataclass
+class ClipEntry:
+    """Everything measured on one rollout or reference clip, each metric once; None where it could not
+    run (`notes` say why). quality and folder are a rollout's only."""
+
+    name: str
+    store: str
+    clip_id: str
+    cameras: list[str]
+    frames: int
+    size: list[int]  # [W, H]
+    consistency: ClipConsistency | None
+    trajectory: TrajectoryReport | None
+    failed_pairs: FailedPairs
+    notes: list[str]
+    quality: ReferenceQuality | None = None
+    folder: str | None = None
+
+
+@dataclass
+class ReferenceClips:
+    """The reference store's clips, measured like the rollouts."""
+
+    store: str
+    clips: list[ClipEntry]
+    failed: list[Failure]
+
+
 # ---------------------------------------------------------------- metrics of one clip
+
+
+def _failed_pairs(consistency: ClipConsistency | None, trajectory: TrajectoryReport | None) -> FailedPairs:
+    """What the two metrics counted as not recovered, read from their results."""
+    temporal = consistency.temporal if consistency is not None else None
+    ran = [metric for metric in (trajectory, temporal) if metric is not None]
+    failed = ([trajectory.failed_frames] if trajectory else []) + ([temporal.skipped] if temporal else [])
+    errors = [metric.solver_error for metric in ran if metric.solver_error]
+    return FailedPairs(trajectory=trajectory.failed_frames if trajectory else None,
+                       trajectory_pairs=len(trajectory.path.indices) - 1 if trajectory else None,
+                       tse=temporal.skipped if temporal else None,
+                       tse_pairs=temporal.measured + temporal.skipped if temporal else None,
+                       total=sum(failed) if failed else None,
+                       solver_errors=sum(metric.solver_errors for metric in ran),
+                       solver_error=errors[0] if errors else None)
+
+
+def _clip_metrics(store: Path, clip_id: str, step: int) -> ClipEntry:
+    """Consistency (means and per-pair series, one pass) and trajectory of one stored clip, with notes."""
+    from drivesim.data.store import open_store, read_clip
+    from drivesim.eval.consistency import consistency_report
+    from drivesim.eval.trajectory import trajectory_report
+
+    root = open_store(store)
+    # Read whole, as the metrics will: a damaged store fails the clip here, whatever the metrics catch.
+    frames = read_clip(root, clip_id, ("frames", "intrinsics", "ego_from_cam", "world_from_ego",
+                                       "timestamps"))["frames"]
+    consistency = trajectory = None
+    notes = []
+    try:
+        consistency = consistency_report(store, clip_id, frame_step=step)
+        notes += [f"{label}: {result.note}" for label, result in
+                  (("CSE", consistency.cross_view), ("TSE", consistency.temporal)) if result.note]
+    except DrivesimError as error:
+        notes.append(f"consistency not measured: {error}")
+    try:
+        trajectory = trajectory_report(store, clip_id, step=step)
+        if trajectory.note:
+            notes.append(f"ATE/RPE n/a: {trajectory.note}")
+    except DrivesimError as error:
+        notes.append(f"trajectory not measured: {error}")
+    failed = _failed_pairs(consistency, trajectory)
+    if failed.solver_errors:
+        notes.append(f"{failed.solver_errors} frame pair(s) not recovered because OpenCV failed on them "
+                     f"(counted in 'pairs failed'): {failed.solver_error}")
+    return ClipEntry(clip_id, str(store), clip_id, _clip_cameras(root, clip_id, frames.shape[1]), int(len(frames)),
+                     [int(frames.shape[3]), int(frames.shape[2])], consistency, trajectory, failed, notes)
 
 
 def _clip_cameras(root, clip_id: str, views: int) -> list[str]:
@@ -98,102 +206,7 @@ def _clip_cameras(root, clip_id: str, views: int) -> list[str]:
                 or [str(v) for v in range(views)])
 
 
-def _trajectory_camera(cameras: Sequence[str]) -> str:
-    """CAM_FRONT, else a front camera that is neither left nor right, else the first."""
-    if TRAJECTORY_CAMERA in cameras:
-        return TRAJECTORY_CAMERA
-    fronts = [c for c in cameras if "FRONT" in c.upper() and not {"LEFT", "RIGHT"} & set(c.upper().split("_"))]
-    return (fronts or list(cameras))[0]
-
-
-def _trajectory(clip: dict, store: Path, clip_id: str, cameras: list[str], step: int) -> dict:
-    """trajectory_report's numbers for one clip, plus the commanded and recovered x, y paths to plot.
-
-    It calls recover_ego_trajectory as trajectory_report does (same camera pose, intrinsics, fps and
-    step), because trajectory_report keeps only the scalars and the report draws the paths too.
-    """
-    from drivesim.eval.trajectory import recover_ego_trajectory
-
-    camera = _trajectory_camera(cameras)
-    view = cameras.index(camera)
-    steps_us = np.diff(clip["timestamps"])
-    fps = 1e6 / float(np.median(steps_us)) if len(steps_us) and np.median(steps_us) > 0 else None
-    result = recover_ego_trajectory(clip["frames"][:, view], clip["intrinsics"][view], clip["ego_from_cam"][view],
-                                    clip["world_from_ego"], step=step, fps=fps)
-    scalars = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
-    return {"store": str(store), "clip_id": clip_id, "camera": camera, "frames": int(len(clip["frames"])),
-            "step": int(step), "fps": fps, **scalars,
-            "path": {"indices": result["indices"].tolist(),
-                     "commanded_xy": result["commanded_world_from_ego"][:, :2, 3].tolist(),
-                     "recovered_xy": result["estimated_world_from_ego"][:, :2, 3].tolist(),
-                     "recovered": result["recovered"].tolist()}}
-
-
-def _tse_per_frame(frames: np.ndarray, cameras: list[str], step: int) -> dict:
-    """TSE of each frame pair (t, t + step) per camera (NaN where it could not be measured): the series
-    whose mean consistency_report reports as TSE."""
-    from drivesim.eval.consistency import temporal_sampson
-
-    starts = list(range(0, len(frames) - step, step))
-    series: dict[str, list[float]] = {camera: [] for camera in cameras}
-    for t in starts:
-        measured = temporal_sampson(frames[[t, t + step]], cameras=cameras)["cameras"]
-        for camera in cameras:
-            series[camera].append(measured[camera]["tse"])
-    return {"frames": starts, "cameras": series}
-
-
-def _clip_metrics(store: Path, clip_id: str, step: int) -> dict:
-    """Consistency (whole clip and per frame pair) and trajectory of one stored clip, with notes."""
-    from drivesim.data.store import open_store, read_clip
-    from drivesim.eval.consistency import consistency_report
-
-    root = open_store(store)
-    clip = read_clip(root, clip_id, ("frames", "intrinsics", "ego_from_cam", "world_from_ego", "timestamps"))
-    cameras = _clip_cameras(root, clip_id, clip["frames"].shape[1])
-    frames = clip["frames"]
-    entry = {"name": clip_id, "store": str(store), "clip_id": clip_id, "cameras": cameras,
-             "frames": int(len(frames)), "size": [int(frames.shape[3]), int(frames.shape[2])],
-             "consistency": None, "tse_per_frame": None, "trajectory": None, "notes": []}
-    try:
-        entry["consistency"] = consistency_report(store, clip_id, frame_step=step)
-        entry["tse_per_frame"] = _tse_per_frame(frames, cameras, step)
-        for key, label in (("cross_view", "CSE"), ("temporal", "TSE")):
-            if entry["consistency"][key].get("note"):
-                entry["notes"].append(f"{label}: {entry['consistency'][key]['note']}")
-    except DrivesimError as error:
-        entry["notes"].append(f"consistency not measured: {error}")
-    try:
-        entry["trajectory"] = _trajectory(clip, store, clip_id, cameras, step)
-        if entry["trajectory"]["note"]:
-            entry["notes"].append(f"ATE/RPE n/a: {entry['trajectory']['note']}")
-    except DrivesimError as error:
-        entry["notes"].append(f"trajectory not measured: {error}")
-    failed = entry["failed_pairs"] = _failed_pairs(entry)
-    if failed["solver_errors"]:
-        entry["notes"].append(f"{failed['solver_errors']} frame pair(s) not recovered because OpenCV failed on "
-                              f"them (counted in 'pairs failed'): {failed['solver_error']}")
-    return entry
-
-
-def _failed_pairs(entry: dict) -> dict:
-    """Frame pairs whose motion could not be recovered (too few matches, or OpenCV's solvers failed on
-    them): the trajectory's (one camera, each frame against the last keyframe) and TSE's (every camera,
-    each frame against the one before). None where that metric did not run."""
-    trajectory = entry.get("trajectory") or {}
-    temporal = (entry.get("consistency") or {}).get("temporal") or {}
-    out = {"trajectory": trajectory.get("failed_frames"),
-           "trajectory_pairs": len(trajectory["path"]["indices"]) - 1 if trajectory else None,
-           "tse": temporal.get("skipped"),
-           "tse_pairs": temporal["measured"] + temporal["skipped"] if temporal else None}
-    counted = [out[key] for key in ("trajectory", "tse") if out[key] is not None]
-    errors = [e for e in (trajectory.get("solver_error"), temporal.get("solver_error")) if e]
-    return {**out, "total": sum(counted) if counted else None,
-            "solver_errors": trajectory.get("solver_errors", 0) + temporal.get("solver_errors", 0),
-            "solver_error": errors[0] if errors else None}
-
-
-def _evaluate_rollout(folder: Path, reference: Path | None, step: int, include_given: bool) -> dict:
+def _evaluate_rollout(folder: Path, reference: Path | None, step: int, include_given: bool) -> ClipEntry:
     from drivesim.data.store import stored_clip_ids
     from drivesim.eval.reference import rollout_quality
     from drivesim.rollout import ROLLOUT_STORE
@@ -202,24 +215,43 @@ def _evaluate_rollout(folder: Path, reference: Path | None, step: int, include_g
     clips = stored_clip_ids(store)
     if not clips:
         raise DataError(f"--rollouts: {store} holds no clip")
-    entry = {**_clip_metrics(store, clips[0], step), "name": folder.name, "folder": str(folder)}
-    entry["quality"] = rollout_quality(folder, reference, step, include_given)
-    if entry["quality"].get("note"):
-        entry["notes"].append(f"PSNR/SSIM: {entry['quality']['note']}")
-    return entry
+    entry = _clip_metrics(store, clips[0], step)
+    quality = rollout_quality(folder, reference, step, include_given)
+    notes = entry.notes + ([f"PSNR/SSIM: {quality.note}"] if quality.note else [])
+    return dataclasses.replace(entry, name=folder.name, folder=str(folder), quality=quality, notes=notes)
 
 
-def _reference_clip_ids(store: Path, rollouts: list[dict]) -> list[str]:
+def _reference_clip_ids(store: Path, rollouts: list[ClipEntry]) -> list[str]:
     """The reference store's clips the rollouts start from, else its first MAX_REFERENCE_CLIPS."""
     from drivesim.data.store import stored_clip_ids
 
-    starts = [r["quality"]["reference"]["clip"] for r in rollouts
-              if r["quality"].get("reference") and Path(r["quality"]["reference"]["store"]) == store]
+    starts = [r.quality.reference.clip for r in rollouts
+              if r.quality and r.quality.reference and Path(r.quality.reference.store) == store]
     chosen = list(dict.fromkeys(starts))
     return chosen or stored_clip_ids(store)[:MAX_REFERENCE_CLIPS]
 
 
 # ---------------------------------------------------------------- FID and FVD
+
+
+@dataclass
+class Counts:
+    """How many images (FID) or windows (FVD) each side had."""
+
+    generated: int
+    reference: int
+
+
+@dataclass
+class Distribution:
+    """FID and FVD of the rollouts against the reference clips: NaN, with notes, when not measured."""
+
+    fid: float = math.nan
+    fvd: float = math.nan
+    notes: list[str] = field(default_factory=list)
+    reference_clips: list[str] | None = None
+    fid_images: Counts | None = None
+    fvd_windows: Counts | None = None
 
 
 def _clip_frames(store: Path, clip_id: str) -> np.ndarray:
@@ -228,85 +260,129 @@ def _clip_frames(store: Path, clip_id: str) -> np.ndarray:
     return open_clip(open_store(store), clip_id)["frames"][...]
 
 
-def _distribution(rollouts: list[dict], store: Path | None, clip_ids: list[str], inception: Extractor | None,
-                  i3d: Extractor | None) -> dict:
+def _distribution(rollouts: list[ClipEntry], store: Path | None, clip_ids: list[str], inception: Extractor | None,
+                  i3d: Extractor | None) -> Distribution:
     """FID over all frames of every camera, FVD over 16-frame windows per camera, rollouts against the
     reference clips; NaN and a note for what was not given or could not be measured."""
     from drivesim.eval.quality import FVD_FRAMES, fid, fvd
 
-    out = {"fid": math.nan, "fvd": math.nan, "notes": []}
+    out = Distribution()
     if inception is None and i3d is None:
-        out["notes"].append(SKIPPED_NOTE)
+        out.notes.append(SKIPPED_NOTE)
         return out
-    generated = [_clip_frames(Path(r["store"]), r["clip_id"]) for r in rollouts]
+    generated = [_clip_frames(Path(r.store), r.clip_id) for r in rollouts]
     reference = [_clip_frames(store, clip_id) for clip_id in clip_ids]
-    out["reference_clips"] = clip_ids
+    out.reference_clips = clip_ids
     if inception is None:
-        out["notes"].append("FID skipped: pass --inception FILE (locally stored TorchScript weights)")
+        out.notes.append("FID skipped: pass --inception FILE (locally stored TorchScript weights)")
     else:
-        counts = [sum(v.shape[0] * v.shape[1] for v in videos) for videos in (generated, reference)]
-        out["fid"] = fid(generated, reference, inception)
-        out["fid_images"] = {"generated": counts[0], "reference": counts[1]}
-        if math.isnan(out["fid"]):
-            out["notes"].append("FID: needs at least two generated and two reference images")
-        elif min(counts) < 2048:
-            out["notes"].append(f"FID from {counts[0]} generated and {counts[1]} reference images: fewer samples "
-                                "than features give a biased value; compare runs with equal counts only")
+        out.fid_images = Counts(*(sum(v.shape[0] * v.shape[1] for v in videos) for videos in (generated, reference)))
+        out.fid = fid(generated, reference, inception)
+        images = out.fid_images
+        if math.isnan(out.fid):
+            out.notes.append("FID: needs at least two generated and two reference images")
+        elif min(images.generated, images.reference) < 2048:
+            out.notes.append(f"FID from {images.generated} generated and {images.reference} reference images: "
+                             "fewer samples than features give a biased value; compare runs with equal counts only")
     if i3d is None:
-        out["notes"].append("FVD skipped: pass --i3d FILE (locally stored TorchScript weights)")
+        out.notes.append("FVD skipped: pass --i3d FILE (locally stored TorchScript weights)")
     else:
-        counts = [sum(v.shape[1] * (v.shape[0] // FVD_FRAMES) for v in videos) for videos in (generated, reference)]
-        out["fvd"] = fvd(generated, reference, i3d)
-        out["fvd_windows"] = {"generated": counts[0], "reference": counts[1]}
-        if math.isnan(out["fvd"]):
-            out["notes"].append(f"FVD: needs at least two {FVD_FRAMES}-frame windows on each side; got "
-                                f"{counts[0]} generated and {counts[1]} reference")
+        out.fvd_windows = Counts(*(sum(v.shape[1] * (v.shape[0] // FVD_FRAMES) for v in videos)
+                                   for videos in (generated, reference)))
+        out.fvd = fvd(generated, reference, i3d)
+        if math.isnan(out.fvd):
+            out.notes.append(f"FVD: needs at least two {FVD_FRAMES}-frame windows on each side; got "
+                             f"{out.fvd_windows.generated} generated and {out.fvd_windows.reference} reference")
     return out
 
 
 # ---------------------------------------------------------------- the summary
 
 
-def _row(entry: dict) -> dict:
-    consistency, trajectory = entry.get("consistency") or {}, entry.get("trajectory") or {}
-    quality = entry.get("quality") or {}
-    layout = quality.get("layout") or {}
-    return {"name": entry["name"],
-            "cse_px": number((consistency.get("cross_view") or {}).get("cse")),
-            "tse_px": number((consistency.get("temporal") or {}).get("tse")),
-            "ate_m": number(trajectory.get("ate_m")), "rpe_m": number(trajectory.get("rpe_trans_m")),
-            "rpe_deg": number(trajectory.get("rpe_rot_deg")),
-            "failed_pairs": number((entry.get("failed_pairs") or {}).get("total")),
-            "psnr": number(quality.get("psnr")), "ssim": number(quality.get("ssim")),
-            "layout_psnr_in": number(layout.get("psnr_in_boxes")),
-            "layout_psnr_out": number(layout.get("psnr_outside_boxes"))}
+@dataclass
+class Summary:
+    """The table: a row per rollout and reference clip, the means, and what could not be scored."""
+
+    columns: list[str]
+    rows: list[SummaryRow]
+    mean: SummaryRow
+    failed: list[Failure]
+    reference_rows: list[SummaryRow]
+    reference_mean: SummaryRow | None
+    reference_failed: list[Failure]
 
 
-def mean_row(rows: list[dict], name: str) -> dict:
+def _row(entry: ClipEntry) -> SummaryRow:
+    consistency, trajectory, quality = entry.consistency, entry.trajectory, entry.quality
+    return SummaryRow(name=entry.name,
+                      cse_px=number(consistency.cross_view.cse if consistency else None),
+                      tse_px=number(consistency.temporal.tse if consistency else None),
+                      ate_m=number(trajectory.ate_m if trajectory else None),
+                      rpe_m=number(trajectory.rpe_trans_m if trajectory else None),
+                      rpe_deg=number(trajectory.rpe_rot_deg if trajectory else None),
+                      failed_pairs=number(entry.failed_pairs.total),
+                      psnr=number(quality.psnr if quality else None), ssim=number(quality.ssim if quality else None),
+                      layout_psnr_in=number(quality.layout.psnr_in_boxes if quality else None),
+                      layout_psnr_out=number(quality.layout.psnr_outside_boxes if quality else None))
+
+
+def mean_row(rows: list[SummaryRow], name: str) -> SummaryRow:
     """Per column, the mean of the rows that measured it (NaN when none did; inf stays inf)."""
-    mean = {"name": name}
+    mean = {}
     for key, _, _ in COLUMNS:
-        values = [row[key] for row in rows if not math.isnan(row[key])]
+        values = [getattr(row, key) for row in rows if not math.isnan(getattr(row, key))]
         mean[key] = float(np.mean(values)) if values else math.nan
-    return mean
+    return SummaryRow(name=name, **mean)
 
 
-def _summary(results: dict) -> dict:
-    rows = [_row(entry) for entry in results["rollouts"]]
-    reference = results.get("reference") or {}
-    reference_rows = [_row(entry) for entry in reference.get("clips", [])]
-    return {"columns": [key for key, _, _ in COLUMNS], "rows": rows, "mean": mean_row(rows, "mean (generated)"),
-            "failed": [{"name": f["name"], "reason": f["reason"]} for f in results.get("failed", [])],
-            "reference_rows": reference_rows,
-            "reference_mean": mean_row(reference_rows, "mean (reference)") if reference_rows else None,
-            "reference_failed": [{"name": f["name"], "reason": f["reason"]} for f in reference.get("failed", [])]}
+def _summary(rollouts: list[ClipEntry], failed: list[Failure], reference: ReferenceClips | None) -> Summary:
+    rows = [_row(entry) for entry in rollouts]
+    reference_rows = [_row(entry) for entry in reference.clips] if reference else []
+    return Summary([key for key, _, _ in COLUMNS], rows, mean_row(rows, "mean (generated)"), failed, reference_rows,
+                   mean_row(reference_rows, "mean (reference)") if reference_rows else None,
+                   reference.failed if reference else [])
 
 
-def _machine() -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+# ---------------------------------------------------------------- the whole run
 
 
-def _each(items, score, label, failed: list[dict]) -> list[dict]:
+@dataclass
+class Settings:
+    """What `evaluate` was asked to do."""
+
+    rollouts: str
+    reference: str | None
+    inception: str | None
+    i3d: str | None
+    frame_step: int
+    include_given: bool
+
+
+@dataclass
+class Machine:
+    """The machine it ran on."""
+
+    platform: str
+    python: str
+    cpu_count: int | None
+
+
+@dataclass
+class Report:
+    """What `evaluate` measured, as write_report writes it (report.json has these keys)."""
+
+    created: str
+    drivesim_version: str
+    machine: Machine
+    settings: Settings
+    rollouts: list[ClipEntry]
+    failed: list[Failure]          # rollouts that could not be scored
+    reference: ReferenceClips | None
+    distribution: Distribution
+    summary: Summary
+
+
+def _each(items, score, label, failed: list[Failure]) -> list:
     """score(item) for every item; one that raises anything is added to `failed` as label(item) with
     the reason instead, so one broken rollout (a damaged store, an error no metric foresaw) never
     costs the report on the others."""
@@ -315,13 +391,13 @@ def _each(items, score, label, failed: list[dict]) -> list[dict]:
         try:
             scored.append(score(item))
         except Exception as error:  # noqa: BLE001 - whatever it is, the report names it
-            failed.append({**label(item), "reason": str(error) if isinstance(error, DrivesimError)
-                           else describe(error)})
+            failed.append(Failure(**label(item), reason=str(error) if isinstance(error, DrivesimError)
+                                  else describe(error)))
     return scored
 
 
 def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step: int = 1,
-             progress: bool = True, include_given: bool = False) -> dict:
+             progress: bool = True, include_given: bool = False) -> Report:
     """Every metric on the rollouts under `rollouts_dir` (a rollout folder or a folder of them).
 
     reference: a clip store (or rollout folder) of real or ground-truth clips: the rollouts' start-frame
@@ -330,14 +406,8 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
     loaded extractors) for FID / FVD against those clips. frame_step: every N-th frame for consistency,
     trajectory and PSNR/SSIM (FID takes every frame, FVD consecutive windows). include_given: score
     PSNR/SSIM on the frames the model was given too (left out by default). Inputs are checked before
-    any work (`check_inputs`); after that nothing aborts the run (see `_each`).
-
-    Returns a dict: created, drivesim_version, machine, settings, rollouts (per rollout: name, folder,
-    store, clip_id, cameras, frames, size, consistency, tse_per_frame, trajectory with its x/y paths,
-    failed_pairs, quality, notes), failed (rollouts that could not be scored: name, folder, reason),
-    reference (None, or store, clips measured like the rollouts, and failed), distribution (fid, fvd,
-    counts, notes), summary (the table: rows, mean, failed, reference_rows, reference_mean,
-    reference_failed).
+    any work (`check_inputs`); after that nothing aborts the run (see `_each`). Each metric runs once per
+    clip; the Report holds its results as measured (the series the plots draw with the means).
     """
     from tqdm import tqdm
 
@@ -345,27 +415,26 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
 
     folders, store, inception, i3d = check_inputs(rollouts_dir, reference, inception, i3d, frame_step)
     step = int(frame_step)
-    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "drivesim_version": drivesim.__version__, "machine": _machine(),
-               "settings": {"rollouts": str(rollouts_dir), "reference": None if store is None else str(store),
-                            "inception": None if inception is None else inception.source,
-                            "i3d": None if i3d is None else i3d.source, "frame_step": step,
-                            "include_given": bool(include_given)},
-               "failed": [], "reference": None}
-    results["rollouts"] = _each(tqdm(folders, desc="eval rollouts", unit="rollout", disable=not progress),
-                                lambda folder: _evaluate_rollout(folder, store, step, include_given),
-                                lambda folder: {"name": folder.name, "folder": str(folder)}, results["failed"])
+    settings = Settings(str(rollouts_dir), None if store is None else str(store),
+                        None if inception is None else inception.source, None if i3d is None else i3d.source,
+                        step, bool(include_given))
+    failed: list[Failure] = []
+    rollouts = _each(tqdm(folders, desc="eval rollouts", unit="rollout", disable=not progress),
+                     lambda folder: _evaluate_rollout(folder, store, step, include_given),
+                     lambda folder: {"name": folder.name, "folder": str(folder)}, failed)
     clip_ids: list[str] = []
+    clips = None
     if store is not None:
-        clip_ids = _reference_clip_ids(store, results["rollouts"])
-        failed: list[dict] = []
-        clips = _each(tqdm(clip_ids, desc="eval reference", unit="clip", disable=not progress),
-                      lambda clip_id: _clip_metrics(store, clip_id, step), lambda clip_id: {"name": clip_id}, failed)
-        results["reference"] = {"store": str(store), "clips": clips, "failed": failed}
-        clip_ids = [clip["clip_id"] for clip in clips]
-    results["distribution"] = _distribution(results["rollouts"], store, clip_ids, inception, i3d)
-    results["summary"] = _summary(results)
-    return results
+        reference_failed: list[Failure] = []
+        measured = _each(tqdm(_reference_clip_ids(store, rollouts), desc="eval reference", unit="clip",
+                              disable=not progress),
+                         lambda clip_id: _clip_metrics(store, clip_id, step), lambda clip_id: {"name": clip_id},
+                         reference_failed)
+        clips = ReferenceClips(str(store), measured, reference_failed)
+        clip_ids = [clip.clip_id for clip in measured]
+    return Report(datetime.now(timezone.utc).isoformat(timespec="seconds"), drivesim.__version__,
+                  Machine(platform.platform(), platform.python_version(), os.cpu_count()), settings, rollouts, failed,
+                  clips, _distribution(rollouts, store, clip_ids, inception, i3d), _summary(rollouts, failed, clips))
 
 
 # ---------------------------------------------------------------- JSON
@@ -395,7 +464,7 @@ def _json_safe(value):
     return str(value)
 
 
-def write_report(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_report(report: Report, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write report.json (every number; NaN as null, inf as "inf") and report.html (self-contained: the
     summary table with the reference clips beside the rollouts, FID/FVD, per rollout and reference clip
     its trajectory, TSE, CSE and PSNR plots as embedded PNGs, and the notes) into out_dir."""
@@ -406,6 +475,6 @@ def write_report(results: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]
         raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "report.json", out / "report.html"
-    json_path.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False) + "\n")
-    html_path.write_text(render(results), encoding="utf-8")
+    json_path.write_text(json.dumps(_json_safe(dataclasses.asdict(report)), indent=1, allow_nan=False) + "\n")
+    html_path.write_text(render(report), encoding="utf-8")
     return json_path, html_path

@@ -13,7 +13,7 @@ OpenCV's solvers fail on it, counts as not recovered; it never stops the traject
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,8 @@ from drivesim.eval.failures import describe, pair_failures
 from drivesim.eval.path_metrics import FOLLOWING_KEYS, following_note, trajectory_metrics
 from drivesim.geometry import invert
 
-__all__ = ["relative_motion", "recover_ego_trajectory", "trajectory_report"]
+__all__ = ["DEFAULT_CAMERA", "EgoPath", "TrajectoryFollowing", "TrajectoryReport", "relative_motion",
+           "recover_ego_trajectory", "trajectory_camera", "trajectory_report"]
 
 MIN_MATCHES = 8        # below this the essential matrix is not worth estimating (5-point RANSAC needs margin)
 RATIO = 0.75           # Lowe's ratio test: keep a match only if clearly better than the second best
@@ -31,6 +32,57 @@ RANSAC_PIXELS = 0.5    # epipolar distance of an inlier: SIFT locates to a fract
                        # the few-pixel shifts between frames drown in a looser bound
 RANSAC_CONFIDENCE = 0.999
 MIN_PARALLAX_PIXELS = 4.0  # median shift of matches, rotation undone, that a keyframe needs
+DEFAULT_CAMERA = "CAM_FRONT"
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, eq=False)
+class EgoPath:
+    """The frames used, and at each the commanded and the recovered ego pose."""
+
+    indices: np.ndarray                   # int [N]: the frames used
+    commanded_world_from_ego: np.ndarray  # [N, 4, 4]
+    estimated_world_from_ego: np.ndarray  # [N, 4, 4]: recovered from the video
+    recovered: np.ndarray                 # bool [N]: its motion from the last keyframe was recovered
+    keyframe: np.ndarray                  # bool [N]: its pose comes straight from a visual motion
+    inliers: np.ndarray                   # int [N]: 0 where not recovered
+
+
+@dataclass(frozen=True, eq=False)
+class TrajectoryFollowing:
+    """The path one camera's video shows against the commanded one, and the metrics between them
+    (path_metrics.trajectory_metrics); FOLLOWING_KEYS are None when `note` says why the path cannot
+    test following."""
+
+    ate_m: float | None
+    ate_scale: float | None
+    rpe_trans_m: float | None
+    rpe_rot_deg: float | None
+    rpe_1s_trans_m: float | None
+    rpe_1s_rot_deg: float | None
+    final_drift_m: float
+    path_length_m: float
+    note: str | None
+    frames_recovered: float   # share of the N - 1 frames after the first whose motion was recovered
+    failed_frames: int        # frame pairs not recovered
+    solver_errors: int        # of those, the pairs OpenCV's solvers failed on
+    solver_error: str | None  # the first such error
+    keyframes: int
+    path: EgoPath
+
+
+@dataclass(frozen=True, eq=False)
+class TrajectoryReport(TrajectoryFollowing):
+    """TrajectoryFollowing of one stored clip, with what was measured."""
+
+    store: str
+    clip_id: str
+    camera: str
+    frames: int
+    step: int
+    fps: float | None
 
 
 # ---------------------------------------------------------------- two-view motion
@@ -305,7 +357,7 @@ def _check_step(step) -> None:
 
 
 def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_from_ego: np.ndarray, step: int = 1,
-                           fps: float | None = None, min_parallax: float = MIN_PARALLAX_PIXELS) -> dict:
+                           fps: float | None = None, min_parallax: float = MIN_PARALLAX_PIXELS) -> TrajectoryFollowing:
     """The ego path one camera's video shows, next to the commanded path, and the metrics between them.
 
     frames [F, H, W, 3] uint8 of one camera with intrinsics K [3,3] and pose ego_from_cam [4,4];
@@ -318,12 +370,8 @@ def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_f
     one-second RPE.
 
     Returns the metrics of `trajectory_metrics`, with FOLLOWING_KEYS None when `following_note` says
-    the path cannot test following ("note": why, else None), plus: indices [N] (frames used), estimated
-    and commanded world_from_ego [N, 4, 4], recovered / keyframe bool [N] (the first, the anchor, is
-    both), inliers [N] (0 where not recovered), failed_frames (frame pairs not recovered),
-    solver_errors (of those, the pairs OpenCV's solvers failed on) and solver_error (the first such
-    error, or None), keyframes (count), and frames_recovered = share of the N - 1 frames after the
-    first whose motion was recovered.
+    the path cannot test following (`note`: why, else None), the counts of what was recovered, and
+    the two paths (`path`: the first sample, the anchor, is recovered and a keyframe).
     """
     _check_step(step)
     if not (isinstance(min_parallax, (int, float)) and min_parallax >= 0):
@@ -348,21 +396,16 @@ def recover_ego_trajectory(frames: np.ndarray, intrinsics, ego_from_cam, world_f
     note = following_note(commanded[:, :3, 3], int(np.count_nonzero(chain.keyframe)))
     if note is not None:
         metrics.update(dict.fromkeys(FOLLOWING_KEYS))
-    return {
+    return TrajectoryFollowing(
         **metrics,
-        "note": note,
-        "frames_recovered": float(np.count_nonzero(chain.recovered[1:]) / (len(indices) - 1)),
-        "failed_frames": int(np.count_nonzero(~chain.recovered)),
-        "solver_errors": len(chain.solver_errors),
-        "solver_error": next(iter(chain.solver_errors.values()), None),
-        "keyframes": int(np.count_nonzero(chain.keyframe)),
-        "indices": indices,
-        "estimated_world_from_ego": estimated,
-        "commanded_world_from_ego": commanded,
-        "recovered": chain.recovered,
-        "keyframe": chain.keyframe,
-        "inliers": chain.inliers,
-    }
+        note=note,
+        frames_recovered=float(np.count_nonzero(chain.recovered[1:]) / (len(indices) - 1)),
+        failed_frames=int(np.count_nonzero(~chain.recovered)),
+        solver_errors=len(chain.solver_errors),
+        solver_error=next(iter(chain.solver_errors.values()), None),
+        keyframes=int(np.count_nonzero(chain.keyframe)),
+        path=EgoPath(indices, commanded, estimated, chain.recovered, chain.keyframe, chain.inliers),
+    )
 
 
 # ---------------------------------------------------------------- clip stores
@@ -384,13 +427,22 @@ def _choose_clip(path: Path, clip_id: str | None) -> str:
     return clip_id
 
 
-def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None, camera: str = "CAM_FRONT",
-                      step: int = 1) -> dict:
-    """Trajectory-following metrics of one store clip: the camera's video against the clip's world_from_ego.
+def trajectory_camera(cameras: list[str]) -> str:
+    """The camera whose video trajectory_report follows by default: CAM_FRONT, else a front camera that
+    is neither left nor right, else the first."""
+    if DEFAULT_CAMERA in cameras:
+        return DEFAULT_CAMERA
+    fronts = [c for c in cameras if "FRONT" in c.upper() and not {"LEFT", "RIGHT"} & set(c.upper().split("_"))]
+    return (fronts or list(cameras))[0]
+
+
+def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None, camera: str | None = None,
+                      step: int = 1) -> TrajectoryReport:
+    """Trajectory following of one store clip: the camera's video against the clip's world_from_ego.
 
     store_path is a clip store (a rollout's rollout.zarr, or the rollout folder itself); clip_id may be
-    left out when the store holds one clip. Returns plain JSON-ready values: what was measured (store,
-    clip_id, camera, frames, step, fps) and the metrics of `recover_ego_trajectory`, without its arrays.
+    left out when the store holds one clip; camera None takes `trajectory_camera`'s choice. Returns
+    `recover_ego_trajectory`'s result with what was measured (store, clip_id, camera, frames, step, fps).
     """
     from drivesim.data.store import open_clip, open_store, read_clip
     from drivesim.rollout import store_folder
@@ -400,7 +452,9 @@ def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None,
     root = open_store(path)
     clip_id = _choose_clip(path, clip_id)
     clip = read_clip(root, clip_id, ("intrinsics", "ego_from_cam", "world_from_ego", "timestamps"))
-    cameras = list(clip["attrs"].get("cameras") or root.attrs.get("settings", {}).get("cameras", []))
+    cameras = list(clip["attrs"].get("cameras") or root.attrs.get("settings", {}).get("cameras")
+                   or [str(v) for v in range(len(clip["intrinsics"]))])
+    camera = trajectory_camera(cameras) if camera is None else camera
     if camera not in cameras:
         raise ConfigError(f"camera {camera!r} is not in clip {clip_id!r} of {path}; it has {', '.join(cameras)}")
     view = cameras.index(camera)
@@ -409,6 +463,6 @@ def trajectory_report(store_path: str | os.PathLike, clip_id: str | None = None,
     fps = 1e6 / float(np.median(steps_us)) if len(steps_us) and np.median(steps_us) > 0 else None
     result = recover_ego_trajectory(frames, clip["intrinsics"][view], clip["ego_from_cam"][view],
                                     clip["world_from_ego"], step=step, fps=fps)
-    scalars = {key: value for key, value in result.items() if not isinstance(value, np.ndarray)}
-    return {"store": str(path), "clip_id": clip_id, "camera": camera, "frames": int(len(frames)),
-            "step": int(step), "fps": fps, **scalars}
+    measured = {field.name: getattr(result, field.name) for field in fields(result)}
+    return TrajectoryReport(**measured, store=str(path), clip_id=clip_id, camera=camera, frames=int(len(frames)),
+                            step=int(step), fps=fps)

@@ -1,12 +1,15 @@
 """Camera pairs (drivesim/eval/camera_pairs.py): the views whose fields of view overlap are a rig's
-neighbours, and pairs given by hand are checked."""
+neighbours, pairs given by hand are checked, and each pair's calibrated geometry (F, shared view)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from drivesim.errors import ConfigError
-from drivesim.eval.camera_pairs import check_pairs, overlapping_pairs, rig_pairs
+from drivesim.errors import ConfigError, DataError
+from drivesim.eval.camera_pairs import calibrated_pairs, check_pairs, overlapping_pairs, rig_pairs
+from drivesim.eval.matching import sampson_error
+from drivesim.geometry import invert, project, transform_points
 from drivesim.rigs import load_rig
 
 
@@ -26,3 +29,24 @@ def test_pairs_given_by_hand_are_checked_naming_the_bad_one():
                            ([("CAM_BACK", 0)], "CAM_BACK"), ([(0, 3)], "view index"), (["ab"], "two views")):
         with pytest.raises(ConfigError, match=message):
             check_pairs(pairs, cameras)
+
+
+def test_calibrated_pairs_hold_each_pairs_fundamental_matrix_and_shared_view():
+    rig = load_rig("front3", (448, 256))
+    cameras = list(rig.names)
+    calibrated = calibrated_pairs(rig.intrinsics, rig.ego_from_cam, None, cameras, (448, 256), 0.1)
+    assert calibrated.pairs == rig_pairs(rig) and calibrated.margin_px == pytest.approx(44.8)
+    a, b = calibrated.pairs[0]  # CAM_FRONT_LEFT, CAM_FRONT
+    ahead_left = np.array([[40.0, 23.0, 1.0]])  # ego frame: 30 degrees left, where both cameras look
+    pixels_a, _ = project(rig.intrinsics[a], transform_points(invert(rig.ego_from_cam[a]), ahead_left))
+    pixels_b, _ = project(rig.intrinsics[b], transform_points(invert(rig.ego_from_cam[b]), ahead_left))
+    assert sampson_error(calibrated.fundamentals[0], pixels_a, pixels_b)[0] < 1e-6
+    left_edge = np.array([[2.0, 128.0]])  # CAM_FRONT_LEFT's far left: out of CAM_FRONT's view
+    seen_a, seen_b = calibrated.overlap(0, np.concatenate([pixels_a, left_edge]), pixels_b)
+    assert seen_a.tolist() == [True, False] and seen_b.tolist() == [True]
+    assert calibrated_pairs(rig.intrinsics, rig.ego_from_cam, None, cameras, (448, 256), None).overlap(
+        0, pixels_a, pixels_b) == (None, None)  # no margin: every feature takes part
+    with pytest.raises(ConfigError, match="overlap_margin"):
+        calibrated_pairs(rig.intrinsics, rig.ego_from_cam, None, cameras, (448, 256), -0.1)
+    with pytest.raises(DataError, match="intrinsics"):
+        calibrated_pairs(rig.intrinsics[:2], rig.ego_from_cam, None, cameras, (448, 256), 0.1)

@@ -20,7 +20,7 @@ from eval_helpers import TinyInception
 from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.eval.quality import SKIPPED_NOTE, load_inception
-from drivesim.eval.report import _json_safe, evaluate, summary_table, write_report
+from drivesim.eval.report import FailedPairs, Report, SummaryRow, _json_safe, evaluate, summary_table, write_report
 from drivesim.geometry import resize_intrinsics
 from drivesim.scenario import StartFrames, from_dict
 from drivesim.rollout import ROLLOUT_STORE, Rollout
@@ -77,8 +77,8 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
 
     generated = base / "generated"
     dataclasses.replace(result, scenario=starting(0)).save(generated / "perfect")
-    per_frame = {name: getattr(result, name)[:5] for name in ("world_from_ego", "timestamps", "boxes", "categories",
-                                                             "track_ids", "velocities")}
+    per_frame = {"world_from_ego": result.world_from_ego[:5], "timestamps": result.timestamps[:5],
+                 "labels": result.labels.first(5)}
     later = dataclasses.replace(scenario, duration=4 / 12, start_frames=StartFrames(str(reference), "eval_drive", 2))
     dataclasses.replace(result, scenario=later, video=result.video[2:], **per_frame).save(generated / "later")
     dataclasses.replace(result, scenario=starting(0), video=half_size(result.video),
@@ -93,12 +93,12 @@ def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def with_reference(rollouts) -> dict:
+def with_reference(rollouts) -> Report:
     return evaluate(rollouts["generated"], reference=rollouts["reference"], progress=False)
 
 
-def by_name(results: dict) -> dict[str, dict]:
-    return {row["name"]: row for row in results["summary"]["rows"]}
+def by_name(results: Report) -> dict[str, SummaryRow]:
+    return {row.name: row for row in results.summary.rows}
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,10 @@ def test_a_report_without_reference_has_the_table_plots_nulls_and_the_fid_note(r
     # consistency and trajectory ran on the rollout itself
     pairs = entry["consistency"]["cross_view"]["pairs"]
     assert pairs.keys() == {"CAM_FRONT_LEFT-CAM_FRONT", "CAM_FRONT-CAM_FRONT_RIGHT"}
-    assert entry["tse_per_frame"]["frames"] == list(range(6))
-    assert entry["trajectory"]["camera"] == "CAM_FRONT" and len(entry["trajectory"]["path"]["commanded_xy"]) == 7
+    temporal = entry["consistency"]["temporal"]
+    assert temporal["series_frames"] == list(range(6)) and len(temporal["cameras"]["CAM_FRONT"]["series"]) == 6
+    trajectory = entry["trajectory"]
+    assert trajectory["camera"] == "CAM_FRONT" and len(trajectory["path"]["commanded_world_from_ego"]) == 7
     assert report["machine"]["cpu_count"] and report["drivesim_version"]
     page = html_path.read_text()
     assert '<table id="summary">' in page and "<th>CSE px</th>" in page and "<th>SSIM</th>" in page
@@ -148,33 +150,34 @@ def test_a_report_without_reference_has_the_table_plots_nulls_and_the_fid_note(r
 def test_rollouts_made_of_the_reference_frames_score_perfectly(with_reference):
     rows = by_name(with_reference)
     for name in ("perfect", "later", "small"):  # the same pixels; from frame 2; resized as the evaluation resizes
-        assert math.isinf(rows[name]["psnr"]), name
-        assert rows[name]["ssim"] == pytest.approx(1.0, abs=1e-12), name
-        assert math.isinf(rows[name]["layout_psnr_in"]) and math.isinf(rows[name]["layout_psnr_out"]), name
-    assert 15 < rows["noisy"]["psnr"] < 30 and rows["noisy"]["ssim"] < 0.95
-    assert math.isfinite(rows["noisy"]["layout_psnr_in"]) and math.isfinite(rows["noisy"]["layout_psnr_out"])
-    quality = {entry["name"]: entry["quality"] for entry in with_reference["rollouts"]}
-    assert quality["later"]["reference"]["frame"] == 2 and quality["later"]["frames"] == 4  # 5, less the given
-    assert quality["perfect"]["frame_indices"] == [1, 2, 3, 4, 5, 6] and quality["perfect"]["given_frames"] == 1
-    assert quality["perfect"]["scored"] == "frames 1-6 of 7; frame 0 was given to the model"
-    assert quality["small"]["size"] == [32, 16] and quality["small"]["reference_size"] == [64, 32]
-    assert quality["noisy"]["cameras"] == ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
-    assert 0 < quality["noisy"]["layout"]["box_fraction"] < 0.5  # the lead car and the truck are in view
+        assert math.isinf(rows[name].psnr), name
+        assert rows[name].ssim == pytest.approx(1.0, abs=1e-12), name
+        assert math.isinf(rows[name].layout_psnr_in) and math.isinf(rows[name].layout_psnr_out), name
+    assert 15 < rows["noisy"].psnr < 30 and rows["noisy"].ssim < 0.95
+    assert math.isfinite(rows["noisy"].layout_psnr_in) and math.isfinite(rows["noisy"].layout_psnr_out)
+    quality = {entry.name: entry.quality for entry in with_reference.rollouts}
+    assert quality["later"].reference.frame == 2 and quality["later"].frames == 4  # 5, less the given
+    assert quality["perfect"].frame_indices == [1, 2, 3, 4, 5, 6] and quality["perfect"].given_frames == 1
+    assert quality["perfect"].scored == "frames 1-6 of 7; frame 0 was given to the model"
+    assert quality["small"].size == [32, 16] and quality["small"].reference_size == [64, 32]
+    assert quality["noisy"].cameras == ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"]
+    assert 0 < quality["noisy"].layout.box_fraction < 0.5  # the lead car and the truck are in view
 
 
 def test_the_reference_clip_is_measured_beside_the_rollouts(with_reference, rollouts, tmp_path):
-    reference = with_reference["reference"]
-    assert reference["store"] == str(rollouts["reference"])
-    assert [clip["clip_id"] for clip in reference["clips"]] == ["eval_drive"]  # the clip they all start from
-    (row,) = with_reference["summary"]["reference_rows"]
-    assert row["name"] == "eval_drive" and math.isnan(row["psnr"])
+    reference = with_reference.reference
+    assert reference.store == str(rollouts["reference"])
+    assert [clip.clip_id for clip in reference.clips] == ["eval_drive"]  # the clip they all start from
+    (row,) = with_reference.summary.reference_rows
+    assert row.name == "eval_drive" and math.isnan(row.psnr)
     # the perfect rollout holds the reference clip's frames: the same consistency numbers
     perfect = by_name(with_reference)["perfect"]
     for key in ("cse_px", "tse_px"):
-        assert perfect[key] == row[key] or (math.isnan(perfect[key]) and math.isnan(row[key]))
+        ours, theirs = getattr(perfect, key), getattr(row, key)
+        assert ours == theirs or (math.isnan(ours) and math.isnan(theirs))
     json_path, html_path = write_report(with_reference, tmp_path / "out")
     report = strict_json(json_path)
-    assert by_name(report)["perfect"]["psnr"] == "inf"
+    assert {row["name"]: row for row in report["summary"]["rows"]}["perfect"]["psnr"] == "inf"
     page = html_path.read_text()
     assert "reference clips (real or ground truth)" in page and "mean (reference)" in page
     assert page.count("PSNR per frame") >= 4  # a PSNR plot for each rollout with a reference
@@ -184,22 +187,22 @@ def test_the_reference_clip_is_measured_beside_the_rollouts(with_reference, roll
 
 def test_the_start_frames_store_is_found_without_reference(rollouts):
     results = evaluate(rollouts["generated"] / "perfect", progress=False)
-    assert math.isinf(results["summary"]["rows"][0]["psnr"]) and results["reference"] is None
+    assert math.isinf(results.summary.rows[0].psnr) and results.reference is None
 
 
 def test_the_given_start_frame_is_left_out_of_psnr_and_ssim_unless_asked(rollouts, tmp_path, capsys):
     # Frame 0 is the start frame the model was given: counted, it alone makes PSNR infinite.
     fair = evaluate(rollouts["copied-start"], progress=False)
-    quality = fair["rollouts"][0]["quality"]
-    assert 15 < quality["psnr"] < 30 and quality["frame_indices"] == [1, 2, 3, 4, 5, 6]
+    quality = fair.rollouts[0].quality
+    assert 15 < quality.psnr < 30 and quality.frame_indices == [1, 2, 3, 4, 5, 6]
     assert "PSNR/SSIM over frames 1-6 of 7; frame 0 was given to the model" in summary_table(fair)
     _, html_path = write_report(fair, tmp_path / "fair")
     assert "frames 1-6 of 7; frame 0 was given to the model" in html_path.read_text()
     flattered = evaluate(rollouts["copied-start"], progress=False, include_given=True)
-    quality = flattered["rollouts"][0]["quality"]
-    assert math.isinf(quality["psnr"]) and quality["frame_indices"] == list(range(7))
-    assert quality["scored"] == "frames 0-6 of 7; frame 0 was given to the model and is scored too"
-    assert flattered["settings"]["include_given"] is True
+    quality = flattered.rollouts[0].quality
+    assert math.isinf(quality.psnr) and quality.frame_indices == list(range(7))
+    assert quality.scored == "frames 0-6 of 7; frame 0 was given to the model and is scored too"
+    assert flattered.settings.include_given is True
     out = tmp_path / "cli"
     assert main(["eval", "--rollouts", str(rollouts["copied-start"]), "--include-given", "--out", str(out),
                  "--frame-step", "2", "--quiet"]) == 0
@@ -219,9 +222,9 @@ def test_a_start_clip_missing_from_the_reference_gives_nan_and_a_note(rollouts, 
     save(dataclasses.replace(scenario, start_frames=StartFrames(scenario.start_frames.store, "nope", 0)),
          folder / "scenario.yaml")
     results = evaluate(folder, reference=rollouts["reference"], progress=False)
-    quality = results["rollouts"][0]["quality"]
-    assert math.isnan(quality["psnr"]) and "no clip 'nope'" in quality["note"]
-    assert any("no clip 'nope'" in note for note in results["rollouts"][0]["notes"])
+    quality = results.rollouts[0].quality
+    assert math.isnan(quality.psnr) and "no clip 'nope'" in quality.note
+    assert any("no clip 'nope'" in note for note in results.rollouts[0].notes)
 
 
 # ---------------------------------------------------------------- a rendered drive as ground truth
@@ -258,42 +261,63 @@ def drive_rollouts(drive, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def drive_results(drive, drive_rollouts) -> dict:
+def drive_results(drive, drive_rollouts) -> Report:
     return evaluate(drive_rollouts, reference=drive, progress=False)
 
 
 def test_a_rollout_of_the_reference_clip_scores_perfectly_and_measures_like_it(drive_results, tmp_path):
     rows = by_name(drive_results)
-    (reference,) = drive_results["summary"]["reference_rows"]
+    (reference,) = drive_results.summary.reference_rows
     perfect, noisy_row = rows["perfect"], rows["noisy"]
-    assert math.isinf(perfect["psnr"]) and perfect["ssim"] == pytest.approx(1.0, abs=1e-12)
-    assert math.isinf(perfect["layout_psnr_in"]) and math.isinf(perfect["layout_psnr_out"])
-    assert 25 < noisy_row["psnr"] < 35 and 0.3 < noisy_row["ssim"] < 0.99
-    assert math.isfinite(noisy_row["layout_psnr_in"]) and math.isfinite(noisy_row["layout_psnr_out"])
+    assert math.isinf(perfect.psnr) and perfect.ssim == pytest.approx(1.0, abs=1e-12)
+    assert math.isinf(perfect.layout_psnr_in) and math.isinf(perfect.layout_psnr_out)
+    assert 25 < noisy_row.psnr < 35 and 0.3 < noisy_row.ssim < 0.99
+    assert math.isfinite(noisy_row.layout_psnr_in) and math.isfinite(noisy_row.layout_psnr_out)
     # A rendered drive has texture: consistency is measured, on the rollout as on the clip, and every
     # frame pair's motion recovered.
     for row in (perfect, reference):
         for key in ("cse_px", "tse_px"):
-            assert math.isfinite(row[key]), (row["name"], key)
-        assert row["failed_pairs"] == 0, row["name"]
-    assert perfect["cse_px"] == pytest.approx(reference["cse_px"], rel=1e-3)  # the same frames, calibration
-    assert perfect["tse_px"] == pytest.approx(reference["tse_px"], rel=1e-6)
-    assert perfect["tse_px"] < 1.0
-    entry = next(e for e in drive_results["rollouts"] if e["name"] == "perfect")
-    series = entry["tse_per_frame"]["cameras"]["CAM_FRONT"]
-    assert len(series) == 6 and np.nanmean(series) == pytest.approx(
-        entry["consistency"]["temporal"]["cameras"]["CAM_FRONT"]["tse"], rel=1e-9)
-    assert entry["trajectory"]["frames_recovered"] > 0.5
-    assert entry["failed_pairs"] == {"trajectory": 0, "trajectory_pairs": 6, "tse": 0, "tse_pairs": 18, "total": 0,
-                                     "solver_errors": 0, "solver_error": None}
+            assert math.isfinite(getattr(row, key)), (row.name, key)
+        assert row.failed_pairs == 0, row.name
+    assert perfect.cse_px == pytest.approx(reference.cse_px, rel=1e-3)  # the same frames, calibration
+    assert perfect.tse_px == pytest.approx(reference.tse_px, rel=1e-6)
+    assert perfect.tse_px < 1.0
+    entry = next(e for e in drive_results.rollouts if e.name == "perfect")
+    series = entry.consistency.temporal.cameras["CAM_FRONT"].series
+    assert len(series) == 6 and np.mean(series) == entry.consistency.temporal.cameras["CAM_FRONT"].tse
+    assert entry.trajectory.frames_recovered > 0.5
+    assert entry.failed_pairs == FailedPairs(trajectory=0, trajectory_pairs=6, tse=0, tse_pairs=18, total=0,
+                                             solver_errors=0, solver_error=None)
     # Half a second of a drive in its lane cannot test following: ATE and RPE are n/a, and say why.
-    assert all(math.isnan(row[key]) for row in (perfect, reference) for key in ("ate_m", "rpe_m", "rpe_deg"))
-    for e in [*drive_results["rollouts"], *drive_results["reference"]["clips"]]:
-        assert e["notes"] == [f"ATE/RPE n/a: {e['trajectory']['note']}"] and e["trajectory"]["note"], e["name"]
+    assert all(math.isnan(getattr(row, key)) for row in (perfect, reference) for key in ("ate_m", "rpe_m", "rpe_deg"))
+    for e in [*drive_results.rollouts, *drive_results.reference.clips]:
+        assert e.notes == [f"ATE/RPE n/a: {e.trajectory.note}"] and e.trajectory.note, e.name
     _, html_path = write_report(drive_results, tmp_path / "drive")
     page = html_path.read_text()
     # per rollout: trajectory, TSE, CSE and PSNR plots; per reference clip: trajectory, TSE, CSE
     assert page.count('<img src="data:image/png;base64,') == 2 * 4 + 3
+
+
+def test_the_report_measures_each_frame_pair_once(drive_rollouts, monkeypatch):
+    # The TSE plot's series and the TSE column come from one pass: one RANSAC fit per camera and frame
+    # pair, SIFT once per image for consistency and once per front image for the trajectory.
+    import cv2
+
+    from drivesim.eval import consistency
+
+    calls = dict.fromkeys(("findFundamentalMat", "SIFT_create", "temporal_sampson"), 0)
+    for module, name in ((cv2, "findFundamentalMat"), (cv2, "SIFT_create"), (consistency, "temporal_sampson")):
+        def counted(*args, _original=getattr(module, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+    results = evaluate(drive_rollouts / "perfect", progress=False)
+    (entry,) = results.rollouts
+    assert entry.failed_pairs.tse_pairs == 3 * 6 and calls["findFundamentalMat"] == 3 * 6
+    assert calls["SIFT_create"] == 7 * 3 + 7 and calls["temporal_sampson"] == 0
+    temporal = entry.consistency.temporal
+    every_pair = [value for camera in temporal.cameras.values() for value in camera.series]
+    assert len(every_pair) == 18 and results.summary.rows[0].tse_px == pytest.approx(np.mean(every_pair), rel=1e-12)
 
 
 def _failing(name: str):
@@ -310,15 +334,15 @@ def test_opencv_errors_are_counted_as_failed_pairs_and_the_report_is_written(dri
     monkeypatch.setattr(cv2, "findEssentialMat", _failing("findEssentialMat"))
     monkeypatch.setattr(cv2, "findFundamentalMat", _failing("findFundamentalMat"))
     results = evaluate(drive_rollouts / "perfect", progress=False)
-    (entry,) = results["rollouts"]
-    assert results["failed"] == []
-    failed = entry["failed_pairs"]
-    assert (failed["trajectory"], failed["trajectory_pairs"], failed["tse"], failed["tse_pairs"]) == (6, 6, 18, 18)
-    assert failed["total"] == 24 and failed["solver_errors"] == 24
-    assert failed["solver_error"].startswith("cv2.error: OpenCV(test) find")
-    assert math.isnan(by_name(results)["perfect"]["tse_px"]) and by_name(results)["perfect"]["failed_pairs"] == 24
-    assert math.isfinite(by_name(results)["perfect"]["cse_px"])  # under the calibration's F: no solver to fail
-    assert any("24 frame pair(s) not recovered because OpenCV failed" in note for note in entry["notes"])
+    (entry,) = results.rollouts
+    assert results.failed == []
+    failed = entry.failed_pairs
+    assert (failed.trajectory, failed.trajectory_pairs, failed.tse, failed.tse_pairs) == (6, 6, 18, 18)
+    assert failed.total == 24 and failed.solver_errors == 24
+    assert failed.solver_error.startswith("cv2.error: OpenCV(test) find")
+    assert math.isnan(by_name(results)["perfect"].tse_px) and by_name(results)["perfect"].failed_pairs == 24
+    assert math.isfinite(by_name(results)["perfect"].cse_px)  # under the calibration's F: no solver to fail
+    assert any("24 frame pair(s) not recovered because OpenCV failed" in note for note in entry.notes)
     table = summary_table(results)
     assert "pairs failed" in table.splitlines()[0] and "24.0" in table.splitlines()[1]
     json_path, html_path = write_report(results, tmp_path / "cv-errors")
@@ -338,17 +362,17 @@ def test_a_rollout_that_cannot_be_scored_is_listed_and_the_others_are_scored(dri
     (clip_id,) = stored_clip_ids(folder / "broken" / ROLLOUT_STORE)
     shutil.rmtree(folder / "broken" / ROLLOUT_STORE / "clips" / clip_id / "frames")  # a damaged store
     results = evaluate(folder, progress=False)
-    assert [entry["name"] for entry in results["rollouts"]] == ["perfect"]
-    assert math.isinf(by_name(results)["perfect"]["psnr"])
-    (failed,) = results["failed"]
+    assert [entry.name for entry in results.rollouts] == ["perfect"]
+    assert math.isinf(by_name(results)["perfect"].psnr)
+    (failed,) = results.failed
     # A chunk file gone (or a bad checksum) is named, store, clip and array, never read as black frames.
     shutil.copytree(drive_rollouts / "perfect", tmp_path / "chunkless" / "chunkless")
     (tmp_path / "chunkless" / "chunkless" / ROLLOUT_STORE / "clips" / clip_id / "frames/c/0/0/0/0/0").unlink()
-    (chunkless,) = evaluate(tmp_path / "chunkless", progress=False)["failed"]
-    assert f"clip {clip_id}/frames: chunk c/0/0/0/0/0 missing" in chunkless["reason"]
-    assert failed["name"] == "broken" and failed["folder"] == str(folder / "broken") and failed["reason"]
-    assert results["summary"]["failed"] == [{"name": "broken", "reason": failed["reason"]}]
-    assert f"broken: could not be scored: {failed['reason']}" in summary_table(results)
+    (chunkless,) = evaluate(tmp_path / "chunkless", progress=False).failed
+    assert f"clip {clip_id}/frames: chunk c/0/0/0/0/0 missing" in chunkless.reason
+    assert failed.name == "broken" and failed.folder == str(folder / "broken") and failed.reason
+    assert results.summary.failed == [failed]
+    assert f"broken: could not be scored: {failed.reason}" in summary_table(results)
     out = tmp_path / "eval"
     assert main(["eval", "--rollouts", str(folder), "--out", str(out), "--quiet"]) == 1  # the report is incomplete
     captured = capsys.readouterr()
@@ -376,7 +400,7 @@ def test_fid_through_inception_on_the_command_line(rollouts, inception_file, tmp
     # the perfect rollout alone holds exactly the reference frames: FID ~0
     alone = evaluate(rollouts["generated"] / "perfect", reference=rollouts["reference"],
                      inception=load_inception(inception_file), progress=False)
-    assert alone["distribution"]["fid"] == pytest.approx(0, abs=1e-6)
+    assert alone.distribution.fid == pytest.approx(0, abs=1e-6)
 
 
 def test_the_default_out_is_rollouts_eval(rollouts, tmp_path, capsys):
@@ -400,11 +424,11 @@ def test_json_safe_turns_nan_into_null_and_inf_into_a_string():
 
 
 def test_text_from_files_is_escaped_in_the_page(with_reference, tmp_path):
-    results = {**with_reference, "rollouts": [dict(entry) for entry in with_reference["rollouts"]]}
-    results["rollouts"][0]["name"] = "<script>alert(1)</script>"
-    results["rollouts"][0]["notes"] = ["a note with <b>tags</b> & ampersands"]
-    results["summary"] = {**with_reference["summary"],
-                          "rows": [{**with_reference["summary"]["rows"][0], "name": "<script>alert(1)</script>"}]}
+    entry = dataclasses.replace(with_reference.rollouts[0], name="<script>alert(1)</script>",
+                                notes=["a note with <b>tags</b> & ampersands"])
+    row = dataclasses.replace(with_reference.summary.rows[0], name="<script>alert(1)</script>")
+    results = dataclasses.replace(with_reference, rollouts=[entry],
+                                  summary=dataclasses.replace(with_reference.summary, rows=[row]))
     _, html_path = write_report(results, tmp_path / "escaped")
     page = html_path.read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

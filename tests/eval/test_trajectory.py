@@ -4,7 +4,6 @@ drive through a rendered room, and of a synthetic (straight) drive, against thei
 
 from __future__ import annotations
 
-import json
 import math
 
 import cv2
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.eval.path_metrics import FOLLOWING_KEYS, trajectory_metrics
-from drivesim.eval.trajectory import recover_ego_trajectory, relative_motion, trajectory_report
+from drivesim.eval.trajectory import recover_ego_trajectory, relative_motion, trajectory_camera, trajectory_report
 
 # ---------------------------------------------------------------- two-view motion on rendered rooms
 
@@ -151,21 +150,21 @@ def curve(textures) -> dict:
 
 def test_a_curved_drive_that_follows_its_commands_scores_near_zero(curve):
     result = recover_ego_trajectory(curve["frames"], K, np.eye(4), curve["commanded"], fps=12.0)
-    assert result["note"] is None and result["keyframes"] == 9 and result["failed_frames"] == 0
-    assert result["ate_m"] < 0.05 and result["rpe_trans_m"] < 0.05 and result["rpe_rot_deg"] < 0.5
+    assert result.note is None and result.keyframes == 9 and result.failed_frames == 0
+    assert result.ate_m < 0.05 and result.rpe_trans_m < 0.05 and result.rpe_rot_deg < 0.5
 
 
 def test_a_video_that_ignores_the_turn_scores_far_worse(curve, textures):
     ahead = np.stack([_rgb(_render(pose, textures)) for pose in _arc(8.0, 60.0, 9, straight=True)])
     result = recover_ego_trajectory(ahead, K, np.eye(4), curve["commanded"], fps=12.0)
-    assert result["note"] is None
-    assert result["ate_m"] > 0.2 and result["rpe_rot_deg"] > 5.0
+    assert result.note is None
+    assert result.ate_m > 0.2 and result.rpe_rot_deg > 5.0
 
 
 def test_three_frames_of_the_curve_are_too_short_for_ate_and_rpe(curve):
     result = recover_ego_trajectory(curve["frames"], K, np.eye(4), curve["commanded"], step=4)
-    assert list(result["indices"]) == [0, 4, 8] and result["frames_recovered"] == 1.0
-    assert result["note"].startswith("too short") and all(result[key] is None for key in FOLLOWING_KEYS)
+    assert list(result.path.indices) == [0, 4, 8] and result.frames_recovered == 1.0
+    assert result.note.startswith("too short") and all(getattr(result, key) is None for key in FOLLOWING_KEYS)
 
 
 # ---------------------------------------------------------------- a synthetic drive
@@ -221,25 +220,26 @@ def followed(clip) -> dict:
 def _raw(result: dict) -> dict:
     """ATE and RPE of a recovered path whatever the path, as trajectory_metrics gives them: what the
     chain of visual motions did, which following_note may withhold from a report."""
-    return trajectory_metrics(result["estimated_world_from_ego"], result["commanded_world_from_ego"], 12.0)
+    return trajectory_metrics(result.path.estimated_world_from_ego, result.path.commanded_world_from_ego, 12.0)
 
 
 def test_recovered_path_follows_the_commanded_one(followed):
-    assert followed["path_length_m"] > 5  # the ego really drives: ~10 m in 1.4 s
-    assert followed["frames_recovered"] == 1.0 and followed["failed_frames"] == 0
-    assert followed["solver_errors"] == 0 and followed["solver_error"] is None
-    assert followed["final_drift_m"] < 1.5
+    assert followed.path_length_m > 5  # the ego really drives: ~10 m in 1.4 s
+    assert followed.frames_recovered == 1.0 and followed.failed_frames == 0
+    assert followed.solver_errors == 0 and followed.solver_error is None
+    assert followed.final_drift_m < 1.5
     raw = _raw(followed)
     assert raw["ate_m"] < 0.5 and raw["ate_scale"] == pytest.approx(1.0, abs=0.1)
     assert raw["rpe_rot_deg"] < 0.5 and raw["rpe_1s_trans_m"] < 1.0
-    np.testing.assert_allclose(followed["estimated_world_from_ego"][0], followed["commanded_world_from_ego"][0],
+    path = followed.path
+    np.testing.assert_allclose(path.estimated_world_from_ego[0], path.commanded_world_from_ego[0],
                                atol=1e-9)  # the path starts where the commands do
 
 
 def test_a_straight_drive_reports_no_ate_or_rpe(followed):
     # The synthetic drive keeps to its lane: a video that ignored the commands would score as well.
-    assert followed["note"].startswith("too straight") and "10.7 m" in followed["note"]
-    assert all(followed[key] is None for key in FOLLOWING_KEYS)
+    assert followed.note.startswith("too straight") and "10.7 m" in followed.note
+    assert all(getattr(followed, key) is None for key in FOLLOWING_KEYS)
 
 
 def test_shuffled_frames_do_not_follow(clip, followed):
@@ -254,44 +254,46 @@ def test_a_blank_frame_holds_the_pose_and_costs_no_drift(clip, followed):
     frames = clip["frames"][:, 0].copy()
     frames[8] = 128
     result = _recover(clip, frames)
-    assert result["failed_frames"] == 1 and not result["recovered"][8]
-    assert result["frames_recovered"] == pytest.approx(15 / 16)
-    poses = result["estimated_world_from_ego"]
+    assert result.failed_frames == 1 and not result.path.recovered[8]
+    assert result.frames_recovered == pytest.approx(15 / 16)
+    poses = result.path.estimated_world_from_ego
     np.testing.assert_array_equal(poses[8], poses[7])
-    assert _raw(result)["ate_m"] < 0.5 and result["final_drift_m"] < 1.5
+    assert _raw(result)["ate_m"] < 0.5 and result.final_drift_m < 1.5
 
 
 def test_a_repeated_frame_is_not_recovered_and_raises_nothing(clip):
     result = _recover(clip, np.repeat(clip["frames"][:1, 0], 5, axis=0))
-    assert result["failed_frames"] == 4 and result["frames_recovered"] == 0.0
-    assert result["note"].startswith("too short") and result["ate_m"] is None
+    assert result.failed_frames == 4 and result.frames_recovered == 0.0
+    assert result.note.startswith("too short") and result.ate_m is None
 
 
 def test_opencv_errors_on_every_pair_are_counted_not_raised(clip, monkeypatch):
     monkeypatch.setattr(cv2, "findEssentialMat", _failing("findEssentialMat"))
     result = _recover(clip, clip["frames"][:5, 0])
-    assert result["failed_frames"] == 4 and result["solver_errors"] == 4
-    assert result["solver_error"].startswith("cv2.error: OpenCV(test) findEssentialMat")
-    assert result["note"].startswith("too short") and result["rpe_trans_m"] is None
+    assert result.failed_frames == 4 and result.solver_errors == 4
+    assert result.solver_error.startswith("cv2.error: OpenCV(test) findEssentialMat")
+    assert result.note.startswith("too short") and result.rpe_trans_m is None
 
 
 def test_step_uses_every_other_frame(clip):
     result = recover_ego_trajectory(clip["frames"][:, 0], clip["intrinsics"][0], clip["ego_from_cam"][0],
                                     clip["world_from_ego"], step=2)
-    assert list(result["indices"]) == list(range(0, 17, 2))
-    assert result["rpe_1s_trans_m"] is None  # no rate given
-    assert result["failed_frames"] == 0 and _raw(result)["ate_m"] < 0.5
+    assert list(result.path.indices) == list(range(0, 17, 2))
+    assert result.rpe_1s_trans_m is None  # no rate given
+    assert result.failed_frames == 0 and _raw(result)["ate_m"] < 0.5
 
 
 def test_report_reads_a_rollout_folder_or_its_store(drive, followed):
     report = trajectory_report(drive)
-    assert trajectory_report(drive / "rollout.zarr", step=8)["store"] == report["store"]  # step 8: 3 frames, quick
-    json.dumps(report)  # plain values only
-    assert report["camera"] == "CAM_FRONT" and report["frames"] == 17 and report["step"] == 1
-    assert report["fps"] == pytest.approx(12.0, rel=1e-3)
+    assert trajectory_report(drive / "rollout.zarr", step=8).store == report.store  # step 8: 3 frames, quick
+    # The report carries the paths it measured: the same as recovering them from the arrays.
+    assert report.path.commanded_world_from_ego.shape == (17, 4, 4)
+    np.testing.assert_array_equal(report.path.estimated_world_from_ego, followed.path.estimated_world_from_ego)
+    assert report.camera == "CAM_FRONT" and report.frames == 17 and report.step == 1
+    assert report.fps == pytest.approx(12.0, rel=1e-3)
     for key in ("final_drift_m", "frames_recovered", "path_length_m"):
-        assert report[key] == pytest.approx(followed[key])
-    assert report["note"] == followed["note"] and report["ate_m"] is None
+        assert getattr(report, key) == pytest.approx(getattr(followed, key))
+    assert report.note == followed.note and report.ate_m is None
 
 
 def test_report_names_what_is_wrong(drive, tmp_path):
@@ -309,3 +311,9 @@ def test_commanded_poses_must_match_the_frames(clip):
     with pytest.raises(DataError, match="world_from_ego"):
         recover_ego_trajectory(clip["frames"][:, 0], clip["intrinsics"][0], clip["ego_from_cam"][0],
                                clip["world_from_ego"][:-1])
+
+
+def test_the_default_camera_is_the_front_one():
+    assert trajectory_camera(["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_BACK"]) == "CAM_FRONT"
+    assert trajectory_camera(["CAM_FRONT_LEFT", "CAM_FRONT_WIDE", "CAM_BACK"]) == "CAM_FRONT_WIDE"
+    assert trajectory_camera(["0", "1"]) == "0"
