@@ -46,6 +46,23 @@ def _add_scenario(commands) -> None:
                            help=f"one-frame clips, with --speed or the log's motion: how long the scenario runs "
                                 f"(default: {START_FRAMES} frames at the clip's rate)")
     from_clip.set_defaults(run=_run_scenario_from_clip)
+    vary = actions.add_parser("vary", help="write seeded variants of a scenario",
+                              description="Write --count variants of a scenario as DIR/<name>_vNNN.yaml: each one to "
+                                          "three edits drawn at random (an agent added on a lane, removed or moved; "
+                                          "the ego's or an agent's speed scaled; mirrored; the prompt's time of day "
+                                          "and weather) and a new seed, every variant validated. The same --seed "
+                                          "writes the same files. A scenario with start frames keeps them, and "
+                                          "then only speeds and the prompt vary (see --drop-start-frames). Exit 1 "
+                                          "when a variant found no valid draw (the others are written).")
+    vary.add_argument("scenario", type=Path, metavar="SCENARIO", help="a scenario YAML file")
+    vary.add_argument("--count", type=int, required=True, metavar="N", help="how many variants")
+    vary.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write them into")
+    vary.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
+    vary.add_argument("--drop-start-frames", action="store_true",
+                      help="variants start from noise, not from the scenario's start frames, so every edit may be "
+                           "drawn (mirroring or moving agents would contradict a start frame)")
+    vary.add_argument("--overwrite", action="store_true", help="replace variant files that exist")
+    vary.set_defaults(run=_run_scenario_vary)
 
 
 def _run_scenario_validate(args) -> int:
@@ -95,6 +112,43 @@ def _run_scenario_from_clip(args) -> int:
     if told:
         print(f"ego path: {told}")
     return 0
+
+
+MAX_VARIANTS = 100_000
+
+
+def _run_scenario_vary(args) -> int:
+    from drivesim.folders import check_writable
+    from drivesim.scenario import MAX_SEED, load, save
+    from drivesim.scenario.vary import variant
+
+    if not 1 <= args.count <= MAX_VARIANTS:
+        raise ConfigError(f"--count must be from 1 to {MAX_VARIANTS}, got {args.count}")
+    if not 0 <= args.seed < MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to 2**62-1, got {args.seed}")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
+    check_writable(args.out, "--out")
+    scenario = load(args.scenario)
+    digits = max(3, len(str(args.count)))
+    targets = [args.out / f"{args.scenario.stem}_v{index:0{digits}d}.yaml" for index in range(1, args.count + 1)]
+    if not args.overwrite:
+        existing = [target for target in targets if target.exists()]
+        if existing:
+            raise ConfigError(f"--out {existing[0]} exists ({len(existing)} of the {args.count} variant files do); "
+                              "pass --overwrite to replace them")
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for index, target in enumerate(targets, start=1):
+        try:
+            result = variant(scenario, index, args.seed, name=target.stem, drop_start_frames=args.drop_start_frames)
+        except DrivesimError as error:  # reported; the other variants are still written
+            print(f"drivesim scenario vary: error: {one_line(error)}", file=sys.stderr)
+            failed += 1
+            continue
+        save(result.scenario, target)
+        print(f"{target}: {'; '.join(result.edits)}")
+    return 1 if failed else 0
 
 
 def _start_frame_path(args):
@@ -159,8 +213,14 @@ def _add_generate(commands) -> None:
         "generate", help="turn a scenario into multi-camera video with a trained world model",
         description="Roll the world model out over a scenario, chunk by chunk at the length it was trained on, "
                     "and write one MP4 per camera, a grid MP4, a contact sheet and a clip store with the "
-                    "scenario's labels into --out.")
-    parser.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="a scenario YAML file")
+                    "scenario's labels into --out. With --scenarios, roll out a whole set: one such folder per "
+                    "scenario under --out (named by the file's stem), finished ones skipped, so a rerun resumes; "
+                    "a scenario that fails is reported and the others go on; --out/summary.json records each. "
+                    "Exit 0 when every scenario is finished, 1 when any failed, 2 on a bad option.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--scenario", type=Path, metavar="FILE", help="a scenario YAML file")
+    which.add_argument("--scenarios", metavar="DIR_OR_GLOB",
+                       help="many scenarios: a folder (its *.yaml) or a quoted glob such as 'variants/*.yaml'")
     parser.add_argument("--rig", metavar="RIG", help=RIG_HELP)
     parser.add_argument("--checkpoint", type=Path,
                         help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder "
@@ -185,6 +245,12 @@ def _add_generate(commands) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --scenarios: scenarios rendered at once, each worker loading the model once "
+                             "(default 1: in this process)")
+    parser.add_argument("--engine", choices=("local", "ray"),
+                        help="with --scenarios: local processes (default) or Ray, one task per scenario and a "
+                             "GPU per task where there are GPUs (pip install 'drivesim[ray]')")
     parser.set_defaults(run=_run_generate)
 
 
@@ -212,6 +278,11 @@ def _run_generate(args) -> int:
         config.validate()
     except ConfigError as error:
         raise _as_flags(error) from None
+    if args.scenarios is not None:
+        return _generate_many(args, config)
+    for flag in ("workers", "engine"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag} is for many scenarios (--scenarios DIR_OR_GLOB); --scenario renders one")
     check_out_dir(args.out, args.overwrite)  # before minutes of work
     if not args.scenario.is_file():
         raise ConfigError(f"--scenario {args.scenario}: no such file")
@@ -239,6 +310,40 @@ def _generate(args, scenario, config) -> int:
     print(f"{args.out}: {result.num_frames} frames x {len(result.cameras)} cameras at {width}x{height} "
           f"(grid {written['grid'].name}, store {written['store'].name})")
     return 0
+
+
+def _generate_many(args, config) -> int:
+    """--scenarios: every scenario into its own folder under --out, resumable; exit 1 when any failed."""
+    from drivesim.folders import check_writable, writer_lock
+    from drivesim.simulate_many import BatchConfig, generate_many, summary_table
+
+    if args.overwrite:
+        raise ConfigError("--overwrite: with --scenarios finished rollouts are kept and skipped; to render them "
+                          "again, give a new --out or remove their folders")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
+    check_writable(args.out, "--out")
+    if args.rig is not None:  # once here, not as every scenario's failure
+        from drivesim.rigs import rig_document
+
+        try:
+            rig_document(args.rig)
+        except ConfigError as error:
+            raise ConfigError(f"--rig {args.rig}: {error}") from None
+    if args.checkpoint is None:
+        from drivesim.weights import shipped_checkpoint
+
+        args.checkpoint = shipped_checkpoint()
+    batch = BatchConfig(scenarios=args.scenarios, out=args.out, checkpoint=args.checkpoint, rollout=config,
+                        rig=args.rig, device=args.device, workers=1 if args.workers is None else args.workers,
+                        engine=args.engine or "local").validate()
+    args.interrupted = "finished rollouts are kept: run the same command again to go on"
+    with writer_lock(args.out, "--out"):  # a second batch into the same --out is refused, not interleaved
+        summary = generate_many(batch, progress=not args.quiet)
+    print(summary_table(summary))
+    print(f"{args.out / 'summary.json'}: {summary['done']} done, {summary['skipped']} skipped, "
+          f"{summary['failed']} failed")
+    return 1 if summary["failed"] else 0
 
 
 def add(commands) -> None:

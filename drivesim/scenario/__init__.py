@@ -9,6 +9,7 @@ clip, and every edit returns a new Scenario validated again.
     files.py        the strict YAML reader, load, save
     edits.py        set_ego_trajectory, move_ego, add/remove/move_agent, scale_speed, shift_time, mirror
     from_clip.py    a scenario replaying a stored clip
+    vary.py         seeded variants: random combinations of edits, every one validated
 """
 
 from drivesim.scenario.edits import (add_agent, mirror, move_agent, move_ego, remove_agent, scale_speed,
@@ -18,9 +19,10 @@ from drivesim.scenario.from_clip import from_clip
 from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Limits, Trajectory, limits_for
 from drivesim.scenario.validate import validate
+from drivesim.scenario.vary import variant
 
 __all__ = [
     "CATEGORIES", "MAX_BYTES", "MAX_SEED", "Agent", "Limits", "Road", "Scenario", "StartFrames", "Trajectory",
     "add_agent", "from_clip", "from_dict", "limits_for", "load", "mirror", "move_agent", "move_ego", "remove_agent",
-    "save", "scale_speed", "set_ego_trajectory", "shift_time", "validate",
+    "save", "scale_speed", "set_ego_trajectory", "shift_time", "validate", "variant",
 ]
