@@ -18,6 +18,9 @@ from drivesim.perception.targets import REGRESSION, STRIDE
 
 GROUPS = 8          # GroupNorm groups: batch-size independent, as a frame's cameras share one batch
 HEAT_PRIOR = 0.01   # initial heat-map probability: the focal loss starts near its background value
+# Initial regression outputs: about 10 m away at the reference focal length, about a car's size (log metres),
+# so the first steps learn the scene, not the units.
+REGRESSION_START = {"log_depth": 2.3, "log_w": 0.5, "log_l": 1.2, "log_h": 0.5, "cos_alpha": 0.5}
 
 
 @dataclass
@@ -99,6 +102,9 @@ class CameraDetector(nn.Module):
         self.heat = head(config.neck + 3, config.head, len(CLASSES))
         self.box = head(config.neck + 3, config.head, len(REGRESSION))
         nn.init.constant_(self.heat[-1].bias, float(torch.logit(torch.tensor(HEAT_PRIOR))))
+        with torch.no_grad():
+            for name, value in REGRESSION_START.items():
+                self.box[-1].bias[REGRESSION.index(name)] = value
 
     def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, ego_from_cam: torch.Tensor) -> dict:
         views, height, width = images.shape[1], images.shape[-2], images.shape[-1]
