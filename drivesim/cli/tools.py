@@ -140,6 +140,10 @@ def _add_eval(commands) -> None:
     parser.add_argument("--include-given", action="store_true",
                         help="score PSNR/SSIM on the frames the model was given (the start frame) too; by default "
                              "they are left out, as they match the reference by construction")
+    parser.add_argument("--detector", default="auto", metavar="RUN_OR_FOLDER",
+                        help="a `drivesim train detector` run or packed folder: detection mAP/NDS on the generated "
+                             "frames beside the real frames of the clips the scenarios start from, and their ratio "
+                             "(default auto: the shipped weights/detector-small; none: skip)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_eval)
 
@@ -152,7 +156,7 @@ def _run_eval(args) -> int:
         raise ConfigError(f"--out {out} is a file, not a folder")
     results = evaluate(args.rollouts, reference=args.reference, inception=args.inception, i3d=args.i3d,
                        frame_step=args.frame_step, progress=not args.quiet,
-                       include_given=args.include_given)  # checks every input first
+                       include_given=args.include_given, detector=args.detector)  # checks every input first
     json_path, html_path = write_report(results, out)
     print(summary_table(results))
     print(f"report: {html_path}")

@@ -40,6 +40,7 @@ import numpy as np
 
 from drivesim.errors import ConfigError, DataError, DrivesimError
 from drivesim.eval.consistency import ClipConsistency
+from drivesim.eval.detection import Controllability, controllability, resolve_detector
 from drivesim.eval.failures import describe
 from drivesim.eval.quality import SKIPPED_NOTE, Extractor
 from drivesim.eval.reference import ReferenceQuality
@@ -380,6 +381,7 @@ class Report:
     reference: ReferenceClips | None
     distribution: Distribution
     summary: Summary
+    controllability: Controllability | None = None  # a detector on generated and real frames (detection.py)
 
 
 def _each(items, score, label, failed: list[Failure]) -> list:
@@ -397,7 +399,7 @@ def _each(items, score, label, failed: list[Failure]) -> list:
 
 
 def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step: int = 1,
-             progress: bool = True, include_given: bool = False) -> Report:
+             progress: bool = True, include_given: bool = False, detector=None) -> Report:
     """Every metric on the rollouts under `rollouts_dir` (a rollout folder or a folder of them).
 
     reference: a clip store (or rollout folder) of real or ground-truth clips: the rollouts' start-frame
@@ -406,7 +408,9 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
     loaded extractors) for FID / FVD against those clips. frame_step: every N-th frame for consistency,
     trajectory and PSNR/SSIM (FID takes every frame, FVD consecutive windows). include_given: score
     PSNR/SSIM on the frames the model was given too (left out by default). Inputs are checked before
-    any work (`check_inputs`); after that nothing aborts the run (see `_each`). Each metric runs once per
+    any work (`check_inputs`); after that nothing aborts the run (see `_each`). detector: a detector run or
+    packed folder, "auto" (the shipped one) or a TrainedDetector: detection mAP/NDS on the generated frames
+    beside the real ones (detection.py); None: not measured. Each metric runs once per
     clip; the Report holds its results as measured (the series the plots draw with the means).
     """
     from tqdm import tqdm
@@ -414,6 +418,7 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
     import drivesim
 
     folders, store, inception, i3d = check_inputs(rollouts_dir, reference, inception, i3d, frame_step)
+    detector, detector_source = resolve_detector(detector)  # a bad --detector is refused before any work
     step = int(frame_step)
     settings = Settings(str(rollouts_dir), None if store is None else str(store),
                         None if inception is None else inception.source, None if i3d is None else i3d.source,
@@ -432,9 +437,12 @@ def evaluate(rollouts_dir, reference=None, inception=None, i3d=None, frame_step:
                          reference_failed)
         clips = ReferenceClips(str(store), measured, reference_failed)
         clip_ids = [clip.clip_id for clip in measured]
+    control = (Controllability(detector_source, None, None, None, notes=[detector_source]) if detector is None
+               else controllability(rollouts, detector, detector_source, step, include_given, progress))
     return Report(datetime.now(timezone.utc).isoformat(timespec="seconds"), drivesim.__version__,
                   Machine(platform.platform(), platform.python_version(), os.cpu_count()), settings, rollouts, failed,
-                  clips, _distribution(rollouts, store, clip_ids, inception, i3d), _summary(rollouts, failed, clips))
+                  clips, _distribution(rollouts, store, clip_ids, inception, i3d), _summary(rollouts, failed, clips),
+                  control)
 
 
 # ---------------------------------------------------------------- JSON

@@ -67,6 +67,8 @@ def summary_table(report) -> str:
     if scored:
         lines.append(scored)
     lines.append(f"FID {shown(report.distribution.fid, '.2f')}  FVD {shown(report.distribution.fvd, '.2f')}")
+    if report.controllability is not None:
+        lines += report.controllability.lines()
     return "\n".join(lines)
 
 

@@ -48,10 +48,10 @@ def _frame_choice(frames, length: int) -> list[int]:
 
 
 class StoreFrames(torch.utils.data.Dataset):
-    """Frames of the clips of one split of a store (None: every clip), in a fixed order."""
+    """Frames of the clips of one split of a store (None: every clip; `clips`: only these), in a fixed order."""
 
     def __init__(self, store, split: str | None, size: Sequence[int], targets: bool = True, boxes: bool = False,
-                 flip: bool = False, frames=None):
+                 flip: bool = False, frames=None, clips: Sequence[str] | None = None):
         self.path = os.fspath(store)
         root = clip_store.open_store(self.path)  # DataError naming the path if it is not a store
         index = dict(root.attrs.get("clips", {}))
@@ -60,6 +60,11 @@ class StoreFrames(torch.utils.data.Dataset):
         if split is not None and split not in clip_store.SPLITS:
             raise ConfigError(f"split={split!r} is not one of {', '.join(clip_store.SPLITS)} (or None: every clip)")
         self.clip_ids = sorted(c for c, entry in index.items() if split is None or entry.get("split") == split)
+        if clips is not None:
+            missing = sorted(set(clips) - set(self.clip_ids))
+            if missing:
+                raise ConfigError(f"store {self.path} has no {split + ' ' if split else ''}clip {missing[0]!r}")
+            self.clip_ids = sorted(set(clips))
         if not self.clip_ids:
             raise ConfigError(f"store {self.path} has no {split + ' ' if split else ''}clips")
         chosen = _frame_choice(frames, int(settings.get("frames", 0)))

@@ -149,20 +149,16 @@ def in_world(found: Detections, world_from_ego: np.ndarray) -> Detections:
     return Detections(boxes_in_frame(found.boxes, world_from_ego), found.scores, found.labels)
 
 
-def score_store(detector, store, split: str | None = "val", frames=None, batch_size: int = 2,
-                progress: bool = False) -> DetectionScore:
-    """Run a TrainedDetector (pretrained.py) over the clips of one split of a store (None: all clips) and score
-    it against the store's boxes in the world frame. frames: which frames of each clip (None: all; a count:
-    that many spread evenly; or indices)."""
+def detect_frames(detector, dataset, batch_size: int = 2, progress: bool = False, desc: str = "detect"
+                  ) -> list[Frame]:
+    """Run a TrainedDetector (pretrained.py) over a StoreFrames dataset made with boxes=True: every frame's
+    detections and ground truth in the world frame, ready for `evaluate`."""
     import torch
     from tqdm import tqdm
 
-    from drivesim.perception.frames import StoreFrames
-
-    dataset = StoreFrames(store, split, detector.size, targets=False, boxes=True, frames=frames)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     scored = []
-    for batch in tqdm(loader, desc="detect", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         found = detector.detect(batch["image"], batch["intrinsics"], batch["ego_from_cam"])
         for b, detections in enumerate(found):
             world_from_ego = batch["world_from_ego"][b].numpy()
@@ -170,4 +166,15 @@ def score_store(detector, store, split: str | None = "val", frames=None, batch_s
             visible = batch["visible"][b].numpy()[:len(truth)]
             scored.append(Frame(f"{batch['clip_id'][b]}/{int(batch['frame'][b])}", in_world(truth, world_from_ego),
                                 visible, in_world(detections, world_from_ego), world_from_ego[:3, 3]))
-    return evaluate(scored)
+    return scored
+
+
+def score_store(detector, store, split: str | None = "val", frames=None, batch_size: int = 2,
+                progress: bool = False) -> DetectionScore:
+    """Run a TrainedDetector (pretrained.py) over the clips of one split of a store (None: all clips) and score
+    it against the store's boxes in the world frame. frames: which frames of each clip (None: all; a count:
+    that many spread evenly; or indices)."""
+    from drivesim.perception.frames import StoreFrames
+
+    dataset = StoreFrames(store, split, detector.size, targets=False, boxes=True, frames=frames)
+    return evaluate(detect_frames(detector, dataset, batch_size, progress))

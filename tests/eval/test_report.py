@@ -15,81 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_helpers import TinyInception
+from eval_helpers import TinyInception, noisy
 
 from drivesim.cli import main
 from drivesim.errors import ConfigError
 from drivesim.eval.quality import SKIPPED_NOTE, load_inception
 from drivesim.eval.report import FailedPairs, Report, SummaryRow, _json_safe, evaluate, summary_table, write_report
-from drivesim.geometry import resize_intrinsics
-from drivesim.scenario import StartFrames, from_dict
+from drivesim.scenario import StartFrames
 from drivesim.rollout import ROLLOUT_STORE, Rollout
-from drivesim.simulate import RolloutConfig, rollout
-from drivesim.wfm.pipeline import WorldModelPipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-
-
-def scenario_document(duration: float) -> dict:
-    """A front3 drive at 12 fps with a lead car in view of CAM_FRONT, as tests/test_export.py's."""
-    return {
-        "name": "eval_drive", "prompt": "a sunny road, a car ahead", "rig": "front3", "fps": 12,
-        "duration": duration, "seed": 3,
-        "ego": {"waypoints": [{"t": 0, "x": 0, "y": 0}, {"t": duration, "x": 14 * duration, "y": 0}]},
-        "agents": [{"id": "lead", "category": "vehicle.car", "size": [1.85, 4.5, 1.55],
-                    "waypoints": [{"t": 0, "x": 12, "y": 0}, {"t": duration, "x": 12 + 14 * duration, "y": 0}]},
-                   {"id": "parked", "category": "vehicle.truck", "size": [2.5, 8.0, 3.0],
-                    "parked": {"x": 15, "y": -3, "yaw": 0.3}}],
-        "road": {"lanes": [[[-10, 0], [100, 0]]], "road_edges": [[[-10, -2], [100, -2]], [[-10, 5], [100, 5]]]},
-    }
-
-
-def noisy(video: np.ndarray, sigma: float) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return np.clip(video + rng.normal(scale=sigma, size=video.shape), 0, 255).round().astype(np.uint8)
-
-
-def half_size(video: np.ndarray) -> np.ndarray:
-    """[F, V, H, W, 3] -> [F, V, H/2, W/2, 3] with PIL bilinear, as the evaluation resizes references."""
-    from PIL import Image
-
-    frames, views, height, width = video.shape[:4]
-    return np.stack([[np.asarray(Image.fromarray(video[f, v]).resize((width // 2, height // 2), Image.BILINEAR))
-                      for v in range(views)] for f in range(frames)])
-
-
-@pytest.fixture(scope="module")
-def rollouts(tiny_wfm_run, tmp_path_factory) -> dict[str, Path]:
-    """plain/: one generated rollout (7 frames, 3 cameras, 64x32) whose rollout.zarr is the reference store.
-    generated/ holds rollouts whose scenarios start from that clip: perfect/ (its very frames), later/
-    (its frames from frame 2, start_frames.frame 2), small/ (its frames at half size), noisy/ (its frames
-    with noise). copied-start/: its start frame exactly, then noise. Built from the one rollout: only
-    what they hold matters, and a rollout costs."""
-    pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run, "cpu")
-    base = tmp_path_factory.mktemp("eval-rollouts")
-    scenario = from_dict(scenario_document(0.5), source="test scenario")
-    result = rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
-    result.save(base / "plain")
-    reference = base / "plain" / ROLLOUT_STORE
-
-    def starting(frame: int):
-        return dataclasses.replace(scenario, start_frames=StartFrames(str(reference), result.clip_id(), frame))
-
-    generated = base / "generated"
-    dataclasses.replace(result, scenario=starting(0)).save(generated / "perfect")
-    per_frame = {"world_from_ego": result.world_from_ego[:5], "timestamps": result.timestamps[:5],
-                 "labels": result.labels.first(5)}
-    later = dataclasses.replace(scenario, duration=4 / 12, start_frames=StartFrames(str(reference), "eval_drive", 2))
-    dataclasses.replace(result, scenario=later, video=result.video[2:], **per_frame).save(generated / "later")
-    dataclasses.replace(result, scenario=starting(0), video=half_size(result.video),
-                        intrinsics=resize_intrinsics(result.intrinsics, 0.5, 0.5).astype(np.float32)
-                        ).save(generated / "small")
-    dataclasses.replace(result, scenario=starting(0), video=noisy(result.video, 25)).save(generated / "noisy")
-    copied = noisy(result.video, 25)
-    copied[0] = result.video[0]  # the frame the model was given, shown as given
-    dataclasses.replace(result, scenario=starting(0), video=copied).save(base / "copied-start")
-    return {"plain": base / "plain", "generated": generated, "reference": reference,
-            "copied-start": base / "copied-start"}
 
 
 @pytest.fixture(scope="module")
