@@ -1,5 +1,6 @@
 """Shipped weights: a trained world model and its tokenizer packed into one checkpoint folder that
-`drivesim generate` loads without the training run it came from.
+`drivesim generate` loads without the training run it came from; and the detector `drivesim eval` measures
+controllability with (weights/detector-small: config.yaml, ema.safetensors in float32, manifest.json).
 
 The folder is a checkpoint folder as training writes it (config.yaml, ema.safetensors, manifest.json
 with checksums) plus the tokenizer inside it (tokenizer/config.yaml, tokenizer/model.safetensors), its
@@ -32,20 +33,73 @@ def shipped_checkpoint() -> Path:
     return SHIPPED
 
 
+def _task_of(checkpoint: Path) -> str:
+    """The task a run or checkpoint folder trained (its config.yaml's `task`), "wfm" when it cannot tell:
+    resolve_checkpoint then names what is wrong."""
+    config = checkpoint / "config.yaml"
+    try:
+        document = yaml.safe_load(config.read_text()) if config.is_file() else None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        document = None
+    return document.get("task", "wfm") if isinstance(document, dict) else "wfm"
+
+
 def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> dict:
-    """Pack a `drivesim train wfm` run or checkpoint folder (EMA weights) and its tokenizer into `out`.
+    """Pack a `drivesim train wfm` run or checkpoint folder (EMA weights) and its tokenizer into `out`, or a
+    `drivesim train detector` one (EMA weights, float32: small enough as they are).
 
     Returns {"folder", "step", "bytes", "max_difference"}: the largest change float16 storage made to any
-    world-model weight. The folder is written beside `out` and swapped in only once complete.
+    world-model weight (0 for a detector). The folder is written beside `out` and swapped in only once complete.
     """
-    from drivesim.folders import check_out_dir, publish_folder, staging_folder
-    from drivesim.tokenizer.pretrained import save_pretrained
-    from drivesim.train.checkpoint import sha256_of, resolve_checkpoint
-    from drivesim.wfm.pipeline import WorldModelPipeline
+    from drivesim.folders import check_out_dir
+    from drivesim.train.checkpoint import resolve_checkpoint
 
     out = Path(out)
     check_out_dir(out, overwrite)  # a file, or a folder with something in it, before any loading
-    path, document = resolve_checkpoint(Path(checkpoint), "wfm", report=lambda text: None)
+    task = "detector" if _task_of(Path(checkpoint)) == "detector" else "wfm"
+    path, document = resolve_checkpoint(Path(checkpoint), task, report=lambda text: None)
+    if task == "detector":
+        return _pack_detector(path, document, out)
+    return _pack_world_model(path, document, out)
+
+
+def _write_packed(staging: Path, out: Path, document: dict, path: Path, step: int | None) -> int:
+    """config.yaml (with where it was packed from) and manifest.json into `staging`, then publish it as `out`."""
+    from drivesim.folders import publish_folder
+    from drivesim.train.checkpoint import sha256_of
+
+    config = dict(document)
+    config["packed_from"] = {"checkpoint": str(path), "step": step}
+    (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    manifest = {"step": step, "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files}}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    publish_folder(staging, out)
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def _pack_detector(path: Path, document: dict, out: Path) -> dict:
+    from drivesim.folders import staging_folder
+    from drivesim.perception.pretrained import load_detector
+
+    detector = load_detector(path, "cpu", ema=True)
+    step = _step_of(path)
+    staging = staging_folder(out)
+    try:
+        state = {name: tensor.contiguous() for name, tensor in detector.model.state_dict().items()}
+        save_file(state, str(staging / "ema.safetensors"))
+        size = _write_packed(staging, out, document, path, step)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {"folder": out, "step": step, "bytes": size, "max_difference": 0.0}
+
+
+def _pack_world_model(path: Path, document: dict, out: Path) -> dict:
+    from drivesim.folders import staging_folder
+    from drivesim.tokenizer.pretrained import save_pretrained
+    from drivesim.wfm.pipeline import WorldModelPipeline
+
     pipeline = WorldModelPipeline.from_pretrained(path, "cpu")
     step = _step_of(path)
     staging = staging_folder(out)
@@ -58,19 +112,11 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
                           for name, tensor in persistent.items() if tensor.is_floating_point() and tensor.numel()),
                          default=0.0)
         save_file(state, str(staging / "ema.safetensors"))
-        config = dict(document)
-        config["data"] = {**(config.get("data") or {}), "tokenizer": TOKENIZER_FOLDER}
-        config["packed_from"] = {"checkpoint": str(path), "step": step}
-        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        manifest = {"step": step,
-                    "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files}}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        publish_folder(staging, out)
+        document = {**document, "data": {**(document.get("data") or {}), "tokenizer": TOKENIZER_FOLDER}}
+        size = _write_packed(staging, out, document, path, step)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"folder": out, "step": step, "bytes": size, "max_difference": difference}
 
 

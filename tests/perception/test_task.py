@@ -87,3 +87,23 @@ def test_the_focal_loss_is_small_for_right_and_large_for_wrong_heat_maps():
 def test_config_error_is_a_drivesim_error():
     with pytest.raises(ConfigError, match="data.store is required"):
         DetectorTask().datasets({})
+
+
+def test_pack_weights_packs_a_detector_run_that_loads_alone_and_detects_the_same(trained_run, painted_store,
+                                                                                  tmp_path, capsys):
+    import json
+
+    out = tmp_path / "detector-small"
+    assert main(["pack-weights", "--checkpoint", str(trained_run), "--out", str(out)]) == 0
+    assert f"{out}: step 40" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "ema.safetensors", "manifest.json"]
+    assert json.loads((out / "manifest.json").read_text())["step"] == 40
+    packed, run = load_detector(out), load_detector(trained_run)
+    frames = StoreFrames(painted_store, "val", (64, 32), targets=False)
+    batch = torch.utils.data.default_collate([frames[0]])
+    with torch.no_grad():
+        for name, value in run.model(batch["image"], batch["intrinsics"], batch["ego_from_cam"]).items():
+            assert torch.equal(value, packed.model(batch["image"], batch["intrinsics"], batch["ego_from_cam"])[name])
+    (out / "ema.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ConfigError, match="ema.safetensors does not match its checksum"):
+        load_detector(out)
