@@ -28,6 +28,9 @@ class DetectorData:
     """Which store, at what size; training frames are mirrored at random (flip)."""
 
     store: str = ""
+    # More stores whose every clip trains beside the store's train split: exported and ingested rollouts,
+    # for the augmentation experiment (benchmarks/augment.py).
+    extra_train_stores: list[str] = field(default_factory=list)
     size: list[int] = field(default_factory=lambda: [256, 128])  # width, height: the world model's
     flip: bool = True
 
@@ -92,6 +95,9 @@ class DetectorTask:
             raise ConfigError("data.store is required: a clip store made by `drivesim ingest`")
         size = check_size(config.size)
         train = StoreFrames(config.store, "train", size, flip=config.flip)
+        if config.extra_train_stores:
+            train = torch.utils.data.ConcatDataset(
+                [train, *(StoreFrames(extra, None, size, flip=config.flip) for extra in config.extra_train_stores)])
         try:
             val = StoreFrames(config.store, "val", size, boxes=True)
         except ConfigError:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from drivesim.cli import main
-from drivesim.errors import ConfigError
+from drivesim.errors import ConfigError, DrivesimError
 from drivesim.perception.frames import StoreFrames
 from drivesim.perception.pretrained import load_detector
 from drivesim.perception.task import DetectorTask, focal_loss
@@ -107,3 +107,14 @@ def test_pack_weights_packs_a_detector_run_that_loads_alone_and_detects_the_same
     (out / "ema.safetensors").write_bytes(b"damaged")
     with pytest.raises(ConfigError, match="ema.safetensors does not match its checksum"):
         load_detector(out)
+
+
+def test_extra_train_stores_add_every_clip_of_theirs_to_the_training_frames(painted_store):
+    task = DetectorTask()
+    alone, _ = task.datasets({"store": str(painted_store), "size": [64, 32]})
+    mixed, val = task.datasets({"store": str(painted_store), "size": [64, 32],
+                                "extra_train_stores": [str(painted_store)]})
+    assert len(mixed) == len(alone) + 2 * len(alone)  # the train clip, then both clips of the extra store
+    assert val is not None and len(val) == len(alone)
+    with pytest.raises(DrivesimError, match="/nope"):  # a missing store is a one-line error naming it
+        task.datasets({"store": str(painted_store), "size": [64, 32], "extra_train_stores": ["/nope"]})
