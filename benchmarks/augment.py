@@ -91,13 +91,15 @@ def generated_store(folder: Path, checkpoint: str | None, out: Path) -> tuple[Pa
     started = time.perf_counter()
     options = ["--checkpoint", checkpoint] if checkpoint else []
     print(f"generate: {len(list(folder.glob('*/*.yaml')))} scenarios -> {rollouts} ...", flush=True)
-    _cli("generate", "--scenarios", str(folder / "*" / "*.yaml"), "--out", str(rollouts), "--steps", "2", "--temperature", "0",
-         "--strength", "0.3", "--quiet", *options)
+    _cli("generate", "--scenarios", str(folder / "*" / "*.yaml"), "--out", str(rollouts), "--steps", "2",
+         "--temperature", "0", "--strength", "0.3", "--quiet", *options)
     seconds = time.perf_counter() - started
     if not store.is_dir():
         _cli("export", "--rollouts", str(rollouts), "--out", str(logs), "--overwrite")
-        _cli("ingest", "--dataroot", str(logs), "--out", str(store), "--size", "256x128", "--frames", "17",
-             "--stride", "17", "--quiet")
+        # A 17-frame rollout at 12 fps has key frames (2 Hz) at 0, 0.5 and 1 s: ingest's timeline of a scene
+        # ends at its last key frame, so each exported rollout gives one 13-frame clip.
+        _cli("ingest", "--dataroot", str(logs), "--out", str(store), "--size", "256x128", "--frames", "13",
+             "--stride", "13", "--quiet")
     return rollouts, store, seconds
 
 
