@@ -23,6 +23,8 @@ out/eval-model/eval/report.html): cross-view (CSE) and
 temporal (TSE) Sampson error in pixels, the ego trajectory recovered from the front camera against the
 scenario's (ATE, RPE), PSNR/SSIM against the real frames, and layout agreement: PSNR inside the scenario's
 projected boxes (and outside them). The ground-truth clips' own CSE and TSE come from the same evaluate.
+Controllability as the field measures it: the shipped detector (weights/detector-small) on each variant's
+frames, NDS and its ratio to the same detector on the same real frames (drivesim/eval/detection.py).
 The checks the issue asks for are printed under the table: layout PSNR in boxes above both baselines,
 CSE and TSE within 2x of the ground truth's.
 """
@@ -50,7 +52,8 @@ HELDOUT_SEED = 9000
 VARIANTS = ("model", "no layout", "reprojection only", "hold start frame")
 COLUMNS = (("cse_px", "CSE px", ".2f"), ("tse_px", "TSE px", ".2f"), ("ate_m", "ATE m", ".2f"),
            ("rpe_m", "RPE m", ".2f"), ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"),
-           ("layout_psnr_in", "PSNR in boxes", ".2f"), ("layout_psnr_out", "PSNR outside", ".2f"))
+           ("layout_psnr_in", "PSNR in boxes", ".2f"), ("layout_psnr_out", "PSNR outside", ".2f"),
+           ("det_nds", "detector NDS", ".3f"), ("det_ratio", "NDS / real", ".0%"))
 
 
 def _cli(*args: str) -> None:
@@ -124,7 +127,24 @@ def score(out: Path, store: Path, frame_step: int) -> dict:
               for variant in VARIANTS}
     scores["ground truth"] = {key: (math.nan if value is None else value)
                               for key, value in dataclasses.asdict(summary.reference_mean).items() if key != "name"}
+    _detection(results, scores, frame_step)
     return scores
+
+
+def _detection(results, scores: dict, frame_step: int) -> None:
+    """Per variant, the shipped detector's NDS on its frames over NDS on the same real frames (eval/detection.py):
+    the controllability figure; NaN when the detector is not shipped."""
+    from drivesim.eval.detection import controllability, resolve_detector
+
+    detector, source = resolve_detector("auto")
+    for variant in VARIANTS:
+        entries = [entry for entry in results.rollouts if entry.name.startswith(f"{_slug(variant)}--")]
+        control = controllability(entries, detector, source, frame_step) if detector is not None else None
+        scores[variant]["det_nds"] = control.paired.nds if control and control.paired else math.nan
+        scores[variant]["det_ratio"] = control.nds_ratio if control else math.nan
+        if control and control.real:
+            scores["ground truth"]["det_nds"] = control.real.nds  # the same real frames for every variant
+    scores["ground truth"]["det_ratio"] = 1.0 if detector is not None else math.nan
 
 
 def _cell(value, spec: str) -> str:

@@ -49,7 +49,8 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     `drivesim train detector` one (EMA weights, float32: small enough as they are).
 
     Returns {"folder", "step", "bytes", "max_difference"}: the largest change float16 storage made to any
-    world-model weight (0 for a detector). The folder is written beside `out` and swapped in only once complete.
+    world-model weight (None for a detector: its weights are stored as they are). The folder is written
+    beside `out` and swapped in only once complete.
     """
     from drivesim.folders import check_out_dir
     from drivesim.train.checkpoint import resolve_checkpoint
@@ -92,7 +93,7 @@ def _pack_detector(path: Path, document: dict, out: Path) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"folder": out, "step": step, "bytes": size, "max_difference": 0.0}
+    return {"folder": out, "step": step, "bytes": size, "max_difference": None}
 
 
 def _pack_world_model(path: Path, document: dict, out: Path) -> dict:

@@ -87,11 +87,14 @@ def _tokenizer_eval(args) -> int:
 
 def _add_pack_weights(commands) -> None:
     parser = commands.add_parser(
-        "pack-weights", help="pack a trained world model and its tokenizer into one folder to ship",
+        "pack-weights", help="pack a trained world model and its tokenizer, or a detector, into one folder to ship",
         description="Copy the EMA weights of a `drivesim train wfm` checkpoint (float16) and its tokenizer into "
-                    "one checkpoint folder that `drivesim generate --checkpoint` loads on its own.")
+                    "one checkpoint folder that `drivesim generate --checkpoint` loads on its own; or those of a "
+                    "`drivesim train detector` checkpoint (float32) into a folder `drivesim eval --detector` "
+                    "loads.")
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder")
+                        help="a `drivesim train wfm` or `train detector` run folder (its newest checkpoint) or one "
+                             "checkpoint folder")
     parser.add_argument("--out", type=Path, required=True, help="the folder to write (e.g. weights/drivesim-small)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.set_defaults(run=_run_pack_weights)
@@ -101,8 +104,9 @@ def _run_pack_weights(args) -> int:
     from drivesim.weights import pack
 
     packed = pack(args.checkpoint, args.out, overwrite=args.overwrite)
-    print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, largest float16 "
-          f"rounding of a weight {packed['max_difference']:.2e}")
+    rounding = ("weights as trained (float32)" if packed["max_difference"] is None
+                else f"largest float16 rounding of a weight {packed['max_difference']:.2e}")
+    print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, {rounding}")
     return 0
 
 
