@@ -10,9 +10,9 @@ from drivesim.train.task import task_by_name
 
 
 def test_the_built_in_tasks_are_found_by_name():
-    assert task_by_name("tokenizer").name == "tokenizer" and task_by_name("wfm").name == "wfm"
+    assert [task_by_name(name).name for name in ("tokenizer", "wfm", "detector")] == ["tokenizer", "wfm", "detector"]
 
 
 def test_an_unknown_task_is_a_config_error_listing_the_tasks():
-    with pytest.raises(ConfigError, match=r"unknown task 'toy' \(tasks: tokenizer, wfm\)"):
+    with pytest.raises(ConfigError, match=r"unknown task 'toy' \(tasks: tokenizer, wfm, detector\)"):
         task_by_name("toy")
