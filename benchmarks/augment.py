@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -111,7 +112,7 @@ def frames_in(store: Path, split: str | None) -> int:
 
 def train_arm(name: str, steps: int, real_store: Path, extra: Path | None, out: Path) -> Path:
     """One detector run of configs/detector.yaml (resumed when a run of it is there already)."""
-    run = out / "runs" / name.replace(" ", "_").replace("+", "plus")
+    run = out / "runs" / re.sub(r"[^a-z0-9]+", "_", name.replace("+", "plus"))  # "real_equal_steps"
     overrides = [f"out={run}", f"steps={steps}", f"data.store={real_store}", f"val_every={steps}",
                  f"checkpoint_every={max(steps // 4, 1)}", f"sample_every={steps}", "val_batches=8",
                  f"optim.warmup_steps={min(100, steps // 10)}"]
