@@ -71,23 +71,20 @@ def resolve_detector(value):
 
 
 def _rollout_frames(entry, frame_step: int, include_given: bool) -> tuple[list[int], list[int] | None, str | None]:
-    """(rollout frame indices to score, the real clip's matching indices or None, why there are none)."""
-    import numpy as np
-
-    from drivesim.data.store import open_clip, open_store
+    """(rollout frame indices to score, the real clip's matching indices or None, why there are none). With a real
+    clip these are the frames PSNR/SSIM scored (reference.py chose them: both have them, less the given ones)."""
     from drivesim.eval.reference import scored_frames
 
     quality = entry.quality
-    given = quality.given_frames if quality else 0
     reference = quality.reference if quality else None
-    compared = entry.frames
     if reference is not None:
-        clip_frames = len(open_clip(open_store(reference.store), reference.clip)["timestamps"])
-        compared = min(entry.frames, clip_frames - reference.frame)
-    indices, _ = scored_frames(entry.frames, compared, frame_step, given, include_given)
-    if not len(indices):
+        indices = list(quality.frame_indices)
+    else:
+        given = quality.given_frames if quality else 0
+        indices = scored_frames(entry.frames, entry.frames, frame_step, given, include_given)[0].tolist()
+    if not indices:
         return [], None, f"{entry.name}: no frame to detect on"
-    real = None if reference is None else (np.asarray(indices) + reference.frame).tolist()
+    real = None if reference is None else [i + reference.frame for i in indices]
     return [int(i) for i in indices], real, None
 
 

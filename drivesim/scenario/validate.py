@@ -15,30 +15,36 @@ from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_fo
 MAX_FPS, MAX_DURATION = 120.0, 3600.0
 
 
-def _rectangle_corners(centre, width, length, yaw) -> np.ndarray:
-    forward, left = np.array([math.cos(yaw), math.sin(yaw)]), np.array([-math.sin(yaw), math.cos(yaw)])
-    return np.array([centre + sx * length / 2 * forward + sy * width / 2 * left
-                     for sx, sy in ((1, 1), (1, -1), (-1, -1), (-1, 1))])
+def footprint_corners(centre: np.ndarray, width: float, length: float, yaw: np.ndarray) -> np.ndarray:
+    """[F, 2] centres, [F] yaws -> [F, 4, 2] the corners of a box's footprint, frame by frame."""
+    yaw = np.asarray(yaw, np.float64).reshape(-1)
+    forward = np.stack([np.cos(yaw), np.sin(yaw)], axis=-1)[:, None]  # [F, 1, 2]
+    left = np.stack([-np.sin(yaw), np.cos(yaw)], axis=-1)[:, None]
+    signs = np.array([(1, 1), (1, -1), (-1, -1), (-1, 1)], dtype=np.float64)  # [4, 2]
+    centre = np.asarray(centre, np.float64).reshape(-1, 2)
+    return centre[:, None] + signs[None, :, :1] * length / 2 * forward + signs[None, :, 1:] * width / 2 * left
 
 
-def _rectangles_overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    """Separating axis test for two convex quadrilaterals [4, 2]."""
+def footprints_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[F, 4, 2] twice -> [F] bool: the separating axis test for two convex quadrilaterals, frame by frame."""
+    separated = np.zeros(len(a), dtype=bool)
     for corners in (a, b):
         for i in range(2):
-            edge = corners[i + 1] - corners[i]
-            axis = np.array([-edge[1], edge[0]])
-            pa, pb = a @ axis, b @ axis
-            if pa.max() <= pb.min() or pb.max() <= pa.min():
-                return False
-    return True
+            edge = corners[:, i + 1] - corners[:, i]
+            axis = np.stack([-edge[:, 1], edge[:, 0]], axis=-1)  # [F, 2]
+            pa, pb = np.einsum("fkc,fc->fk", a, axis), np.einsum("fkc,fc->fk", b, axis)
+            separated |= (pa.max(axis=1) <= pb.min(axis=1)) | (pb.max(axis=1) <= pa.min(axis=1))
+    return ~separated
 
 
-def _ego_footprint(scenario: Scenario, time: float) -> np.ndarray:
+def ego_footprint(scenario: Scenario, times, grow: float = 0.0) -> np.ndarray:
+    """[F, 4, 2] the ego's footprint at `times`, each side grown by `grow` metres in all."""
     width, length, _ = EGO_SIZE
-    position, yaw = scenario.ego.position([time])[0], scenario.ego.yaw([time])[0]
+    yaw = scenario.ego.yaw(times)
     # The ego's origin is its rear axle: the box centre lies ahead of it.
-    centre = position[:2] + (length / 2 - EGO_REAR_OVERHANG) * np.array([math.cos(yaw), math.sin(yaw)])
-    return _rectangle_corners(centre, width, length, yaw)
+    centre = scenario.ego.position(times)[:, :2] + (length / 2 - EGO_REAR_OVERHANG) * np.stack(
+        [np.cos(yaw), np.sin(yaw)], axis=-1)
+    return footprint_corners(centre, width + grow, length + grow, yaw)
 
 
 def kinematic_problem(trajectory: Trajectory, limits: Limits) -> str | None:
@@ -85,7 +91,7 @@ def validate(scenario: Scenario) -> Scenario:
     problem = kinematic_problem(scenario.ego, limits_for(None))
     if problem:
         fail("ego", problem)
-    ego_start = _ego_footprint(scenario, 0.0)
+    ego_start = ego_footprint(scenario, [0.0])
     seen = set()
     for index, agent in enumerate(scenario.agents):
         where = f"agents[{index}] ({agent.id})"
@@ -113,8 +119,8 @@ def validate(scenario: Scenario) -> Scenario:
             fail(where, problem)
         if agent.present([0.0])[0]:
             position, yaw = agent.trajectory.position([0.0])[0], agent.trajectory.yaw([0.0])[0]
-            box = _rectangle_corners(position[:2], size[0], size[1], yaw)
-            if _rectangles_overlap(box, ego_start):
+            box = footprint_corners(position[:2], size[0], size[1], yaw)
+            if footprints_overlap(box, ego_start)[0]:
                 fail(where, f"overlaps the ego at the start (agent at x {position[0]:.2f}, y {position[1]:.2f}; "
                             f"ego box {EGO_SIZE[1]:g} m long, its rear axle at the ego's position)")
     for name in ("lanes", "road_edges"):

@@ -20,13 +20,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
+from drivesim.data.synth.traffic import EGO_SIZE
 from drivesim.errors import ScenarioError
 from drivesim.scenario.edits import mirror, move_agent, remove_agent, scale_speed
 from drivesim.scenario.files import from_dict
 from drivesim.scenario.schema import Agent, Scenario
 from drivesim.scenario.trajectory import Trajectory
-from drivesim.scenario.validate import validate
+from drivesim.scenario.validate import ego_footprint, footprint_corners, footprints_overlap, validate
 
 __all__ = ["EDITS", "MAX_DRAWS", "Variant", "contacts", "variant", "vary_prompt"]
 
@@ -80,38 +80,15 @@ def vary_prompt(prompt: str, time_of_day: str, weather: str) -> str:
 # ---------------------------------------------------------------- who touches whom
 
 
-def _corners(centre: np.ndarray, width: float, length: float, yaw: np.ndarray) -> np.ndarray:
-    """[F, 2] centres, [F] yaws -> [F, 4, 2] box corners, grown by GAP."""
-    forward = np.stack([np.cos(yaw), np.sin(yaw)], axis=-1)[:, None]  # [F, 1, 2]
-    left = np.stack([-np.sin(yaw), np.cos(yaw)], axis=-1)[:, None]
-    signs = np.array([(1, 1), (1, -1), (-1, -1), (-1, 1)], dtype=np.float64)  # [4, 2]
-    half_length, half_width = (length + GAP) / 2, (width + GAP) / 2
-    return (centre[:, None] + signs[None, :, :1] * half_length * forward
-            + signs[None, :, 1:] * half_width * left)
-
-
-def _overlapping(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[F, 4, 2] twice -> [F] bool: the separating axis test, frame by frame."""
-    separated = np.zeros(len(a), dtype=bool)
-    for corners in (a, b):
-        for i in range(2):
-            edge = corners[:, i + 1] - corners[:, i]
-            axis = np.stack([-edge[:, 1], edge[:, 0]], axis=-1)  # [F, 2]
-            pa, pb = np.einsum("fkc,fc->fk", a, axis), np.einsum("fkc,fc->fk", b, axis)
-            separated |= (pa.max(axis=1) <= pb.min(axis=1)) | (pb.max(axis=1) <= pa.min(axis=1))
-    return ~separated
-
-
 def _footprints(scenario: Scenario, times: np.ndarray) -> dict:
-    """Road user ('ego' is the ego, else 'agent <id>') -> (present [F] bool, corners [F, 4, 2], radius)."""
+    """Road user ('ego' is the ego, else 'agent <id>') -> (present [F] bool, corners [F, 4, 2] grown by GAP,
+    radius)."""
     width, length, _ = EGO_SIZE
-    yaw = scenario.ego.yaw(times)
-    centre = scenario.ego.position(times)[:, :2] + (length / 2 - EGO_REAR_OVERHANG) * np.stack(
-        [np.cos(yaw), np.sin(yaw)], axis=-1)
-    result = {"ego": (np.ones(len(times), bool), _corners(centre, width, length, yaw), math.hypot(width, length))}
+    result = {"ego": (np.ones(len(times), bool), ego_footprint(scenario, times, GAP), math.hypot(width, length))}
     for agent in scenario.agents:
         width, length = agent.size[0], agent.size[1]
-        corners = _corners(agent.trajectory.position(times)[:, :2], width, length, agent.trajectory.yaw(times))
+        corners = footprint_corners(agent.trajectory.position(times)[:, :2], width + GAP, length + GAP,
+                                    agent.trajectory.yaw(times))
         result[f"agent {agent.id}"] = (agent.present(times), corners, math.hypot(width, length))
     return result
 
@@ -126,7 +103,7 @@ def contacts(scenario: Scenario) -> dict[frozenset, float]:
             distance = np.linalg.norm(a.mean(axis=1) - b.mean(axis=1), axis=-1)
             near = present_a & present_b & (distance < (radius_a + radius_b) / 2 + 2 * GAP)
             if near.any():
-                touching = near & _overlapping(a, b)
+                touching = near & footprints_overlap(a, b)
                 if touching.any():
                     found[frozenset((name_a, name_b))] = float(times[np.argmax(touching)])
     return found
