@@ -13,7 +13,7 @@ TEST_APT_PACKAGES := chromium
 BENCH_APT_PACKAGES := libvulkan1 mesa-vulkan-drivers libegl1 libgl1
 DEMO_OUT ?= out/demo
 
-.PHONY: setup lock test demo demo-data bench eval-model ui clean
+.PHONY: setup lock test demo demo-data bench gpu-check eval-model ui clean
 
 setup: $(STAMP)
 
@@ -94,6 +94,12 @@ bench: setup
 	test -d $(DEMO_OUT)-store || $(MAKE) demo-data
 	$(PY) benchmarks/bench_tokenizer.py --store $(DEMO_OUT)-store --record
 	$(PY) benchmarks/bench_wfm.py --record
+
+# On a machine with a CUDA GPU, in at most 8 minutes: the base preset's bf16 training step and MFU, flash-attn
+# (the optional gpu extra, used when installed) against SDPA and math attention, an FSDP2 step, and six-view
+# 17-frame rollouts at 448x256 and 848x480, appended to benchmarks/RESULTS.md. Without CUDA it says so and exits 0.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py --record
 
 # The shipped weights on held-out synthetic scenarios beside two baselines (MODEL_CARD.md).
 eval-model: setup

@@ -52,6 +52,7 @@ VIDEO_FRAMES = 1 + 4 * (LATENT_FRAMES - 1)  # the tokenizer's 4x causal time com
 CAPTION = "a sunny street with parked cars and a cyclist crossing"
 SEED = 0
 MODES = ("neighbours", "all", "joint", "none")  # (b): none is the block without any cross-view term
+ATTENTION_BACKENDS = ("flash-attn", "sdpa", "math")
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "benchmarks" / "wfm_cross_view.png"
 QUICK_PLOT = ROOT / "out" / "wfm_cross_view-quick.png"  # a smoke test never overwrites the recorded plot
@@ -392,9 +393,7 @@ def accelerator(args, device: str = "cuda") -> tuple[list[tuple], str]:
     """bf16 training steps of base against its peer, MFU against a measured bf16 matmul peak, and one joint
     attention through each backend. Rows for a table and a line saying what was measured."""
     size = 1024 if args.quick else 8192
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    matmul_ms = statistics.median(timed(lambda: a @ a, device) for _ in range(args.repeats + 2))
-    peak = 2 * size ** 3 / (matmul_ms / 1000)
+    matmul_ms, peak = matmul_peak(size, args.repeats, device)
     rows = [("bf16 matmul peak", f"{size}x{size}x{size}", f"{matmul_ms:.2f}", f"{peak / 1e12:.1f} TFLOP/s", "")]
     config, grid, step_rows = bf16_steps(args, device, peak)
     rows += step_rows + attention_backends(args, device, peak, config, grid)
@@ -437,24 +436,46 @@ def bf16_steps(args, device: str, peak: float):
 
 def attention_backends(args, device: str, peak: float, config: DiTConfig, grid) -> list[tuple]:
     """Joint attention over all views' tokens, the largest attention the model runs, through each backend."""
-    generator = torch.Generator().manual_seed(SEED)
-    length, head_dim = VIEWS * grid[0] * grid[1] * grid[2], config.dim // config.heads
-    q, k, v = (torch.randn(1, config.heads, length, head_dim, generator=generator).to(device, torch.bfloat16)
-               .requires_grad_() for _ in range(3))
-    flops = 3 * 4 * config.heads * length ** 2 * head_dim
-    shape, rows = f"[1, {config.heads}, {length}, {head_dim}] bf16", []
-    for backend in ("flash-attn", "sdpa", "math"):
+    (q, k, v), flops = joint_attention(config, grid, device)
+    shape, rows = f"[1, {config.heads}, {q.shape[2]}, {q.shape[3]}] bf16", []
+    for backend in ATTENTION_BACKENDS:
         problem = backend_problem(backend, q)
         if problem:
             rows.append((f"attend backend={backend}", shape, "-", f"skipped: {problem}", ""))
             continue
-        step = lambda: attend(q, k, v, backend=backend).backward(torch.ones_like(q))  # noqa: B023, E731
-        timed(step, device)
-        backend_ms = statistics.median(timed(step, device) for _ in range(args.repeats))
-        achieved = flops / (backend_ms / 1000)
-        rows.append((f"attend backend={backend}", shape, f"{backend_ms:.2f}", f"{achieved / 1e12:.2f} TFLOP/s",
+        ms = backend_ms(backend, (q, k, v), args.repeats, device)
+        achieved = flops / (ms / 1000)
+        rows.append((f"attend backend={backend}", shape, f"{ms:.2f}", f"{achieved / 1e12:.2f} TFLOP/s",
                      f"{100 * achieved / peak:.0f}%"))
     return rows
+
+
+def matmul_peak(size: int, repeats: int, device="cuda") -> tuple[float, float]:
+    """The peak MFU is measured against: ms of one bf16 [size, size] @ [size, size] (median of `repeats` runs of
+    10 back to back, after a warm-up run) and the FLOP/s that is."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    chain = lambda: [a @ a for _ in range(10)]  # noqa: E731  (ten, so a sync's latency does not count much)
+    timed(chain, device)
+    matmul_ms = statistics.median(timed(chain, device) for _ in range(repeats)) / 10
+    return matmul_ms, 2 * size ** 3 / (matmul_ms / 1000)
+
+
+def joint_attention(config: DiTConfig, grid, device, dtype=torch.bfloat16):
+    """q, k, v [1, heads, length, head_dim] for one joint attention over all views' tokens of a (T, h, w) grid
+    per view, and the FLOPs of its forward and backward (3x the forward's scores and values)."""
+    generator = torch.Generator().manual_seed(SEED)
+    length, head_dim = VIEWS * grid[0] * grid[1] * grid[2], config.dim // config.heads
+    q, k, v = (torch.randn(1, config.heads, length, head_dim, generator=generator).to(device, dtype)
+               .requires_grad_() for _ in range(3))
+    return (q, k, v), 3 * 4 * config.heads * length ** 2 * head_dim
+
+
+def backend_ms(backend: str, qkv, repeats: int, device) -> float:
+    """Median ms of attend() forward and backward through `backend`, after a warm-up."""
+    q, k, v = qkv
+    step = lambda: attend(q, k, v, backend=backend).backward(torch.ones_like(q))  # noqa: E731
+    timed(step, device)
+    return statistics.median(timed(step, device) for _ in range(repeats))
 
 
 # ---------------------------------------------------------------- the run

@@ -23,17 +23,17 @@ def machine(packages: tuple[str, ...]) -> str:
     return f"{cpu}, {os.cpu_count()} cores; {', '.join(versions)}"
 
 
-def record(heading: str, preamble: str, entry: str) -> Path:
-    """Append `entry` at the end of the section `heading`, creating it with `preamble` if missing."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
+def record(heading: str, preamble: str, entry: str, path: Path = RESULTS) -> Path:
+    """Append `entry` at the end of the section `heading` of `path`, creating it with `preamble` if missing."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
     if heading not in text:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{preamble}"
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
     end = len(text) if end < 0 else end + 1
     text = text[:end].rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else "")
-    RESULTS.write_text(text, encoding="utf-8")
-    return RESULTS
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def heading(started: str, packages: tuple[str, ...], load_at_start: float, command: str) -> str:
