@@ -179,8 +179,12 @@ class ClipDataset(torch.utils.data.Dataset):
                             f"{next(iter(self.damaged.values()))}")
 
     def _item(self, clip_id: str) -> dict:
+        return self.read_window(clip_id, self._choose_start(), self._choose_views())
+
+    def read_window(self, clip_id: str, start: int, views: list[int]) -> dict:
+        """The item of frames [start, start + frames) of `views` (store indices) of one clip; DataError if
+        the clip is damaged. __getitem__ draws start and views (random crops, view subsets), then reads this."""
         group = self._clip(clip_id)
-        start, views = self._choose_start(), self._choose_views()
         stop = start + self.frames
         frames = self._read_frames(group["frames"], start, stop, views)  # (T, V, H, W, 3) uint8
         intrinsics = group["intrinsics"][...][views].astype(np.float64)

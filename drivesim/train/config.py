@@ -53,6 +53,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_last: int = 3
     max_bad_steps: int = 5             # consecutive non-finite losses before the run stops
+    init_from: str = ""                # a fresh run starts from these weights (run, checkpoint or packed folder)
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes kept fixed, e.g. [encoder.]
+    compile: bool = False              # torch.compile the task's blocks (minutes on the first step, then faster)
     model: dict = field(default_factory=dict)  # the task's model config, checked by the task
     data: dict = field(default_factory=dict)   # the task's data config, checked by the task
     loss: dict = field(default_factory=dict)   # the task's loss weights, checked by the task

@@ -18,6 +18,7 @@ import yaml
 from drivesim.errors import ConfigError, DrivesimError
 from drivesim.train import checkpoint as ckpt
 from drivesim.train import distributed as ddp
+from drivesim.train import init_from
 from drivesim.train.config import TrainConfig, to_dict
 from drivesim.train.data import SeededItems, StepBatches
 from drivesim.train.ema import EMA
@@ -124,6 +125,12 @@ class Trainer:
             # Data-dependent initialisation, the same on every rank (the task draws with its own seed).
             for line in task.initialize(model, self.train_set, config.seed):
                 self._say(line)
+        if config.init_from and not resume:
+            self._say(init_from.apply_init(model, init_from.load_init_state(config.init_from, config.task)))
+        if config.freeze:
+            self._say(init_from.freeze(model, config.freeze))
+        if config.compile:
+            self._say(f"compile: {init_from.compile_blocks(model, task.block_types)} blocks compiled on first use")
         if config.activation_checkpointing:
             checkpoint_blocks(model, task.block_types)
         self.model = ddp.wrap(model, self.world, config.parallel, task.block_types)

@@ -91,12 +91,17 @@ class Conditions:
 @dataclass
 class Prepared:
     """What WorldModel.prepare derives from Conditions for latents of one shape: the cameras' Plücker rays
-    pooled to the patch grid, the views each view attends to, and the captions' tokens."""
+    pooled to the patch grid, the views each view attends to, the captions' tokens, and the ray and layout
+    encoders' patch features (they depend on neither the noisy latents nor the flow time, so a sampler's
+    steps and guidance passes share them; drop flags are applied per call)."""
 
     rays: Tensor                        # [B, V, T', 6, h', w']
     neighbours: Tensor | None           # [B, V, K] view indices, None: no cross-view attention
     text: tuple[Tensor, Tensor] | None  # (tokens [B, N, D_text], mask [B, N]), None: no text encoder
+    ray_tokens: Tensor | None = None    # [B, V, T', h', w', D] the ray encoder's output
+    layout_tokens: Tensor | None = None  # [B, V, T', h', w', D] the layout encoder's, None: no layout
 
     def repeat(self, times: int) -> Prepared:
         text = None if self.text is None else tuple(_repeat(part, times) for part in self.text)
-        return Prepared(_repeat(self.rays, times), _repeat(self.neighbours, times), text)
+        return Prepared(_repeat(self.rays, times), _repeat(self.neighbours, times), text,
+                        _repeat(self.ray_tokens, times), _repeat(self.layout_tokens, times))

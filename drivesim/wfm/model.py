@@ -45,6 +45,9 @@ class WorldModelConfig(DiTConfig):
     text: str = "wordllama"         # wordllama | trained | t5 | none (see wfm/text.py)
     text_options: dict = field(default_factory=dict)  # e.g. {path: /models/t5-base} for t5
     layout_channels: int = 0        # channels of the layout maps; 0: no layout input
+    # conv: convolutions from full resolution (the shipped weights). patch: 4x4 pixels folded into channels
+    # first, about 6x fewer multiply-adds for the same patch-grid features (conditioning.LayoutEncoder).
+    layout_encoder: str = "conv"
     # What the DiT's output means. velocity: the flow velocity itself (Cosmos-Predict2.5). data: a
     # unit-variance correction to a skip path that already estimates the clean latents (EDM's
     # preconditioning, as Cosmos-Predict1), turned into a velocity here; see velocity_from_data.
@@ -67,6 +70,9 @@ class WorldModelConfig(DiTConfig):
             raise ConfigError(f"model.text must be one of {', '.join((*ENCODERS, 'none'))}, got {self.text!r}")
         if self.prediction not in PREDICTIONS:
             raise ConfigError(f"model.prediction must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        if self.layout_encoder not in LayoutEncoder.KINDS:
+            raise ConfigError(f"model.layout_encoder must be one of {', '.join(LayoutEncoder.KINDS)}, "
+                              f"got {self.layout_encoder!r}")
         if self.anchor not in ANCHORS:
             raise ConfigError(f"model.anchor must be one of {', '.join(ANCHORS)}, got {self.anchor!r}")
         if self.anchor != "none" and self.prediction != "data":
@@ -126,7 +132,7 @@ class WorldModel(nn.Module):
         self.rays = RayEncoder(dim)
         pt, ph, pw = config.patch
         self.layout = (LayoutEncoder(config.layout_channels, dim, spatial=config.spatial_compression * ph,
-                                     temporal=config.temporal_compression)
+                                     temporal=config.temporal_compression, kind=config.layout_encoder)
                        if config.layout_channels else None)
         self.trajectory = TrajectoryEncoder(config.condition_dim)
         options = dict(config.text_options)
@@ -192,7 +198,14 @@ class WorldModel(nn.Module):
         if self.text is not None:
             captions = conditions.captions if conditions.captions is not None else [""] * latent_shape[0]
             text = self.text.encode(list(captions), device)
-        return Prepared(rays, neighbours, text)
+        dtype = self.dit.patch_in.weight.dtype
+        layout_tokens = None
+        if self.layout is not None and conditions.layout is not None:
+            layout_tokens = self.layout(conditions.layout.to(dtype))
+            if config.patch[0] > 1:
+                layout_tokens = rearrange(layout_tokens, "b v (t pt) h w d -> b v t pt h w d",
+                                          pt=config.patch[0]).mean(dim=3)
+        return Prepared(rays, neighbours, text, self.rays(rays.to(dtype)), layout_tokens)
 
     def forward(self, latents: torch.Tensor, t: torch.Tensor, conditions: Conditions,
                 prepared: Prepared | None = None) -> torch.Tensor:
@@ -213,13 +226,10 @@ class WorldModel(nn.Module):
         mask = repeat(clean.to(latents.dtype), "b t -> b v t 1 h w", v=views, h=height, w=width)
         x = torch.cat([latents, mask], dim=3)
 
-        pt = config.patch[0]
-        extra = self.rays(prepared.rays.to(dtype)) * kept["rays"].to(dtype)[:, None, None, None, None, None]
-        if self.layout is not None and conditions.layout is not None:
-            layout_tokens = self.layout(conditions.layout.to(dtype))
-            if pt > 1:
-                layout_tokens = rearrange(layout_tokens, "b v (t pt) h w d -> b v t pt h w d", pt=pt).mean(dim=3)
-            extra = extra + layout_tokens * kept["layout"].to(dtype)[:, None, None, None, None, None]
+        ray_tokens = prepared.ray_tokens if prepared.ray_tokens is not None else self.rays(prepared.rays.to(dtype))
+        extra = ray_tokens * kept["rays"].to(dtype)[:, None, None, None, None, None]
+        if prepared.layout_tokens is not None:
+            extra = extra + prepared.layout_tokens * kept["layout"].to(dtype)[:, None, None, None, None, None]
 
         context, context_mask = self._context(conditions.ego0_from_ego, prepared.text, kept, batch, latents.device,
                                               dtype)

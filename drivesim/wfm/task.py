@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 
 from drivesim.errors import ConfigError
-from drivesim.tokenizer.model import CausalVideoTokenizer
+from drivesim.tokenizer.model import CausalVideoTokenizer, flatten_views, unflatten_views
 from drivesim.train.config import from_dict
 from drivesim.wfm import flow
 from drivesim.wfm.dit import DiTBlock
@@ -19,6 +19,7 @@ from drivesim.wfm.conditions import CONDITIONS, Conditions
 from drivesim.wfm.generate import SamplingConfig
 from drivesim.wfm.model import WorldModel, model_config, with_tokenizer
 from drivesim.wfm.pipeline import WorldModelPipeline, load_tokenizer
+from drivesim.wfm.windows import LatentClips
 
 
 @dataclass
@@ -32,6 +33,9 @@ class WfmData:
     num_views: int | None = None        # this many drawn at random per clip; neither: every camera
     size: list[int] | None = None       # resize the stored frames (width, height)
     layout: bool = False                # render layout maps (drivesim/render.py) into every batch
+    # Keep this many GB of training windows encoded (latents and layout maps, windows.py) so a window met
+    # again skips reading, resizing, rendering and the tokenizer; 0: compute every window every time.
+    cache_gb: float = 0.0
 
 
 @dataclass
@@ -121,19 +125,22 @@ class WfmTask:
         size = tuple(config.size) if config.size else None
         self.layout = config.layout
 
-        def split(name: str, random_crop: bool):
-            return ClipDataset(config.store, split=name, frames=config.frames, views=config.views,
-                               num_views=config.num_views, size=size, random_crop=random_crop,
-                               layout=config.layout, skip_damaged=True)  # a damaged clip is skipped, counted
-
-        train = split("train", True)
+        if not 0 <= config.cache_gb < float("inf"):
+            raise ConfigError(f"data.cache_gb must be a number of gigabytes >= 0, got {config.cache_gb}")
+        options = dict(frames=config.frames, views=config.views, num_views=config.num_views, size=size,
+                       layout=config.layout, skip_damaged=True)  # a damaged clip is skipped, counted
+        if config.cache_gb > 0:
+            train = LatentClips(config.store, self._encode_window, tc, int(config.cache_gb * 1e9), split="train",
+                                random_crop=True, **options)
+        else:
+            train = ClipDataset(config.store, split="train", random_crop=True, **options)
         width, height = size or (train.settings["width"], train.settings["height"])
         unit = self.tokenizer.config.spatial_compression * 2
         if width % unit or height % unit:
             raise ConfigError(f"frames of {width}x{height} must be multiples of {unit} (tokenizer {unit // 2}x "
                               "times the 2x2 patches): set data.size")
         try:
-            val = split("val", False)
+            val = ClipDataset(config.store, split="val", random_crop=False, **options)
         except ConfigError:
             val = None
         return train, val
@@ -154,9 +161,22 @@ class WfmTask:
         return WorldModel(config)
 
     @torch.no_grad()
+    def _encode_window(self, video: torch.Tensor) -> torch.Tensor:
+        """One window's video [V, F, 3, H, W] -> the tokenizer's latents [V, T, C, h, w] on the CPU."""
+        device = next(self.tokenizer.parameters()).device
+        latents = self.tokenizer.encode(flatten_views(video[None].to(device)))
+        return unflatten_views(latents, video.shape[0])[0].cpu()
+
+    @torch.no_grad()
     def encode(self, model: torch.nn.Module, video: torch.Tensor) -> torch.Tensor:
         """Video [B, V, F, 3, H, W] -> the model's normalised latents [B, V, T, C, h, w]."""
         return self.pipeline(model).encode_views(video)
+
+    def clean_latents(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """A batch's normalised latents: encoded already (data.cache_gb) or now."""
+        if "latents" in batch:
+            return _unwrap(model).normalize(batch["latents"].float())
+        return self.encode(model, batch["video"])
 
     def pipeline(self, model: torch.nn.Module) -> WorldModelPipeline:
         """The model being trained (unwrapped from DDP/FSDP) with the task's tokenizer, on the model's device."""
@@ -171,11 +191,13 @@ class WfmTask:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             picks = torch.randint(len(train_set), (clips,)).tolist()
-            video = torch.stack([train_set[i]["video"] for i in picks])
+            items = [train_set[i] for i in picks]
         world = _unwrap(model)
         world.latent_mean.zero_()
         world.latent_std.fill_(1)
-        latents = self.encode(model, video.to(world.latent_mean.device))
+        batch = {key: torch.stack([item[key] for item in items]).to(world.latent_mean.device)
+                 for key in ("latents", "video") if key in items[0]}
+        latents = self.clean_latents(model, batch)
         per_channel = rearrange(latents, "b v t c h w -> c (b v t h w)")
         world.latent_mean.copy_(per_channel.mean(dim=1))
         world.latent_std.copy_(per_channel.std(dim=1).clamp_min(1e-6))
@@ -191,7 +213,7 @@ class WfmTask:
         return clean.to(device), {name: value.to(device) for name, value in keep.items()}
 
     def loss(self, model, batch):
-        x0 = self.encode(model, batch["video"])
+        x0 = self.clean_latents(model, batch)
         size = x0.shape[0]
         weights = self.weights
         t = flow.sample_time(size, shift=weights.time_shift, mean=weights.time_mean, std=weights.time_std,

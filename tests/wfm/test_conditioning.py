@@ -247,9 +247,10 @@ def test_trajectory_encoder_sees_translation_rotation_and_time():
     assert (standing[0, 1] - standing[0, 2]).abs().max() > 1e-4  # same pose, another moment in the clip
 
 
-def test_layout_encoder_starts_at_exactly_zero_and_learns():
+@pytest.mark.parametrize("kind", LayoutEncoder.KINDS)
+def test_layout_encoder_starts_at_exactly_zero_and_learns(kind):
     torch.manual_seed(0)
-    encoder = LayoutEncoder(channels=3, dim=16, spatial=8, temporal=4)
+    encoder = LayoutEncoder(channels=3, dim=16, spatial=8, temporal=4, kind=kind)
     layout = torch.rand(2, 2, 5, 3, 32, 48)
     out = encoder(layout)
     assert out.shape == (2, 2, 2, 4, 6, 16)
@@ -261,9 +262,10 @@ def test_layout_encoder_starts_at_exactly_zero_and_learns():
     assert encoder(layout).abs().max() > 0
 
 
-def test_layout_of_later_frames_reaches_only_their_latent_frame():
+@pytest.mark.parametrize("kind", LayoutEncoder.KINDS)
+def test_layout_of_later_frames_reaches_only_their_latent_frame(kind):
     torch.manual_seed(0)
-    encoder = LayoutEncoder(channels=2, dim=8, spatial=4, temporal=4)
+    encoder = LayoutEncoder(channels=2, dim=8, spatial=4, temporal=4, kind=kind)
     torch.nn.init.normal_(encoder.project.weight)
     layout = torch.rand(1, 2, 9, 2, 16, 16)
     changed = layout.clone()
@@ -278,6 +280,39 @@ def test_layout_of_later_frames_reaches_only_their_latent_frame():
 def test_layout_encoder_rejects_maps_it_cannot_place(shape, problem):
     with pytest.raises(ConfigError, match=problem):
         LayoutEncoder(channels=3, dim=8, spatial=8)(torch.zeros(shape))
+
+
+def test_patch_layout_encoder_sees_every_pixel_of_its_patch_only():
+    torch.manual_seed(0)
+    encoder = LayoutEncoder(channels=2, dim=8, spatial=16, temporal=4, kind="patch")
+    torch.nn.init.normal_(encoder.project.weight)
+    layout = torch.rand(1, 1, 1, 2, 64, 64)
+    before = encoder(layout)[0, 0, 0]  # [4, 4, 8]: one feature per 16x16 patch
+    for row, column in ((0, 0), (37, 50), (63, 63)):  # any pixel, the corners included
+        changed = layout.clone()
+        changed[..., row, column] += 1
+        moved = (encoder(changed)[0, 0, 0] - before).abs().amax(dim=-1) > 1e-6
+        assert moved[row // 16, column // 16]
+        # stride-2 3x3 convolutions reach one patch further at most
+        far = [(r, c) for r in range(4) for c in range(4) if abs(r - row // 16) > 1 or abs(c - column // 16) > 1]
+        assert not any(moved[r, c] for r, c in far)
+
+
+def test_patch_layout_encoder_costs_a_fraction_of_conv():
+    def multiply_adds(encoder, height=128, width=256):
+        total, size = 0, (height, width)
+        for layer in encoder.convs:
+            if isinstance(layer, torch.nn.PixelUnshuffle):
+                size = (size[0] // layer.downscale_factor, size[1] // layer.downscale_factor)
+            if isinstance(layer, torch.nn.Conv2d):
+                size = (size[0] // layer.stride[0], size[1] // layer.stride[1])
+                total += size[0] * size[1] * layer.weight.numel()
+        return total
+
+    conv, patch = (LayoutEncoder(7, 256, spatial=16, kind=kind) for kind in ("conv", "patch"))
+    assert multiply_adds(patch) < multiply_adds(conv) / 5
+    with pytest.raises(ConfigError, match="kind must be one of conv, patch"):
+        LayoutEncoder(7, 256, kind="dense")
 
 
 def test_layout_encoder_needs_a_power_of_two_patch():

@@ -8,6 +8,7 @@ import torch
 from wfm_helpers import B, H, T, V, W, latents, rig_conditions, run, tiny_world_model
 
 from drivesim.errors import ConfigError
+from drivesim.wfm.conditions import Conditions
 from drivesim.wfm.model import WorldModel, model_config
 
 
@@ -121,3 +122,23 @@ def test_an_anchored_fresh_model_continues_a_given_frame_by_holding_it():
         model_config({"preset": "tiny", "anchor": "last_clean"})
     with pytest.raises(ConfigError, match="model.anchor"):
         model_config({"preset": "tiny", "prediction": "data", "anchor": "first"})
+
+
+@pytest.mark.parametrize("layout_encoder", ["conv", "patch"])
+def test_a_prepared_call_equals_an_unprepared_one_with_a_condition_dropped_per_call(layout_encoder):
+    """The ray and layout features a sampler prepares once serve every step and every guidance pass: the
+    drop flags of each call still apply to them."""
+    model = tiny_world_model(layout_channels=3, layout_encoder=layout_encoder)
+    x = latents()
+    conditions = Conditions(**rig_conditions(B, V), captions=["a", "b"], layout=torch.rand(B, V, 9, 3, 64, 128))
+    prepared = model.prepare(conditions, x.shape)
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        for keep in (None, {"layout": torch.tensor([False, True]), "rays": torch.tensor([True, False])}):
+            called = conditions.replace(keep=keep)
+            torch.testing.assert_close(model(x, t, called, prepared), model(x, t, called), atol=1e-6, rtol=0)
+
+
+def test_layout_encoder_kind_is_checked_by_name():
+    with pytest.raises(ConfigError, match="model.layout_encoder must be one of conv, patch"):
+        model_config({"preset": "tiny", "layout_encoder": "dense"})
