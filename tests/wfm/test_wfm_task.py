@@ -155,11 +155,13 @@ def test_train_wfm_with_layout_maps_then_generate_a_scenario_from_the_run(synthe
                  f"data.tokenizer={tokenizer_folder}", "data.size=[96, 64]", "data.layout=true",
                  f"model.layout_channels={len(LAYOUT_CHANNELS)}", f"out={run}", "steps=3", "val_every=3",
                  "sample_every=3", "checkpoint_every=3", "optim.lr=0.003",
-                 # the shipped model's choices (configs/wfm.yaml)
-                 "model.prediction=data", "loss.channel_weights=pixel", "loss.time_shift=3", "--quiet"])
+                 # the shipped model's choices (configs/wfm.yaml), its speed-ups but compile among them
+                 "model.prediction=data", "loss.channel_weights=pixel", "loss.time_shift=3",
+                 "model.layout_encoder=patch", "data.cache_gb=0.5", "--quiet"])
     assert code == 0
     saved = yaml.safe_load((latest_checkpoint(run / "checkpoints") / "config.yaml").read_text())
     assert saved["model"]["prediction"] == "data" and saved["loss"]["channel_weights"] == "pixel"
+    assert saved["model"]["layout_encoder"] == "patch" and saved["data"]["cache_gb"] == 0.5
     weights = load_weights(latest_checkpoint(run / "checkpoints") / "model.safetensors")
     # The layout encoder starts at zero; the maps reached the model's loss if training moved it.
     assert weights["layout.project.weight"].abs().sum() > 0
