@@ -45,13 +45,18 @@ def _add_tokenizer(commands) -> None:
     parser = commands.add_parser("tokenizer", help="evaluate a trained video tokenizer")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     evaluate = actions.add_parser(
-        "eval", help="PSNR and SSIM on stored clips, and side-by-side reconstruction videos",
-        description="Reconstruct every camera of the store's clips at full size with a trained tokenizer, "
-                    "print PSNR and SSIM per camera, and write originals above reconstructions as MP4.")
+        "eval", help="PSNR, SSIM and blockiness on stored clips, and side-by-side reconstruction videos",
+        description="Reconstruct every camera of the store's clips (at the stored size, or --size) with a "
+                    "tokenizer, print PSNR, SSIM and blockiness (the reconstruction's against the ground "
+                    "truth's) per camera, and write originals above reconstructions as MP4.")
     evaluate.add_argument("--checkpoint", type=Path, required=True,
-                          help="a training run folder (its newest checkpoint) or one checkpoint folder")
+                          help="a training run folder (its newest checkpoint), one checkpoint folder, or a tokenizer "
+                               "folder (config.yaml + model.safetensors, e.g. weights/drivesim-small/tokenizer)")
     evaluate.add_argument("--store", type=Path, required=True, help="the clip store")
-    evaluate.add_argument("--split", default="val", choices=("train", "val"), help="which clips (default val)")
+    evaluate.add_argument("--split", default="val", choices=("train", "val", "all"),
+                          help="which clips (default val; all for a held-out store no training used)")
+    evaluate.add_argument("--size", help="resize frames to WIDTHxHEIGHT first, e.g. 256x128 (default: as stored)")
+    evaluate.add_argument("--frames", type=int, help="frames per clip, 1 + tc*k (default: as many as fit)")
     evaluate.add_argument("--clips", type=int, help="at most this many clips (default all)")
     evaluate.add_argument("--out", type=Path, help="folder for the side-by-side videos (default: none)")
     evaluate.add_argument("--videos", type=int, default=2, help="clips written as video (default 2)")
@@ -68,16 +73,18 @@ def _run_tokenizer_eval(args) -> int:
 
 
 def _tokenizer_eval(args) -> int:
-    from drivesim.tokenizer.evaluate import check_video_folder, evaluate, table
-    from drivesim.tokenizer.task import load_trained
+    from drivesim.rigs import parse_size
+    from drivesim.tokenizer.evaluate import check_video_folder, evaluate, load_tokenizer, table
 
     if args.clips is not None and args.clips < 1:
         raise ConfigError(f"--clips must be >= 1, got {args.clips}")
     if args.videos < 0:
         raise ConfigError(f"--videos must be >= 0, got {args.videos}")
+    size = parse_size(args.size) if args.size is not None else None
     check_video_folder(args.out)  # before loading the model, too
-    model = load_trained(args.checkpoint, ema=not args.raw)
-    result = evaluate(model, args.store, args.split, args.clips, args.videos, args.out, progress=not args.quiet)
+    model = load_tokenizer(args.checkpoint, ema=not args.raw)
+    result = evaluate(model, args.store, args.split, args.clips, args.videos, args.out, progress=not args.quiet,
+                      size=size, frames=args.frames)
     print(table(result))
     for path in result["videos"]:
         print(f"video: {path}")

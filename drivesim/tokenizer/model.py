@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import nn
 
 from drivesim.errors import ConfigError
@@ -150,13 +150,35 @@ class BlockLinear(nn.Module):
         video = torch.cat([video[:, :, :1].expand(-1, -1, self.tc - 1, -1, -1), video], dim=2)
         return rearrange(video, "n c (t a) (h i) (w j) -> n (c a i j) t h w", a=self.tc, i=self.s, j=self.s)
 
-    def unblocks(self, x: torch.Tensor) -> torch.Tensor:
-        """The inverse of blocks: frame 0 is the mean of its block's copies."""
-        video = rearrange(x, "n (c a i j) t h w -> n c (t a) (h i) (w j)", a=self.tc, i=self.s, j=self.s)
-        return torch.cat([video[:, :, :self.tc].mean(dim=2, keepdim=True), video[:, :, self.tc:]], dim=2)
+    def forward(self, x: torch.Tensor, add_to: torch.Tensor | None = None) -> torch.Tensor:
+        """Video -> latents, or latents -> video (added into `add_to`, a video, when given). Frame 0's block
+        (its copies) is never materialised: its projection sums (or averages) the copies' weights instead."""
+        return self._to_latents(x) if self.to_latent else self._to_video(x, add_to)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.blocks(x)) if self.to_latent else self.unblocks(self.proj(x))
+    def _to_latents(self, video: torch.Tensor) -> torch.Tensor:
+        n, c, frames, height, width = video.shape
+        tc, s, k, h, w = self.tc, self.s, (frames - 1) // self.tc, height // self.s, width // self.s
+        weight = self.proj.weight.view(-1, c, tc, s, s)  # (latent, c, a, i, j)
+        first = video[:, :, 0].reshape(n, c, h, s, w, s).permute(0, 2, 4, 1, 3, 5).reshape(n, 1, h, w, c * s * s)
+        later = video[:, :, 1:].reshape(n, c, k, tc, h, s, w, s).permute(0, 2, 4, 6, 1, 3, 5, 7)
+        latents = torch.cat([F.linear(first, weight.sum(2).flatten(1), self.proj.bias),
+                             F.linear(later.reshape(n, k, h, w, c * tc * s * s), weight.flatten(1), self.proj.bias)],
+                            dim=1)  # (N, 1 + k, h, w, latent)
+        return latents.permute(0, 4, 1, 2, 3)
+
+    def _to_video(self, latents: torch.Tensor, add_to: torch.Tensor | None) -> torch.Tensor:
+        n, channels, latent_frames, h, w = latents.shape
+        c, tc, s, k = VIDEO_CHANNELS, self.tc, self.s, latent_frames - 1
+        weight, bias = self.proj.weight.view(c, tc, s, s, channels), self.proj.bias.view(c, tc, s, s)
+        rows = latents.permute(0, 2, 3, 4, 1).reshape(n, 1 + k, h * w, channels)
+        first = F.linear(rows[:, 0].reshape(-1, channels), weight.mean(1).flatten(0, 2),
+                         bias.mean(1).flatten())  # ((N h w), (c i j)): frame 0 is the mean of its copies
+        later = F.linear(rows[:, 1:].reshape(-1, channels), weight.flatten(0, 3), bias.flatten())  # (c a i j) rows
+        video = latents.new_zeros(n, c, 1 + tc * k, h * s, w * s) if add_to is None else add_to
+        video[:, :, 0].view(n, c, h, s, w, s).add_(first.view(n, h, w, c, s, s).permute(0, 3, 1, 4, 2, 5))
+        video[:, :, 1:].view(n, c, k, tc, h, s, w, s).add_(
+            later.view(n, k, h, w, c, tc, s, s).permute(0, 4, 1, 5, 2, 6, 3, 7))
+        return video
 
     def time_steps(self) -> list[tuple[str, int]]:
         # A parallel path whose reach (its own block) lies inside the deep path's: it adds no steps.
@@ -225,7 +247,7 @@ class Encoder(nn.Module):
             latents = latents + rearrange(x, "n (l g) t h w -> n l g t h w", l=latents.shape[1]).mean(dim=2)
         if self.linear is not None:
             latents = latents + self.linear(video)
-        return latents
+        return latents.contiguous()  # the layers ran channels-last; callers get the plain layout
 
 
 class Decoder(nn.Module):
@@ -258,12 +280,12 @@ class Decoder(nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(latents)  # (N, widths[-1], 1 + k, h, w)
         if self.shortcut:  # the mirror of the encoder's: each latent channel repeated over its group
-            x = x + repeat(latents, "n l t h w -> n (l g) t h w", g=x.shape[1] // latents.shape[1])
+            x = (x.unflatten(1, (latents.shape[1], -1)) + latents.unsqueeze(2)).flatten(1, 2)
         x = self.mid(x)
         x = self.stages(x)  # (N, widths[0], 1 + tc*k/2^L, s*h/2^L, s*w/2^L)
         x = self.conv_out(F.silu(x))  # (N, 3*8^L, ...)
-        video = self.unpatch(x)  # (N, 3, 1 + tc*k, s*h, s*w)
-        return video + self.linear(latents) if self.linear is not None else video
+        video = self.unpatch(x)  # (N, 3, 1 + tc*k, s*h, s*w), a new tensor: the linear path adds into it
+        return self.linear(latents, add_to=video) if self.linear is not None else video
 
 
 class CausalVideoTokenizer(nn.Module):

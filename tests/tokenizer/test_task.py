@@ -49,6 +49,30 @@ def test_eval_prints_a_table_and_writes_side_by_side_videos(trained_run, synthet
         assert sum(1 for _ in container.decode(stream)) == 9
 
 
+def test_eval_takes_a_tokenizer_folder_resizes_and_scores_blockiness(trained_run, synthetic_store, tmp_path,
+                                                                    capsys):
+    from drivesim.tokenizer.pretrained import save_pretrained
+
+    folder = save_pretrained(load_trained(trained_run), tmp_path / "tokenizer")
+    code = main(["tokenizer", "eval", "--checkpoint", str(folder), "--store", str(synthetic_store), "--split", "all",
+                 "--size", "48x32", "--frames", "5", "--clips", "1", "--quiet"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["camera", "PSNR", "dB", "SSIM", "blocky", "truth", "ratio"]
+    overall = lines[[line.split()[0] for line in lines].index("all")].split()
+    assert float(overall[5]) == pytest.approx(float(overall[3]) / float(overall[4]), abs=2e-3)
+    assert any(line.startswith("blockiness rule (the reconstruction's at most 10% above") for line in lines)
+    assert "1 clips x 6 cameras, 5 frames at 48x32" in lines[-1]
+
+
+@pytest.mark.parametrize("flags,words", [(["--size", "50x32"], "not divisible"), (["--frames", "4"], "1 + 4k"),
+                                         (["--size", "wide"], "--size must be WIDTHxHEIGHT")])
+def test_eval_names_a_size_or_frame_count_it_cannot_use(trained_run, synthetic_store, capsys, flags, words):
+    assert main(["tokenizer", "eval", "--checkpoint", str(trained_run), "--store", str(synthetic_store), *flags,
+                 "--quiet"]) == 2
+    assert words in capsys.readouterr().err
+
+
 def test_eval_of_something_that_is_not_a_tokenizer_checkpoint_is_named(tmp_path, synthetic_store, capsys):
     assert main(["tokenizer", "eval", "--checkpoint", str(tmp_path), "--store", str(synthetic_store)]) == 2
     assert "not a checkpoint folder" in capsys.readouterr().err
