@@ -19,6 +19,7 @@ from torch import nn
 
 from drivesim.errors import ConfigError
 from drivesim.tokenizer.fsq import FSQ
+from drivesim.tokenizer.lapped import LappedLinear
 from drivesim.tokenizer.layers import Downsample, ResBlock, SpatialAttention, Upsample, factorized_conv
 from drivesim.tokenizer.wavelet import WaveletPatch, WaveletUnpatch
 
@@ -53,6 +54,9 @@ class TokenizerConfig:
     # latent and one back, fitted to the blocks' principal components (fit_linear_path) and then frozen;
     # the deep path learns what a linear map per block cannot.
     linear_path: bool = True
+    # A lapped linear path in the decoder (lapped.py): each latent pixel also paints a 2s x 2s window
+    # centred on its block, zero at the start, so the decoder can blend blocks into their neighbours.
+    lapped: bool = False
 
     @property
     def downsamples(self) -> int:
@@ -90,7 +94,7 @@ class TokenizerConfig:
             fail("channel_multipliers", f"must hold at least {self.downsamples + 1} positive integers "
                  f"(one per stage at spatial compression {self.spatial_compression} with "
                  f"{self.wavelet_levels} wavelet levels)")
-        for field in ("attention", "discrete", "shortcuts", "linear_path"):
+        for field in ("attention", "discrete", "shortcuts", "linear_path", "lapped"):
             if not isinstance(getattr(self, field), bool):
                 fail(field, "must be true or false")
         if (not isinstance(self.fsq_levels, (tuple, list)) or not self.fsq_levels
@@ -276,6 +280,8 @@ class Decoder(nn.Module):
         self.linear = BlockLinear(config, to_latent=False) if config.linear_path else None
         if config.linear_path:
             zero_last(self.conv_out)
+        self.lapped = (LappedLinear(config.latent_channels, config.temporal_compression, config.spatial_compression)
+                       if config.lapped else None)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(latents)  # (N, widths[-1], 1 + k, h, w)
@@ -285,6 +291,8 @@ class Decoder(nn.Module):
         x = self.stages(x)  # (N, widths[0], 1 + tc*k/2^L, s*h/2^L, s*w/2^L)
         x = self.conv_out(F.silu(x))  # (N, 3*8^L, ...)
         video = self.unpatch(x)  # (N, 3, 1 + tc*k, s*h, s*w), a new tensor: the linear path adds into it
+        if self.lapped is not None:
+            video = video + self.lapped(latents)
         return self.linear(latents, add_to=video) if self.linear is not None else video
 
 

@@ -13,6 +13,7 @@ from einops import rearrange
 
 from drivesim.errors import ConfigError
 from drivesim.tokenizer.discriminator import PatchDiscriminator, TokenizerGAN
+from drivesim.tokenizer.lapped import fit_lapped_path
 from drivesim.tokenizer.layers import ResBlock
 from drivesim.tokenizer.metrics import gradient_loss, psnr, ssim
 from drivesim.tokenizer.model import PRESETS, CausalVideoTokenizer, TokenizerConfig, fit_linear_path
@@ -36,15 +37,28 @@ class TokenizerLoss:
     gradient_weight: float = 0.5
     ssim_weight: float = 0.2
     adversarial_weight: float = 0.0   # > 0 adds a patch discriminator (see discriminator.py)
+    grid_weight: float = 0.0          # > 0: edge L1 across the latent grid's block edges only (grid_loss)
     discriminator_channels: int = 32
 
     def validate(self) -> "TokenizerLoss":
-        for name in ("gradient_weight", "ssim_weight", "adversarial_weight"):
+        for name in ("gradient_weight", "ssim_weight", "adversarial_weight", "grid_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         if self.discriminator_channels < 1:
             raise ConfigError(f"loss.discriminator_channels must be >= 1, got {self.discriminator_channels}")
         return self
+
+
+def grid_loss(reconstruction: torch.Tensor, target: torch.Tensor, grid: int) -> torch.Tensor:
+    """L1 between the neighbour differences of two videos [N, C, T, H, W] across the block edges of a
+    grid x grid latent grid only: the seams a block code leaves, which the all-pixel edge loss weighs as
+    2 boundaries in 2 * grid."""
+    def across(video):
+        return (video[..., :, grid::grid] - video[..., :, grid - 1:-1:grid],
+                video[..., grid::grid, :] - video[..., grid - 1:-1:grid, :])
+
+    (rx, ry), (tx, ty) = across(reconstruction), across(target)
+    return ((rx - tx).abs().mean() + (ry - ty).abs().mean()) / 2
 
 
 class CroppedViews(torch.utils.data.Dataset):
@@ -121,6 +135,22 @@ class TokenizerTask:
         kept = fit_linear_path(tokenizer, videos.to(device))
         yield (f"linear path: fitted to the principal components of {windows} training windows "
                f"({100 * kept:.1f}% of the block variance kept)")
+        yield from self.initialize_loaded(model, train_set, seed, windows)
+
+    def initialize_loaded(self, model, train_set, seed: int, windows: int = 16):
+        """With a lapped path still at zero (a fresh one, or one new to the weights init_from loaded): fit it
+        to what the rest of the decoder leaves of `windows` training windows."""
+        tokenizer = model.tokenizer if isinstance(model, TokenizerGAN) else model
+        path = tokenizer.decoder.lapped
+        if path is None or any(p.any() for p in path.parameters()):
+            return
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + 1)
+            picks = torch.randint(len(train_set), (windows,)).tolist()
+            videos = torch.stack([train_set[i]["video"] for i in picks])
+        before, after = fit_lapped_path(tokenizer, videos.to(next(tokenizer.parameters()).device), steps=200)
+        yield (f"lapped path: fitted to the decoder's residual on {windows} training windows (mean squared error "
+               f"{before:.5f} -> {after:.5f})")
 
     def datasets(self, data_section: dict):
         config = from_dict(TokenizerData, data_section, "data")
@@ -141,6 +171,9 @@ class TokenizerTask:
         edges = gradient_loss(reconstruction, video)
         structure = 1 - ssim(reconstruction, video).mean()
         loss = l1 + weights.gradient_weight * edges + weights.ssim_weight * structure
+        if weights.grid_weight > 0:
+            grid = getattr(model, "tokenizer", model).config.spatial_compression
+            loss = loss + weights.grid_weight * grid_loss(reconstruction, video, grid)
         values = {"l1": float(l1.detach()), "psnr": float(psnr(reconstruction.detach(), video).mean())}
         if adversarial:
             # One sum, one optimizer step: the two terms reach disjoint weights (see TokenizerGAN).

@@ -121,12 +121,15 @@ class Trainer:
             task.configure_loss(config.loss)
         self.train_set, self.val_set = task.datasets(config.data)
         model = task.build_model(config.model).to(self.world.device)
-        if not resume and hasattr(task, "initialize"):
+        if config.init_from and not resume:
+            # Trained weights replace the data-dependent initialisation; a task may still fit what they lack.
+            self._say(init_from.apply_init(model, init_from.load_init_state(config.init_from, config.task)))
+            for line in getattr(task, "initialize_loaded", lambda *_: ())(model, self.train_set, config.seed):
+                self._say(line)
+        elif not resume and hasattr(task, "initialize"):
             # Data-dependent initialisation, the same on every rank (the task draws with its own seed).
             for line in task.initialize(model, self.train_set, config.seed):
                 self._say(line)
-        if config.init_from and not resume:
-            self._say(init_from.apply_init(model, init_from.load_init_state(config.init_from, config.task)))
         if config.freeze:
             self._say(init_from.freeze(model, config.freeze))
         if config.compile:
