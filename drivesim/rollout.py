@@ -4,7 +4,9 @@ camera, grid.mp4, contact_sheet.png, scenario.yaml and rollout.zarr, a clip stor
 
 from __future__ import annotations
 
+import functools
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from drivesim.media import contact_sheet, grid_frames, write_mp4
 __all__ = ["ROLLOUT_STORE", "Labels", "Rollout", "find_rollouts", "store_folder"]
 
 ROLLOUT_STORE = "rollout.zarr"
+SAVE_THREADS = 4  # files of a rollout written at once (save)
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,19 +119,27 @@ class Rollout:
         from drivesim.scenario import save as save_scenario
 
         staging = staging_folder(out)
-        names: dict[str, str] = {camera: f"{camera}.mp4" for camera in self.cameras}
+        video, cameras, fps = self.video, self.cameras, self.fps
+        writers = {camera: functools.partial(write_mp4, staging / f"{camera}.mp4", video[:, v], fps)
+                   for v, camera in enumerate(cameras)}
+        writers["grid"] = lambda: write_mp4(staging / "grid.mp4", grid_frames(video, cameras), fps)
+        writers["contact_sheet"] = functools.partial(contact_sheet, video, cameras, self.timestamps,
+                                                     staging / "contact_sheet.png")
+        writers["scenario"] = functools.partial(save_scenario, self.scenario, staging / "scenario.yaml")
+        writers["store"] = functools.partial(self.write_store, staging / ROLLOUT_STORE)
+        # The files do not depend on each other, so they are written side by side: the encoders (x264, zlib,
+        # the store's codec) let go of the GIL. Each file is what it would be written alone.
+        pool = ThreadPoolExecutor(max_workers=SAVE_THREADS)
         try:
-            for v, camera in enumerate(self.cameras):
-                write_mp4(staging / names[camera], self.video[:, v], self.fps)
-            names["grid"] = write_mp4(staging / "grid.mp4", grid_frames(self.video, self.cameras), self.fps).name
-            names["contact_sheet"] = contact_sheet(self.video, self.cameras, self.timestamps,
-                                                   staging / "contact_sheet.png").name
-            names["scenario"] = save_scenario(self.scenario, staging / "scenario.yaml").name
-            names["store"] = self.write_store(staging / ROLLOUT_STORE).name
+            futures = {key: pool.submit(write) for key, write in writers.items()}
+            names = {key: future.result().name for key, future in futures.items()}  # a writer's error raises
             publish_folder(staging, out)
         except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # no writer left to write into the removed folder
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            pool.shutdown()
         return {key: out / name for key, name in names.items()}
 
     def clip_id(self) -> str:

@@ -62,18 +62,29 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
     return video[None, :, None].to(device)  # [1, V, 1, 3, H, W]
 
 
-def _chunk_conditions(scenario, rig, times: np.ndarray, layout_frames: list | None, device) -> Conditions:
-    """The model's conditions for one window of frames at `times` (clamped to the scenario's end), with the
-    layout maps of `layout_frames` (None: no layout)."""
+def _layout_maps(rig, layout_frames: list, drawn: np.ndarray | None = None) -> np.ndarray:
+    """The layout maps [V, F, C, H, W] of `layout_frames`; `drawn` [V, K, C, H, W]: those of the first K frames,
+    already drawn (the frames a chunk shares with the one before: each frame's maps are its own, so they are
+    the same maps), so only the rest are rendered."""
     from drivesim.render import render_layout
 
+    if drawn is None or not drawn.shape[1]:
+        return render_layout(rig, layout_frames)
+    if drawn.shape[1] >= len(layout_frames):
+        return np.ascontiguousarray(drawn[:, :len(layout_frames)])
+    return np.concatenate([drawn, render_layout(rig, layout_frames[drawn.shape[1]:])], axis=1)
+
+
+def _chunk_conditions(scenario, rig, times: np.ndarray, maps: np.ndarray | None, device) -> Conditions:
+    """The model's conditions for one window of frames at `times` (clamped to the scenario's end), with the
+    layout maps `maps` [V, F, C, H, W] of those frames (None: no layout)."""
     poses = scenario.world_from_ego(times)
     ego0_from_ego = compose(invert(poses[0]), poses)
-    maps = None if layout_frames is None else torch.from_numpy(render_layout(rig, layout_frames))[None].to(device)
+    layout = None if maps is None else torch.from_numpy(np.ascontiguousarray(maps))[None].to(device)
     return Conditions(intrinsics=torch.tensor(rig.intrinsics, dtype=torch.float32)[None].to(device),
                       ego_from_cam=torch.tensor(rig.ego_from_cam, dtype=torch.float32)[None].to(device),
                       ego0_from_ego=torch.tensor(ego0_from_ego, dtype=torch.float32)[None].to(device),
-                      captions=[scenario.prompt], layout=maps)
+                      captions=[scenario.prompt], layout=layout)
 
 
 @dataclass
@@ -188,13 +199,16 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
     given = _start_video(scenario, rig, device) if scenario.start_frames is not None else None
     pieces: list[torch.Tensor] = []  # decoded video [V, T, 3, H, W] per chunk, overlap dropped
     video = None                     # the chunk before's, [1, V, window, 3, H, W]
+    maps = None                      # the chunk before's layout maps, [V, window, C, H, W]
     end_time = (scenario.num_frames - 1) / scenario.fps
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with torch.no_grad(), autocast:
         for index, start in enumerate(tqdm(chunks.starts, desc="rollout", unit="chunk", disable=not progress)):
             times = np.minimum(np.arange(start, start + chunks.window) / scenario.fps, end_time)
             frames = scenario.layout_frames(times) if layout else None  # once: the maps and the redrawing
-            conditions = _chunk_conditions(scenario, rig, times, frames, device)
+            if layout:  # the frames shared with the chunk before keep the maps drawn for it
+                maps = _layout_maps(rig, frames, None if maps is None else maps[:, maps.shape[1] - chunks.overlap:])
+            conditions = _chunk_conditions(scenario, rig, times, maps, device)
             clean_video = given if video is None else video[:, :, -chunks.overlap:]
             k = 0 if clean_video is None else (1 if video is None else config.context)
             clean_latents = None

@@ -100,28 +100,47 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
         frame = torch.arange(frames, device=device)[:, None, None, None].expand_as(moving)
         carry = object_motion.to(device, dtype)[frame[moving], objects.to(device)[moving]]  # [K, 4, 4]
         still[moving] = (carry[:, :3, :3] @ points[moving][..., None])[..., 0] + carry[:, :3, 3]
-    points = still
+    # Points by the camera whose pixel they are: [U, M], M = F * H * W (frames, rows, columns).
+    points = still.transpose(0, 1).reshape(views, -1, 3)
     cam_from_ego = invert(ego_from_cam)  # [U, 4, 4]: the source cameras
-    flat = points.reshape(-1, 3)
-    in_cams = flat @ cam_from_ego[:, :3, :3].transpose(-1, -2) + cam_from_ego[:, None, :3, 3]  # [U, N, 3]
-    pixels = in_cams @ intrinsics.transpose(-1, -2)
-    front = in_cams[..., 2] > NEAR
-    uv = pixels[..., :2] / pixels[..., 2:].clamp_min(1e-9)
-    inside = front & (uv[..., 0] >= -0.5) & (uv[..., 0] <= width - 0.5) & (uv[..., 1] >= -0.5) \
-        & (uv[..., 1] <= height - 0.5)  # [U, N]
-    # Own camera first (3), then any other that sees the point (2); none does: its own (1), held still.
-    own = torch.arange(views, device=device)[None, :, None, None].expand(frames, -1, height, width).reshape(-1)
-    index = torch.arange(own.numel(), device=device)
-    preference = inside.to(torch.int64) * 2
-    preference[own, index] += 1
-    chosen = preference.argmax(dim=0)  # [N]
-    seen = inside.any(dim=0)
+
+    limits = torch.tensor([width - 0.5, height - 0.5], device=device, dtype=dtype)
+
+    def look_up(at: Tensor) -> tuple[Tensor, Tensor]:
+        """Where each source camera u sees points at[u] ([U, K, 3], or [K, 3]: the same points in every camera):
+        pixels [U, K, 2] and whether it does [U, K]. A point gets the same bits in any batch."""
+        in_cams = at @ cam_from_ego[:, :3, :3].transpose(-1, -2) + cam_from_ego[:, None, :3, 3]
+        pixels = in_cams @ intrinsics.transpose(-1, -2)
+        uv = pixels[..., :2] / pixels[..., 2:].clamp_min(1e-9)
+        return uv, ((uv >= -0.5) & (uv <= limits)).all(dim=-1) & (in_cams[..., 2] > NEAR)
+
+    # Own camera first; else the first other camera (in rig order) that sees the point; none does: its own, the
+    # pixel held still. Only the points their own camera does not see are looked up in every camera, in one
+    # batch (few large operations: on a busy machine each parallel operation waits for both threads).
+    uv, seen = look_up(points)  # [U, M, 2], [U, M]: every point in its own camera
+    chosen = torch.arange(views, device=device)[:, None].expand(-1, seen.shape[1]).clone()
+    own, index = torch.nonzero(~seen, as_tuple=True)
+    if len(own):
+        other_uv, other_seen = look_up(points[own, index])  # [U, K, 2], [U, K]: their own camera sees none
+        # The first camera that sees a point ranks highest (U - u); 0: none does. (amax, not argmax: an argmax
+        # across cameras, the strided dimension, is a hundred times slower.)
+        rank = (other_seen * torch.arange(views, 0, -1, device=device, dtype=torch.int16)[:, None]).amax(dim=0)
+        found = torch.nonzero(rank).squeeze(1)
+        first = views - rank[found].to(torch.int64)
+        own, index = own[found], index[found]
+        uv[own, index] = other_uv[first, found]
+        seen[own, index] = True
+        chosen[own, index] = first
+    # Back to (frame, view, row, column) order.
+    chosen = chosen.view(views, frames, -1).transpose(0, 1).reshape(-1)
+    uv = uv.view(views, frames, -1, 2).transpose(0, 1).reshape(-1, 2)
+    seen = seen.view(views, frames, -1).transpose(0, 1).reshape(-1)
     # Keep the pixel's own position where unseen: the hold-still fallback.
     base = torch.stack(torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
                                       torch.arange(width, device=device, dtype=dtype), indexing="ij"), dim=-1)
     base = base[None, None].expand(frames, views, -1, -1, -1).reshape(-1, 2)  # (row, column)
-    u = torch.where(seen, uv[chosen, index, 0], base[:, 1]).clamp(0, width - 1)
-    v = torch.where(seen, uv[chosen, index, 1], base[:, 0]).clamp(0, height - 1)
+    u = torch.where(seen, uv[:, 0], base[:, 1]).clamp(0, width - 1)
+    v = torch.where(seen, uv[:, 1], base[:, 0]).clamp(0, height - 1)
     # One canvas of the source views side by side, so one grid_sample serves every camera; a sample
     # is kept inside its own view (the clamp above), so views do not bleed into each other.
     canvas = source.to(dtype).permute(1, 2, 0, 3).reshape(1, 3, height, views * width)
@@ -203,18 +222,24 @@ def object_motion(world_from_ego: np.ndarray, source_pose: np.ndarray, boxes: li
     there: it is then carried as the still world). M is the most boxes of any frame (rows past N_f unused)."""
     frames = len(world_from_ego)
     count = max([len(b) for b in boxes], default=0)
+    world_from_ego = np.asarray(world_from_ego, np.float64)
     source_from_world = np.linalg.inv(np.asarray(source_pose, np.float64))
-    motion = np.tile(np.eye(4), (frames, max(count, 1), 1, 1))
-
-    def box_pose(box) -> np.ndarray:  # world_from_box
-        pose = np.eye(4)
-        pose[:3, :3], pose[:3, 3] = matrix_from_yaw(np.float64(box[6])), box[:3]
-        return pose
-
-    for f in range(frames):
-        still = source_from_world @ np.asarray(world_from_ego[f], np.float64)
-        motion[f, :] = still
-        for m, (box, then) in enumerate(zip(boxes[f], source_boxes[f])):
-            if then is not None:
-                motion[f, m] = source_from_world @ box_pose(then) @ np.linalg.inv(box_pose(box)) @ world_from_ego[f]
+    still = source_from_world @ world_from_ego  # [F, 4, 4]
+    motion = np.repeat(still[:, None], max(count, 1), axis=1)
+    # Every box of every frame and where it was at the source time, posed at once: one matrix_from_yaw call
+    # for all of them, not two per box and frame (each a torch call); the same products, batched.
+    rows = [(f, m, box, then) for f in range(frames)
+            for m, (box, then) in enumerate(zip(boxes[f], source_boxes[f])) if then is not None]
+    if rows:
+        frame, index = np.array([row[:2] for row in rows]).T
+        now = _box_poses(np.array([row[2] for row in rows], np.float64).reshape(-1, 7))
+        then = _box_poses(np.array([row[3] for row in rows], np.float64).reshape(-1, 7))
+        motion[frame, index] = source_from_world @ then @ np.linalg.inv(now) @ world_from_ego[frame]
     return motion
+
+
+def _box_poses(boxes: np.ndarray) -> np.ndarray:
+    """[N, 4, 4] world_from_box of boxes [N, 7] (centre, size, yaw)."""
+    pose = np.tile(np.eye(4), (len(boxes), 1, 1))
+    pose[:, :3, :3], pose[:, :3, 3] = matrix_from_yaw(boxes[:, 6]), boxes[:, :3]
+    return pose
