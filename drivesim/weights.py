@@ -44,13 +44,15 @@ def _task_of(checkpoint: Path) -> str:
     return document.get("task", "wfm") if isinstance(document, dict) else "wfm"
 
 
-def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False, tokenizer: str | Path | None = None) -> dict:
     """Pack a `drivesim train wfm` run or checkpoint folder (EMA weights) and its tokenizer into `out`, or a
     `drivesim train detector` one (EMA weights, float32: small enough as they are).
 
     Returns {"folder", "step", "bytes", "max_difference"}: the largest change float16 storage made to any
     world-model weight (None for a detector: its weights are stored as they are). The folder is written
-    beside `out` and swapped in only once complete.
+    beside `out` and swapped in only once complete. `tokenizer` (world models only) packs that tokenizer
+    instead of the checkpoint's own, if its encoder is the same: a decoder trained on leaves the latents,
+    and so the world model, as they were.
     """
     from drivesim.folders import check_out_dir
     from drivesim.train.checkpoint import resolve_checkpoint
@@ -60,8 +62,10 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> di
     task = "detector" if _task_of(Path(checkpoint)) == "detector" else "wfm"
     path, document = resolve_checkpoint(Path(checkpoint), task, report=lambda text: None)
     if task == "detector":
+        if tokenizer is not None:
+            raise ConfigError("--tokenizer: a detector has no tokenizer")
         return _pack_detector(path, document, out)
-    return _pack_world_model(path, document, out)
+    return _pack_world_model(path, document, out, tokenizer)
 
 
 def _write_packed(staging: Path, out: Path, document: dict, path: Path, step: int | None) -> int:
@@ -70,7 +74,8 @@ def _write_packed(staging: Path, out: Path, document: dict, path: Path, step: in
     from drivesim.train.checkpoint import sha256_of
 
     config = dict(document)
-    config["packed_from"] = {"checkpoint": str(path), "step": step}
+    # Repacking a packed folder (a new tokenizer) keeps where its world model was first packed from.
+    config["packed_from"] = config.get("packed_from") or {"checkpoint": str(path), "step": step}
     (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     files = sorted(p for p in staging.rglob("*") if p.is_file())
     manifest = {"step": step, "files": {p.relative_to(staging).as_posix(): sha256_of(p) for p in files}}
@@ -96,12 +101,29 @@ def _pack_detector(path: Path, document: dict, out: Path) -> dict:
     return {"folder": out, "step": step, "bytes": size, "max_difference": None}
 
 
-def _pack_world_model(path: Path, document: dict, out: Path) -> dict:
+def same_encoder_tokenizer(source: str | Path, current):
+    """The tokenizer at `source` (run, checkpoint or tokenizer folder), refused with a ConfigError naming
+    --tokenizer unless its encoder's weights equal `current`'s (a CausalVideoTokenizer)."""
+    from drivesim.wfm.pipeline import load_tokenizer
+
+    replacement = load_tokenizer(source)
+    mine, theirs = current.encoder.state_dict(), replacement.encoder.state_dict()
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k].float(), theirs[k].float()) for k in mine):
+        raise ConfigError(f"--tokenizer {source}: its encoder differs from the one the world model was trained on, "
+                          "so its latents would not be the model's (only a tokenizer trained with freeze: "
+                          "[encoder.] from this one can replace it)")
+    return replacement
+
+
+def _pack_world_model(path: Path, document: dict, out: Path, tokenizer: str | Path | None = None) -> dict:
     from drivesim.folders import staging_folder
     from drivesim.tokenizer.pretrained import save_pretrained
     from drivesim.wfm.pipeline import WorldModelPipeline
 
     pipeline = WorldModelPipeline.from_pretrained(path, "cpu")
+    if tokenizer is not None:
+        pipeline.tokenizer = same_encoder_tokenizer(tokenizer, pipeline.tokenizer)
+        document = {**document, "tokenizer_from": str(tokenizer)}
     step = _step_of(path)
     staging = staging_folder(out)
     try:

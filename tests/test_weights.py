@@ -140,3 +140,29 @@ def test_pack_refuses_an_out_that_is_a_file_before_loading(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert f"--out {target} is a file" in err and err.count("\n") == 1 and "Traceback" not in err
     assert target.read_text() == "mine"
+
+
+def test_a_retrained_decoder_replaces_the_packed_tokenizer_only_with_the_same_encoder(packed, tmp_path, capsys):
+    from drivesim.tokenizer.pretrained import load_pretrained, save_pretrained
+
+    tokenizer = load_pretrained(packed / weights.TOKENIZER_FOLDER)
+    with torch.no_grad():  # a decoder trained on: the encoder untouched
+        for parameter in tokenizer.decoder.parameters():
+            parameter.add_(0.01)
+    decoder_run = save_pretrained(tokenizer, tmp_path / "decoder")
+    out = tmp_path / "repacked"
+    assert main(["pack-weights", "--checkpoint", str(packed), "--tokenizer", str(decoder_run), "--out", str(out)]) == 0
+    repacked = WorldModelPipeline.from_pretrained(out, "cpu")
+    torch.testing.assert_close(repacked.tokenizer.decoder.state_dict(), tokenizer.decoder.state_dict())
+    original = WorldModelPipeline.from_pretrained(packed, "cpu")
+    torch.testing.assert_close(repacked.model.state_dict(), original.model.state_dict())
+    document = yaml.safe_load((out / "config.yaml").read_text())
+    assert document["tokenizer_from"] == str(decoder_run)
+    assert document["packed_from"] == yaml.safe_load((packed / "config.yaml").read_text())["packed_from"]
+
+    with torch.no_grad():
+        next(tokenizer.encoder.parameters()).add_(0.01)
+    other = save_pretrained(tokenizer, tmp_path / "other-encoder")
+    refused = tmp_path / "refused"
+    assert main(["pack-weights", "--checkpoint", str(packed), "--tokenizer", str(other), "--out", str(refused)]) == 2
+    assert "encoder differs" in capsys.readouterr().err and not refused.exists()

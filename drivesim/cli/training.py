@@ -104,13 +104,17 @@ def _add_pack_weights(commands) -> None:
                              "checkpoint folder")
     parser.add_argument("--out", type=Path, required=True, help="the folder to write (e.g. weights/drivesim-small)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--tokenizer", type=Path,
+                        help="world models: pack this tokenizer (a `drivesim train tokenizer` run, checkpoint or "
+                             "tokenizer folder) in place of the checkpoint's own; refused unless its encoder equals "
+                             "the one the world model was trained on (a retrained decoder)")
     parser.set_defaults(run=_run_pack_weights)
 
 
 def _run_pack_weights(args) -> int:
     from drivesim.weights import pack
 
-    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite)
+    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite, tokenizer=args.tokenizer)
     rounding = ("weights as trained (float32)" if packed["max_difference"] is None
                 else f"largest float16 rounding of a weight {packed['max_difference']:.2e}")
     print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, {rounding}")
