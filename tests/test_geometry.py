@@ -211,7 +211,8 @@ def test_plucker_ray_passes_through_the_point_seen_at_its_pixel(k, world_from_ca
     assert np.dot(point_world - world_from_cam[:3, 3], direction) > 0  # in front, not behind
 
 
-@FAST
+# Random poses put some points behind camera 2 or near the baseline: many draws are set aside by design.
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(intrinsics, intrinsics, translations, unit_quaternions, points_in_front)
 def test_fundamental_matrix_holds_for_any_camera_pair(k1, k2, translation, q, points_cam1):
     cam2_from_cam1 = transform_from(translation / 10, q)

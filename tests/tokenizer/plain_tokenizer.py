@@ -92,6 +92,8 @@ def decode(model: CausalVideoTokenizer, latents: torch.Tensor) -> torch.Tensor:
         x = x + repeat(latents, "n l t h w -> n (l g) t h w", g=x.shape[1] // latents.shape[1])
     x = sequence(decoder.stages, sequence(decoder.mid, x))
     video = wavelet_unpatch(sequence(decoder.conv_out, F.silu(x)), decoder.unpatch.levels)
+    if decoder.lapped is not None:  # a plain transposed convolution already (tokenizer/lapped.py)
+        video = video + decoder.lapped(latents)
     if decoder.linear is None:
         return video
     linear = decoder.linear
