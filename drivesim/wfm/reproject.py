@@ -64,24 +64,9 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
     points riding on m) instead of source_from_target[f]. Returns (video [F, V, 3, H, W], seen bool
     [F, V, H, W]); pixels no source camera sees keep the source pixel of their own camera (seen False there).
     """
-    _check("source", source, (None, 3, None, None), "[V, 3, H, W]")
+    _check_inputs(source, intrinsics, ego_from_cam, source_from_target, depth, far, objects, object_motion)
     views, _, height, width = source.shape
-    _check("intrinsics", intrinsics, (views, 3, 3), f"[{views}, 3, 3]")
-    _check("ego_from_cam", ego_from_cam, (views, 4, 4), f"[{views}, 4, 4]")
-    _check("source_from_target", source_from_target, (None, 4, 4), "[F, 4, 4]")
     frames = source_from_target.shape[0]
-    if depth is not None:
-        _check("depth", depth, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
-    if (objects is None) != (object_motion is None):
-        raise ConfigError("reproject: objects and object_motion come together")
-    if objects is not None:
-        _check("objects", objects, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
-        _check("object_motion", object_motion, (frames, None, 4, 4), f"[{frames}, M, 4, 4]")
-        if objects.numel() and int(objects.max()) >= object_motion.shape[1]:
-            raise ConfigError(f"reproject: objects names object {int(objects.max())}, object_motion has "
-                              f"{object_motion.shape[1]}")
-    if not far > NEAR:
-        raise ConfigError(f"reproject: far must be more than {NEAR} m, got {far!r}")
     dtype = torch.promote_types(source.dtype, torch.float32)
     device = source.device
     intrinsics, ego_from_cam = intrinsics.to(device, dtype), ego_from_cam.to(device, dtype)
@@ -104,6 +89,58 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
     points = still.transpose(0, 1).reshape(views, -1, 3)
     cam_from_ego = invert(ego_from_cam)  # [U, 4, 4]: the source cameras
 
+    uv, seen, chosen = _choose_cameras(points, cam_from_ego, intrinsics, width, height)
+    # Back to (frame, view, row, column) order.
+    chosen = chosen.view(views, frames, -1).transpose(0, 1).reshape(-1)
+    uv = uv.view(views, frames, -1, 2).transpose(0, 1).reshape(-1, 2)
+    seen = seen.view(views, frames, -1).transpose(0, 1).reshape(-1)
+    # Keep the pixel's own position where unseen: the hold-still fallback.
+    base = torch.stack(torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
+                                      torch.arange(width, device=device, dtype=dtype), indexing="ij"), dim=-1)
+    base = base[None, None].expand(frames, views, -1, -1, -1).reshape(-1, 2)  # (row, column)
+    u = torch.where(seen, uv[:, 0], base[:, 1]).clamp(0, width - 1)
+    v = torch.where(seen, uv[:, 1], base[:, 0]).clamp(0, height - 1)
+    # One canvas of the source views side by side, so one grid_sample serves every camera; a sample
+    # is kept inside its own view (the clamp above), so views do not bleed into each other.
+    canvas = source.to(dtype).permute(1, 2, 0, 3).reshape(1, 3, height, views * width)
+    x = (chosen.to(dtype) * width + u + 0.5) / (views * width) * 2 - 1
+    y = (v + 0.5) / height * 2 - 1
+    grid = torch.stack([x, y], dim=-1).reshape(1, 1, -1, 2)
+    sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    video = sampled.reshape(3, frames, views, height, width).permute(1, 2, 0, 3, 4)
+    return video.to(source.dtype), seen.reshape(frames, views, height, width)
+
+
+WALL_HEIGHT = 30.0  # metres: the walls raised on road edges stand for the buildings and trees behind them
+
+
+def _check_inputs(source, intrinsics, ego_from_cam, source_from_target, depth, far, objects, object_motion) -> None:
+    """reproject's arguments, each refused by name when its shape or value cannot be used."""
+    _check("source", source, (None, 3, None, None), "[V, 3, H, W]")
+    views, _, height, width = source.shape
+    _check("intrinsics", intrinsics, (views, 3, 3), f"[{views}, 3, 3]")
+    _check("ego_from_cam", ego_from_cam, (views, 4, 4), f"[{views}, 4, 4]")
+    _check("source_from_target", source_from_target, (None, 4, 4), "[F, 4, 4]")
+    frames = source_from_target.shape[0]
+    if depth is not None:
+        _check("depth", depth, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
+    if (objects is None) != (object_motion is None):
+        raise ConfigError("reproject: objects and object_motion come together")
+    if objects is not None:
+        _check("objects", objects, (frames, views, height, width), f"[{frames}, {views}, {height}, {width}]")
+        _check("object_motion", object_motion, (frames, None, 4, 4), f"[{frames}, M, 4, 4]")
+        if objects.numel() and int(objects.max()) >= object_motion.shape[1]:
+            raise ConfigError(f"reproject: objects names object {int(objects.max())}, object_motion has "
+                              f"{object_motion.shape[1]}")
+    if not far > NEAR:
+        raise ConfigError(f"reproject: far must be more than {NEAR} m, got {far!r}")
+
+
+def _choose_cameras(points: Tensor, cam_from_ego: Tensor, intrinsics: Tensor, width: int,
+                    height: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Points [U, M, 3] in the source ego frame, by the camera whose pixel they are -> (pixels [U, M, 2], seen
+    [U, M], the source camera each is looked up in [U, M])."""
+    views, device, dtype = points.shape[0], points.device, points.dtype
     limits = torch.tensor([width - 0.5, height - 0.5], device=device, dtype=dtype)
 
     def look_up(at: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,28 +168,7 @@ def reproject(source: Tensor, intrinsics: Tensor, ego_from_cam: Tensor, source_f
         uv[own, index] = other_uv[first, found]
         seen[own, index] = True
         chosen[own, index] = first
-    # Back to (frame, view, row, column) order.
-    chosen = chosen.view(views, frames, -1).transpose(0, 1).reshape(-1)
-    uv = uv.view(views, frames, -1, 2).transpose(0, 1).reshape(-1, 2)
-    seen = seen.view(views, frames, -1).transpose(0, 1).reshape(-1)
-    # Keep the pixel's own position where unseen: the hold-still fallback.
-    base = torch.stack(torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
-                                      torch.arange(width, device=device, dtype=dtype), indexing="ij"), dim=-1)
-    base = base[None, None].expand(frames, views, -1, -1, -1).reshape(-1, 2)  # (row, column)
-    u = torch.where(seen, uv[:, 0], base[:, 1]).clamp(0, width - 1)
-    v = torch.where(seen, uv[:, 1], base[:, 0]).clamp(0, height - 1)
-    # One canvas of the source views side by side, so one grid_sample serves every camera; a sample
-    # is kept inside its own view (the clamp above), so views do not bleed into each other.
-    canvas = source.to(dtype).permute(1, 2, 0, 3).reshape(1, 3, height, views * width)
-    x = (chosen.to(dtype) * width + u + 0.5) / (views * width) * 2 - 1
-    y = (v + 0.5) / height * 2 - 1
-    grid = torch.stack([x, y], dim=-1).reshape(1, 1, -1, 2)
-    sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    video = sampled.reshape(3, frames, views, height, width).permute(1, 2, 0, 3, 4)
-    return video.to(source.dtype), seen.reshape(frames, views, height, width)
-
-
-WALL_HEIGHT = 30.0  # metres: the walls raised on road edges stand for the buildings and trees behind them
+    return uv, seen, chosen
 
 
 def scene_depth(intrinsics: np.ndarray, ego_from_cam: np.ndarray, width: int, height: int,
