@@ -19,9 +19,8 @@ from drivesim.errors import ConfigError
 from drivesim.geometry import camera_rays, compose, invert, transform_points
 from drivesim.rigs import Rig
 
-__all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "LayoutFrame", "PALETTE", "layout_frames_from_clip",
-           "render_layout",
-           "super_category"]
+__all__ = ["BACKENDS", "BOX_TRIANGLES", "LAYOUT_CHANNELS", "MAP_POLY_TYPES", "LayoutFrame", "PALETTE", "Surroundings",
+           "clip_surroundings", "layout_frames_from_clip", "look_from_caption", "render_layout", "super_category"]
 
 # Box colour (3), 1 on the front half of a box (the heading cue), lines (2), then depth: the camera-frame
 # z of the nearest box or line over MAX_DEPTH, clipped to 1; 0 where nothing was drawn.
@@ -52,15 +51,38 @@ _SUPER_CATEGORY = (
     ("human.pedestrian", "pedestrian"),
     ("movable_object.barrier", "barrier"), ("movable_object.trafficcone", "barrier"),
 )
-# Store polyline types -> layout types. Only what a scenario can hold too (lane centre lines, road
-# edges) is drawn, so maps from logs and from scenarios mean the same; dividers, crosswalks and stop
-# lines are left out.
-_STORE_POLY_TYPES = {"lane": "lane", "road_edge": "road_edge"}
+# The polyline types a LayoutFrame holds: the store's and a scenario's alike. The sparse layout maps draw
+# lane centre lines and road edges (POLY_TYPES); the dense scene maps (drivesim/scene_maps.py) all of them.
 POLY_TYPES = ("lane", "road_edge")
+MAP_POLY_TYPES = ("lane", "road_edge", "lane_divider", "solid_line", "double_yellow", "crosswalk", "stop_line")
+TIMES_OF_DAY = ("day", "dusk", "night")
+WEATHERS = ("clear", "overcast", "rain", "fog")
+SIDEWALK_WIDTH = 3.0    # metres of sidewalk beyond a road edge, when nothing says otherwise (the synthetic town's)
+BUILDING_SETBACK = 0.0  # metres from the sidewalk's back to the building fronts (the synthetic town's)
 
 # The 12 triangles of a cuboid over box_corners' order (0-3 the front face, 4-7 the back).
 _QUADS = ((0, 1, 2, 3), (4, 5, 6, 7), (0, 1, 5, 4), (3, 2, 6, 7), (0, 3, 7, 4), (1, 2, 6, 5))
 BOX_TRIANGLES = np.array([t for a, b, c, d in _QUADS for t in ((a, b, c), (a, c, d))], np.int64)  # [12, 3]
+
+
+@dataclass(frozen=True)
+class Surroundings:
+    """What a map of lines does not say about a street: how wide the sidewalks are, how far the buildings
+    stand back from them, and the time of day and weather (for the dense scene maps)."""
+
+    sidewalk_width: float = SIDEWALK_WIDTH
+    building_setback: float = BUILDING_SETBACK
+    time_of_day: str = "day"    # one of TIMES_OF_DAY
+    weather: str = "clear"      # one of WEATHERS
+
+
+def look_from_caption(caption: str) -> tuple[str, str]:
+    """(time of day, weather) named in a caption ("night, rain, left turn ..."), ("day", "clear") for what it
+    does not name: the synthetic logs' captions start with both, nuScenes' descriptions name "night" and "rain"."""
+    words = {word.strip().lower() for part in str(caption).split(",") for word in part.split()}
+    time_of_day = next((name for name in TIMES_OF_DAY[::-1] if name in words), "day")
+    weather = next((name for name in WEATHERS[::-1] if name in words), "clear")
+    return time_of_day, weather
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on numpy arrays is ambiguous
@@ -71,11 +93,12 @@ class LayoutFrame:
     boxes: np.ndarray               # float32 [N, 7]: centre xyz, size wlh (width, length, height), yaw
     categories: list[str]           # N nuScenes category names
     polylines: list[np.ndarray]     # K arrays [P_k, 3]
-    poly_types: list[str]           # K of "lane" | "road_edge"
+    poly_types: list[str]           # K of MAP_POLY_TYPES
     # The ego pose when each camera of the rig took its image, float64 [V, 4, 4] (a logged frame's
     # cameras fire tens of ms apart); None: all at world_from_ego.
     world_from_ego_cam: np.ndarray | None = None
     box_rotation: np.ndarray | None = None  # [N, 4] (w, x, y, z, world frame); None: yaw only
+    surroundings: Surroundings = Surroundings()
 
 
 def super_category(category: str) -> str:
@@ -217,8 +240,10 @@ def _segments(polylines: list[np.ndarray], poly_types: list[str]) -> tuple[np.nd
     """World-frame segment ends (a [S, 3], b [S, 3]) and each segment's channel [S]."""
     starts, ends, channels = [np.zeros((0, 3))], [np.zeros((0, 3))], [np.zeros(0, np.int64)]
     for line, kind in zip(polylines, poly_types):
-        if kind not in POLY_TYPES:
-            raise ConfigError(f"polyline type {kind!r} must be one of {', '.join(POLY_TYPES)}")
+        if kind not in MAP_POLY_TYPES:
+            raise ConfigError(f"polyline type {kind!r} must be one of {', '.join(MAP_POLY_TYPES)}")
+        if kind not in POLY_TYPES:  # the sparse maps draw lane centre lines and road edges only
+            continue
         line = np.asarray(line, np.float64).reshape(-1, 3)
         if len(line) < 2:
             continue
@@ -343,7 +368,9 @@ def layout_frames_from_clip(clip, categories: list[str], poly_types: list[str], 
     for the clip's cameras `views` (all when None) in that order: the rig they are rendered with.
 
     `categories` and `poly_types` are the store's name lists (root attrs) that the clip's indices
-    point into; polylines of types a scenario cannot hold are left out.
+    point into; polylines of types a scenario cannot hold are left out. The time of day and weather come
+    from the clip's caption (look_from_caption), the sidewalk width and building setback from the clip's
+    attrs when it records them.
     """
     world_from_ego = np.asarray(clip["world_from_ego"][start:stop], np.float64)
     stop = start + len(world_from_ego)
@@ -358,13 +385,21 @@ def layout_frames_from_clip(clip, categories: list[str], poly_types: list[str], 
     poly_offsets = np.asarray(clip["poly_offsets"][...], np.int64)
     polylines, kinds = [], []
     for k, kind in enumerate(np.asarray(clip["poly_type"][...], np.int64)):
-        name = _STORE_POLY_TYPES.get(poly_types[kind])
-        if name is not None:
+        name = poly_types[kind]
+        if name in MAP_POLY_TYPES:
             polylines.append(points[poly_offsets[k]:poly_offsets[k + 1]])
             kinds.append(name)
+    surroundings = clip_surroundings(dict(getattr(clip, "attrs", {}) or {}))
     frames = []
     for t in range(len(world_from_ego)):
         rows = slice(offsets[t] - offsets[0], offsets[t + 1] - offsets[0])
         frames.append(LayoutFrame(world_from_ego[t], boxes[rows], [categories[c] for c in category[rows]],
-                                  polylines, kinds, world_from_ego_cam[t], rotations[rows]))
+                                  polylines, kinds, world_from_ego_cam[t], rotations[rows], surroundings))
     return frames
+
+
+def clip_surroundings(attrs: dict) -> Surroundings:
+    """A stored clip's Surroundings from its attrs: caption, and sidewalk_width / building_setback if recorded."""
+    time_of_day, weather = look_from_caption(attrs.get("caption", ""))
+    return Surroundings(float(attrs.get("sidewalk_width", SIDEWALK_WIDTH)),
+                        float(attrs.get("building_setback", BUILDING_SETBACK)), time_of_day, weather)

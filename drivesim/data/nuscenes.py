@@ -29,7 +29,8 @@ CATEGORIES = (
     "vehicle.truck", "other")
 CATEGORY_INDEX = {name: index for index, name in enumerate(CATEGORIES)}
 
-POLY_TYPES = ("lane", "road_edge", "lane_divider", "crosswalk", "stop_line")
+# New types go at the end: a store's poly_type indices point into its own copy of this list (root attrs).
+POLY_TYPES = ("lane", "road_edge", "lane_divider", "crosswalk", "stop_line", "solid_line", "double_yellow")
 
 # The order of the nuScenes rig (views/nuscenes.yaml); other camera names follow alphabetically.
 CAMERA_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
@@ -412,7 +413,7 @@ def _synthetic_polylines(dataroot: Path, location: str) -> list[tuple[str, np.nd
     except (ValueError, KeyError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: unreadable town side file ({error})") from None
     lines = [("lane", np.asarray(lane["centerline"], np.float64)) for lane in town["lanes"]]
-    kinds = {"dashed_white": "lane_divider", "solid_white": "lane_divider", "double_yellow": "lane_divider",
+    kinds = {"dashed_white": "lane_divider", "solid_white": "solid_line", "double_yellow": "double_yellow",
              "stop_line": "stop_line"}
     lines += [(kinds[m["kind"]], np.asarray(m["points"], np.float64)) for m in town["markings"] if m["kind"] in kinds]
     lines += [("road_edge", _closed(np.asarray(edge, np.float64))) for edge in town["road_edges"]]
@@ -437,7 +438,8 @@ def _expansion_polylines(dataroot: Path, location: str) -> list[tuple[str, np.nd
         arcline = nmap.arcline_path_3.get(record["token"])
         if arcline:
             lines.append(("lane", np.asarray(discretize_lane(arcline, resolution_meters=1.0))[:, :2]))
-    for layer, kind in (("lane_divider", "lane_divider"), ("road_divider", "lane_divider")):
+    # A road divider parts the two directions of travel: drawn as the double line that does so.
+    for layer, kind in (("lane_divider", "lane_divider"), ("road_divider", "double_yellow")):
         for record in getattr(nmap, layer):
             line = nmap.extract_line(record["line_token"])
             lines.append((kind, np.asarray(line.coords, np.float64)))

@@ -98,6 +98,8 @@ def test_ingest_of_a_real_log_stores_the_map_lanes(tmp_path):
                  "--frames", "3", "--fps", "4", "--size", "160x90", "--quiet"]) == 0
     clip = store.read_clip(store.open_store(out), "scene-tiny-0000")
     assert logs.POLY_TYPES.index("lane") in clip["poly_type"].tolist()
-    assert set(clip["poly_type"].tolist()) == {logs.POLY_TYPES.index(kind) for kind in logs.POLY_TYPES}
+    # the tiny map has no road divider, and nuScenes does not tell dashed from solid lane dividers
+    assert set(clip["poly_type"].tolist()) == {logs.POLY_TYPES.index(kind) for kind in logs.POLY_TYPES
+                                               if kind not in ("solid_line", "double_yellow")}
     assert clip["poly_offsets"][-1] == len(clip["polylines"])
     assert main(["store", "verify", str(out), "--quiet"]) == 0
