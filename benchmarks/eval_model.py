@@ -2,13 +2,14 @@
 ground-truth clips, in one run, with the metrics of `drivesim eval`.
 
     .venv/bin/python benchmarks/eval_model.py [--checkpoint weights/drivesim-small] [--heldout STORE]
-        [--out out/eval-model] [--steps 10] [--temperature 1] [--init reprojected] [--strength 0.5]
+        [--out out/eval-model] [--steps N] [--temperature T] [--init reprojected] [--strength S]
         [--frame-step 2] [--threads 2] [--record]
 
 Held-out data: --heldout names a clip store; without it, `drivesim synth --seed 9000` (a seed no training
 run uses: they use 0) renders 3 scenes of 4 s at the model's size and `drivesim ingest` cuts one 41-frame
 clip from each. Every clip becomes a scenario (`drivesim.scenario.from_clip`: its rig, ego path, tracks,
-road and its first frame as the start frame) and is rendered four ways:
+road and its first frame as the start frame) and is rendered four ways. --steps, --temperature and --strength
+default to drivesim generate's, RolloutConfig's (drivesim/simulate.py): the best measured, as `make demo` uses.
 
 - model: `drivesim generate` with the layout maps (the shipped model as users run it: by default each chunk
   starts from the start frame redrawn at its ego poses, --init reprojected, noised to --strength);
@@ -45,6 +46,9 @@ from pathlib import Path
 
 import torch
 
+from drivesim.simulate import RolloutConfig
+
+DEFAULT = RolloutConfig()  # the sampling settings every entry point defaults to
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import heading, record, table  # noqa: E402
 
@@ -82,13 +86,14 @@ def _slug(variant: str) -> str:
     return variant.replace(" ", "_")
 
 
-def render_variants(checkpoint: Path, store: Path, out: Path, steps: int, temperature: float = 1.0,
-                    init: str = "reprojected", strength: float = 0.5) -> dict[str, list[float]]:
+def render_variants(checkpoint: Path, store: Path, out: Path, steps: int = DEFAULT.steps,
+                    temperature: float = DEFAULT.temperature, init: str = "reprojected",
+                    strength: float = DEFAULT.strength) -> dict[str, list[float]]:
     """Every held-out clip as a scenario, rendered the four ways into out/rollouts/<variant>--<clip>;
     seconds per rollout for each variant."""
     from drivesim.data.store import stored_clip_ids
     from drivesim.scenario import from_clip
-    from drivesim.simulate import RolloutConfig, hold_start_frame, reproject_start_frame, rollout
+    from drivesim.simulate import hold_start_frame, reproject_start_frame, rollout
     from drivesim.wfm.pipeline import WorldModelPipeline
 
     pipeline = WorldModelPipeline.from_pretrained(checkpoint, "cpu")
@@ -173,11 +178,14 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, help="a wfm run or checkpoint (default: the shipped weights)")
     parser.add_argument("--heldout", type=Path, help="a clip store of held-out clips (default: synthesized)")
     parser.add_argument("--out", type=Path, default=Path("out/eval-model"))
-    parser.add_argument("--steps", type=int, default=10, help="sampling steps per chunk (default 10)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="starting-noise scale (as generate)")
+    parser.add_argument("--steps", type=int, default=DEFAULT.steps,
+                        help=f"sampling steps per chunk (default {DEFAULT.steps}, as generate)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT.temperature,
+                        help=f"starting-noise scale (default {DEFAULT.temperature:g}, as generate)")
     parser.add_argument("--init", choices=("noise", "reprojected"), default="reprojected",
                         help="what each chunk starts from (as generate; default reprojected)")
-    parser.add_argument("--strength", type=float, default=0.5, help="with reprojected: the starting flow time")
+    parser.add_argument("--strength", type=float, default=DEFAULT.strength,
+                        help=f"with reprojected: the starting flow time (default {DEFAULT.strength:g}, as generate)")
     parser.add_argument("--frame-step", type=int, default=2, help="score every N-th frame (as drivesim eval)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
@@ -210,12 +218,14 @@ def main() -> int:
                                                       "checks": verdicts}, indent=1, default=str))
     if args.record:
         command = "python benchmarks/eval_model.py " + shlex.join(sys.argv[1:])
+        sampling = (f"Sampling: {args.steps} steps, temperature {args.temperature:g}, init {args.init}, strength "
+                    f"{args.strength:g}.")
         lines = "\n".join(f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in verdicts)
         record("## eval_model: the shipped world model on held-out scenarios",
                "Rollouts of held-out synthetic clips (synth seed 9000) scored by `drivesim eval` against "
                "the real frames, beside two baselines and the clips' own values. Lower is better for CSE, "
                "TSE, ATE, RPE; higher for PSNR, SSIM.\n",
-               f"{heading(started, ('torch',), load, command)}\n\n{markdown}\n\n{lines}\n")
+               f"{heading(started, ('torch',), load, command)}\n\n{sampling}\n\n{markdown}\n\n{lines}\n")
         print("recorded in benchmarks/RESULTS.md")
     return 0
 

@@ -208,7 +208,30 @@ def _waypoint_path(texts: list[str]):
     return Trajectory.from_xy(times, list(zip(ahead, left)))
 
 
+def rollout_defaults() -> dict:
+    """RolloutConfig's field defaults (drivesim/simulate.py): the best measured sampling settings, kept there
+    alone. Read from its source while they are plain literals, so that building the parser does not import
+    torch (seconds on every `drivesim` command); otherwise from the imported class. The two are the same
+    (tests/test_sampling_defaults.py)."""
+    import ast
+    import importlib.util
+
+    try:
+        tree = ast.parse(Path(importlib.util.find_spec("drivesim.simulate").origin).read_text())
+        body = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "RolloutConfig")
+        return {node.target.id: ast.literal_eval(node.value) for node in body.body
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None}
+    except (AttributeError, OSError, StopIteration, SyntaxError, TypeError, ValueError):
+        import dataclasses
+
+        from drivesim.simulate import RolloutConfig
+
+        return {field.name: field.default for field in dataclasses.fields(RolloutConfig)
+                if field.default is not dataclasses.MISSING}
+
+
 def _add_generate(commands) -> None:
+    default = rollout_defaults()  # every sampling flag's default, shown in --help
     parser = commands.add_parser(
         "generate", help="turn a scenario into multi-camera video with a trained world model",
         description="Roll the world model out over a scenario, chunk by chunk at the length it was trained on, "
@@ -226,22 +249,26 @@ def _add_generate(commands) -> None:
                         help="a `drivesim train wfm` run folder (its newest checkpoint) or one checkpoint folder "
                              "(default: the shipped weights, weights/drivesim-small; see MODEL_CARD.md)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be empty or new)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps per chunk (default 20)")
-    parser.add_argument("--guidance", type=float, default=1.0,
-                        help="classifier-free guidance scale for text and layout (default 1: none)")
-    parser.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="scale of the starting noise, 0 to 2 (default 1: the model's distribution; lower "
-                             "gives smoother, likelier pictures)")
+    parser.add_argument("--steps", type=int, default=default["steps"],
+                        help=f"sampling steps per chunk (default {default['steps']:g})")
+    parser.add_argument("--guidance", type=float, default=default["guidance"],
+                        help=f"classifier-free guidance scale for text and layout (default {default['guidance']:g}; "
+                             "1: none)")
+    parser.add_argument("--seed", type=int, default=default["seed"],
+                        help="random seed of the starting noise (default: the scenario's; no effect at "
+                             "--temperature 0)")
+    parser.add_argument("--temperature", type=float, default=default["temperature"],
+                        help=f"scale of the starting noise, 0 to 2 (default {default['temperature']:g}; 1: the "
+                             "model's distribution; lower gives smoother, likelier pictures; 0: the mean)")
     parser.add_argument("--no-layout", action="store_true",
                         help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
-    parser.add_argument("--init", choices=("auto", "noise", "reprojected"), default="auto",
+    parser.add_argument("--init", choices=("auto", "noise", "reprojected"), default=default["init"],
                         help="what each chunk's sampling starts from: noise, or the scenario's start frame redrawn "
-                             "at the chunk's ego poses (reprojected; needs start_frames). Default auto: reprojected "
-                             "when the scenario has start frames, else noise")
-    parser.add_argument("--strength", type=float, default=0.5,
+                             "at the chunk's ego poses (reprojected; needs start_frames), or auto: reprojected "
+                             f"when the scenario has start frames, else noise (default {default['init']})")
+    parser.add_argument("--strength", type=float, default=default["strength"],
                         help="with reprojected: the flow time the redrawn frames are noised to, in (0, 1] "
-                             "(1: all noise; lower keeps more of them; default 0.5)")
+                             f"(1: all noise; lower keeps more of them; default {default['strength']:g})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

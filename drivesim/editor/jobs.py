@@ -16,6 +16,7 @@ from pathlib import Path
 
 from drivesim.errors import DrivesimError
 from drivesim.scenario import Scenario
+from drivesim.simulate import RolloutConfig
 
 _MODELS: dict[tuple[str, str], object] = {}
 _MODELS_LOCK = threading.Lock()
@@ -65,8 +66,8 @@ class RenderJob:
     scenario: Scenario
     checkpoint: Path
     out: Path
-    steps: int = 10
-    guidance: float = 1.0
+    steps: int = RolloutConfig.steps        # the rollout's defaults, the best measured (MODEL_CARD.md)
+    guidance: float = RolloutConfig.guidance
     seed: int | None = None
     device: str = "cpu"
     state: str = "waiting"        # waiting, loading, rendering, writing, done, failed, cancelled
@@ -103,7 +104,7 @@ class RenderJob:
             raise Cancelled
 
     def _run(self) -> None:
-        from drivesim.simulate import RolloutConfig, rollout
+        from drivesim.simulate import rollout
 
         try:
             with _RENDER_LOCK:
@@ -112,6 +113,7 @@ class RenderJob:
                 self.state, self.message = "loading", f"loading {self.checkpoint.name}"
                 pipeline = cached_pipeline(self.checkpoint, self.device)
                 self.state, self.progress, self.message = "rendering", 0.05, "rendering the first chunk"
+                # temperature, init and strength: RolloutConfig's defaults
                 config = RolloutConfig(steps=self.steps, guidance=self.guidance, seed=self.seed)
                 result = rollout(self.scenario, pipeline, config, device=self.device, progress=False,
                                  on_chunk=self._chunk_done)

@@ -379,8 +379,9 @@ def render_tab() -> None:
                                       key="render_checkpoint",
                                       accept_new_options=True,
                                       placeholder="no runs found: type a run folder")
-    steps = columns[1].number_input("steps", 1, 200, value=10, key="render_steps")
-    guidance = columns[2].number_input("guidance", 0.0, 20.0, value=1.0, step=0.5, key="render_guidance")
+    steps = columns[1].number_input("steps", 1, 200, value=RenderJob.steps, key="render_steps")
+    guidance = columns[2].number_input("guidance", 0.0, 20.0, value=float(RenderJob.guidance), step=0.5,
+                                       key="render_guidance")
     seed = columns[3].number_input("seed", 0, 2**31 - 1, value=int(history().current.seed), key="render_seed")
     device = columns[4].selectbox("device", DEVICES, key="render_device")
     job = state()["job"]

@@ -14,6 +14,7 @@ import yaml
 from editor_helpers import short_document
 
 from drivesim.scenario import load
+from drivesim.simulate import RolloutConfig
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -172,6 +173,9 @@ def test_agents_are_added_moved_and_removed(app):
 
 def test_render_with_a_tiny_model_plays_the_video_and_keeps_it_in_the_workspace(app, tiny_wfm_run, tmp_path):
     assert app.selectbox(key="render_checkpoint").value == str(tiny_wfm_run)
+    defaults = RolloutConfig()  # the page offers the rollout's defaults, the best measured settings
+    assert app.number_input(key="render_steps").value == defaults.steps
+    assert app.number_input(key="render_guidance").value == defaults.guidance
     app.number_input(key="render_steps").set_value(1)
     app.button(key="render").click().run()
     job = app.session_state["job"]
