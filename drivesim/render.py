@@ -9,6 +9,7 @@ are projected and rasterised at a fixed pixel width, hidden where a box is neare
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -79,7 +80,7 @@ class Surroundings:
 def look_from_caption(caption: str) -> tuple[str, str]:
     """(time of day, weather) named in a caption ("night, rain, left turn ..."), ("day", "clear") for what it
     does not name: the synthetic logs' captions start with both, nuScenes' descriptions name "night" and "rain"."""
-    words = {word.strip().lower() for part in str(caption).split(",") for word in part.split()}
+    words = set(re.findall(r"[a-z]+", str(caption).lower()))
     time_of_day = next((name for name in TIMES_OF_DAY[::-1] if name in words), "day")
     weather = next((name for name in WEATHERS[::-1] if name in words), "clear")
     return time_of_day, weather

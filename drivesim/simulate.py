@@ -62,17 +62,17 @@ def _start_video(scenario, rig, device) -> torch.Tensor:
     return video[None, :, None].to(device)  # [1, V, 1, 3, H, W]
 
 
-def _layout_maps(rig, layout_frames: list, drawn: np.ndarray | None = None) -> np.ndarray:
+def _layout_maps(rig, layout_frames: list, drawn: np.ndarray | None = None, kind: str = "sparse") -> np.ndarray:
     """The layout maps [V, F, C, H, W] of `layout_frames`; `drawn` [V, K, C, H, W]: those of the first K frames,
     already drawn (the frames a chunk shares with the one before: each frame's maps are its own, so they are
-    the same maps), so only the rest are rendered."""
-    from drivesim.render import render_layout
+    the same maps), so only the rest are rendered. `kind`: the maps the model takes (scene_maps.KINDS)."""
+    from drivesim.scene_maps import render_maps
 
     if drawn is None or not drawn.shape[1]:
-        return render_layout(rig, layout_frames)
+        return render_maps(kind, rig, layout_frames)
     if drawn.shape[1] >= len(layout_frames):
         return np.ascontiguousarray(drawn[:, :len(layout_frames)])
-    return np.concatenate([drawn, render_layout(rig, layout_frames[drawn.shape[1]:])], axis=1)
+    return np.concatenate([drawn, render_maps(kind, rig, layout_frames[drawn.shape[1]:])], axis=1)
 
 
 def _chunk_conditions(scenario, rig, times: np.ndarray, maps: np.ndarray | None, device) -> Conditions:
@@ -211,7 +211,8 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
             times = np.minimum(np.arange(start, start + chunks.window) / scenario.fps, end_time)
             frames = scenario.layout_frames(times) if layout else None  # once: the maps and the redrawing
             if layout:  # the frames shared with the chunk before keep the maps drawn for it
-                maps = _layout_maps(rig, frames, None if maps is None else maps[:, maps.shape[1] - chunks.overlap:])
+                maps = _layout_maps(rig, frames, None if maps is None else maps[:, maps.shape[1] - chunks.overlap:],
+                                    model_config.layout_maps)
             conditions = _chunk_conditions(scenario, rig, times, maps, device)
             clean_video = given if video is None else video[:, :, -chunks.overlap:]
             k = 0 if clean_video is None else (1 if video is None else config.context)

@@ -37,7 +37,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, store, split: str | None = "train", frames: int | None = None,
                  views: Sequence[str] | None = None, num_views: int | None = None,
-                 size: tuple[int, int] | None = None, random_crop: bool = True, layout: bool = False,
+                 size: tuple[int, int] | None = None, random_crop: bool = True, layout: bool | str = False,
                  skip_damaged: bool = False):
         self.path = os.fspath(store)
         root = clip_store.open_store(self.path)  # DataError naming the path if it is not a store
@@ -73,9 +73,9 @@ class ClipDataset(torch.utils.data.Dataset):
             raise ConfigError(f"size={size!r} must be (width, height), two positive integers")
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.random_crop = bool(random_crop)
-        if not isinstance(layout, bool):
-            raise ConfigError(f"layout={layout!r} must be True or False")
-        self.layout = layout
+        if not (isinstance(layout, bool) or isinstance(layout, str) and layout in ("sparse", "dense")):
+            raise ConfigError(f"layout={layout!r} must be True or False, or the kind of maps: sparse or dense")
+        self.layout = "sparse" if layout is True else layout  # False: no maps
         self.skip_damaged = bool(skip_damaged)
         self.damaged: dict[str, str] = {}  # clip id -> why it could not be read (this process's reads)
         self._root = None
@@ -222,14 +222,15 @@ class ClipDataset(torch.utils.data.Dataset):
     def _render_layout(self, group, start: int, stop: int, views: list[int], intrinsics, ego_from_cam,
                        video_shape) -> torch.Tensor:
         """Layout maps [V, T, C, H, W] of the returned frames and cameras, at the returned size."""
-        from drivesim.render import layout_frames_from_clip, render_layout  # open3d: only when asked for
+        from drivesim.render import layout_frames_from_clip  # open3d: only when asked for
+        from drivesim.scene_maps import render_maps
 
         height, width = video_shape[-2:]
         names = [self._cameras[v] for v in views]
         rig = Rig("clip", int(width), int(height),
                   tuple(Camera(n, k, e) for n, k, e in zip(names, intrinsics, np.asarray(ego_from_cam, np.float64))))
         frames = layout_frames_from_clip(group, self._categories, self._poly_types, start, stop, views)
-        return torch.from_numpy(render_layout(rig, frames))
+        return torch.from_numpy(render_maps(self.layout, rig, frames))
 
 
 def make_loader(store, split: str | None = "train", batch_size: int = 1, num_workers: int = 0,

@@ -45,6 +45,9 @@ class WorldModelConfig(DiTConfig):
     text: str = "wordllama"         # wordllama | trained | t5 | none (see wfm/text.py)
     text_options: dict = field(default_factory=dict)  # e.g. {path: /models/t5-base} for t5
     layout_channels: int = 0        # channels of the layout maps; 0: no layout input
+    # Which maps: sparse (render.py: boxes and two kinds of line, the shipped weights before issue 23) or
+    # dense (scene_maps.py: every pixel classed, depth, edges, the look).
+    layout_maps: str = "sparse"
     # conv: convolutions from full resolution (the shipped weights). patch: 4x4 pixels folded into channels
     # first, about 6x fewer multiply-adds for the same patch-grid features (conditioning.LayoutEncoder).
     layout_encoder: str = "conv"
@@ -66,6 +69,10 @@ class WorldModelConfig(DiTConfig):
         if isinstance(self.layout_channels, bool) or not isinstance(self.layout_channels, int) \
                 or self.layout_channels < 0:
             raise ConfigError(f"model.layout_channels must be an integer >= 0, got {self.layout_channels!r}")
+        from drivesim.scene_maps import KINDS
+
+        if self.layout_maps not in KINDS:
+            raise ConfigError(f"model.layout_maps must be one of {', '.join(KINDS)}, got {self.layout_maps!r}")
         if self.text not in (*ENCODERS, "none"):
             raise ConfigError(f"model.text must be one of {', '.join((*ENCODERS, 'none'))}, got {self.text!r}")
         if self.prediction not in PREDICTIONS:

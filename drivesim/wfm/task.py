@@ -32,7 +32,8 @@ class WfmData:
     views: list[str] | None = None      # fixed cameras, in rig order; or
     num_views: int | None = None        # this many drawn at random per clip; neither: every camera
     size: list[int] | None = None       # resize the stored frames (width, height)
-    layout: bool = False                # render layout maps (drivesim/render.py) into every batch
+    # Render layout maps into every batch: true or sparse (drivesim/render.py), dense (drivesim/scene_maps.py).
+    layout: bool | str = False
     # Keep this many GB of training windows encoded (latents and layout maps, windows.py) so a window met
     # again skips reading, resizing, rendering and the tokenizer; 0: compute every window every time.
     cache_gb: float = 0.0
@@ -123,7 +124,9 @@ class WfmTask:
             raise ConfigError(f"data.frames={config.frames} must be 1 + a multiple of {tc} (the tokenizer's "
                               "temporal compression)")
         size = tuple(config.size) if config.size else None
-        self.layout = config.layout
+        if not (isinstance(config.layout, bool) or config.layout in ("sparse", "dense")):
+            raise ConfigError(f"data.layout must be true, false, sparse or dense, got {config.layout!r}")
+        self.layout = "sparse" if config.layout is True else config.layout
 
         if not 0 <= config.cache_gb < float("inf"):
             raise ConfigError(f"data.cache_gb must be a number of gigabytes >= 0, got {config.cache_gb}")
@@ -151,13 +154,14 @@ class WfmTask:
             section = with_tokenizer(section, self.tokenizer.config)
         config = model_config(section)
         if self.layout:
-            from drivesim.render import LAYOUT_CHANNELS
+            from drivesim.scene_maps import channel_count
 
-            channels = len(LAYOUT_CHANNELS)
-            if config.layout_channels != channels:
-                raise ConfigError(f"data.layout=true renders {channels} layout channels ({', '.join(LAYOUT_CHANNELS)}) "
-                                  f"but model.layout_channels={config.layout_channels}: set "
-                                  f"model.layout_channels={channels}")
+            channels = channel_count(self.layout)
+            if config.layout_channels != channels or config.layout_maps != self.layout:
+                raise ConfigError(f"data.layout={self.layout} renders {channels} channels of {self.layout} maps but the "
+                                  f"model takes model.layout_channels={config.layout_channels} of "
+                                  f"model.layout_maps={config.layout_maps}: set model.layout_channels={channels} "
+                                  f"model.layout_maps={self.layout}")
         return WorldModel(config)
 
     @torch.no_grad()

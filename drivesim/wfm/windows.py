@@ -70,7 +70,8 @@ class LatentClips(ClipDataset):
             self.hits += 1
         item = dict(found)
         if "layout" in item:
-            item["layout"] = unpool_time(item["layout"], self.temporal_compression, dim=1)
+            layout = item["layout"].float().div_(255)
+            item["layout"] = unpool_time(layout, self.temporal_compression, dim=1)
         return item
 
     @torch.no_grad()
@@ -78,5 +79,8 @@ class LatentClips(ClipDataset):
         item = self.read_window(clip_id, start, views)
         item["latents"] = self.encode(item.pop("video")).float()
         if "layout" in item:
-            item["layout"] = pool_time(item["layout"], self.temporal_compression, dim=1)
+            # Kept as bytes (maps are in [0, 1], off by 1/510 at most): a dense window's maps are 27 channels
+            # of every pixel, 64 MB in float32 at 256x128 x 6 cameras, and the cache holds 4x as many.
+            pooled = pool_time(item["layout"], self.temporal_compression, dim=1)
+            item["layout"] = pooled.clamp(0, 1).mul(255).round().to(torch.uint8)
         return item
