@@ -155,10 +155,14 @@ class Rollout:
         settings = {"source": "drivesim-rollout", "width": int(width), "height": int(height), "frames": int(frames),
                     "fps": float(self.fps), "cameras": list(self.cameras)}
         root = store.create_store(path, settings, list(CATEGORIES), list(POLY_TYPES))
+        # Every line of the scenario's road under its store type (crosswalks closed, as the store keeps them),
+        # and its sidewalk width and building setback in the clip's attrs (render.clip_surroundings reads them).
         road = getattr(self.scenario, "road", None)
-        lines = [*(("lane", p) for p in getattr(road, "lanes", ())),
-                 *(("road_edge", p) for p in getattr(road, "road_edges", ()))]
+        polylines, kinds = road.map_polylines() if road is not None else ([], [])
+        lines = list(zip(kinds, polylines))
         points = [np.asarray(p, np.float32).reshape(-1, 3) for _, p in lines]
+        widths = {name: float(getattr(road, name)) for name in ("sidewalk_width", "building_setback")
+                  if road is not None}
         labels = self.labels
         clip = store.Clip(
             clip_id=self.clip_id(), frames=self.video, intrinsics=self.intrinsics, ego_from_cam=self.ego_from_cam,
@@ -169,7 +173,8 @@ class Rollout:
             poly_type=np.asarray([POLY_TYPES.index(kind) for kind, _ in lines], np.int16),
             attrs={"source": "drivesim-rollout", "scene": getattr(self.scenario, "name", "") or "rollout",
                    "split": "val", "caption": getattr(self.scenario, "prompt", "") or "rollout",
-                   "cameras": list(self.cameras), "fps": float(self.fps), "start": 0, "tracks": list(labels.tracks)})
+                   "cameras": list(self.cameras), "fps": float(self.fps), "start": 0, "tracks": list(labels.tracks),
+                   **widths})
         store.write_clip(path, clip)
         index = dict(root.attrs.get("clips", {}))
         index[clip.clip_id] = {"scene": clip.attrs["scene"], "split": "val", "caption": clip.attrs["caption"]}

@@ -5,8 +5,9 @@ seen from above before anything is rendered. Coordinates are those of the scenar
 on the horizontal axis, y left (north) on the vertical axis, at equal scale, so the car's left is up.
 
 Every trace carries `meta = {"kind": ..., "agent": id or None}` so callers and tests can find the traces of
-one kind without relying on their order: kinds are "lanes", "road_edges", "ego_path", "ego_waypoints",
-"ego_box", "agent_path", "agent_box", "agent_labels" and "headings".
+one kind without relying on their order: kinds are "crosswalks", "lanes", "road_edges", "lane_lines_dashed",
+"lane_lines_solid", "lane_lines_double_yellow", "stop_lines", "ego_path", "ego_waypoints", "ego_box", "agent_path",
+"agent_box", "agent_labels" and "headings".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import plotly.graph_objects as go
 
 from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.render import PALETTE, super_category
-from drivesim.scenario.schema import Agent, Scenario
+from drivesim.scenario.schema import Agent, Scenario, closed_polygon
 
 __all__ = ["EGO_COLOUR", "MARGIN", "bev_figure", "box_polygon", "ego_box_centre"]
 
@@ -28,6 +29,13 @@ EGO_COLOUR = (1.0, 0.55, 0.0)  # orange: no super-category of the palette uses i
 LANE_COLOUR = "rgb(150, 150, 150)"
 EDGE_COLOUR = "rgb(60, 60, 60)"
 SELECTED_COLOUR = "rgb(0, 0, 0)"
+CROSSWALK_COLOUR, CROSSWALK_FILL = "rgb(120, 200, 120)", "rgba(120, 200, 120, 0.35)"
+STOP_LINE_COLOUR = "rgb(220, 60, 60)"
+LANE_LINE_STYLES = {  # a painted line's kind -> (legend name, plotly line)
+    "dashed": ("dashed lines", dict(color="rgb(110, 110, 110)", width=1, dash="dot")),
+    "solid": ("solid lines", dict(color="rgb(110, 110, 110)", width=1)),
+    "double_yellow": ("double yellow lines", dict(color="rgb(215, 170, 0)", width=2)),
+}
 FIGURE_HEIGHT = 500
 
 
@@ -66,14 +74,21 @@ def _joined(polylines) -> tuple[list, list]:
 
 
 def _road_traces(scenario: Scenario) -> list[go.Scatter]:
+    road = scenario.road
+    lane_lines = {kind: [p for k, p in road.lane_lines if k == kind] for kind in LANE_LINE_STYLES}
     traces = []
     for kind, polylines, name, line in (
-            ("lanes", scenario.road.lanes, "lane centres", dict(color=LANE_COLOUR, width=1, dash="dash")),
-            ("road_edges", scenario.road.road_edges, "road edges", dict(color=EDGE_COLOUR, width=2))):
+            ("crosswalks", [closed_polygon(p) for p in road.crosswalks], "crosswalks",
+             dict(color=CROSSWALK_COLOUR, width=1)),
+            ("lanes", road.lanes, "lane centres", dict(color=LANE_COLOUR, width=1, dash="dash")),
+            ("road_edges", road.road_edges, "road edges", dict(color=EDGE_COLOUR, width=2)),
+            *((f"lane_lines_{kind}", lane_lines[kind], name, line) for kind, (name, line) in LANE_LINE_STYLES.items()),
+            ("stop_lines", road.stop_lines, "stop lines", dict(color=STOP_LINE_COLOUR, width=3))):
         if polylines:
             xs, ys = _joined(polylines)
+            fill = dict(fill="toself", fillcolor=CROSSWALK_FILL) if kind == "crosswalks" else {}
             traces.append(go.Scatter(x=xs, y=ys, mode="lines", name=name, line=line, hoverinfo="skip",
-                                     meta={"kind": kind, "agent": None}))
+                                     meta={"kind": kind, "agent": None}, **fill))
     return traces
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from drivesim.errors import ScenarioError
 from drivesim.rigs import show_value
-from drivesim.scenario.schema import Agent, Road, Scenario
+from drivesim.scenario.schema import Agent, Scenario
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate
 
@@ -108,6 +108,6 @@ def mirror(scenario: Scenario) -> Scenario:
         return Trajectory(trajectory.times, trajectory.positions * flip, yaws, rotations)
 
     agents = tuple(replace(agent, trajectory=mirrored(agent.trajectory)) for agent in scenario.agents)
-    road = Road(tuple(p * flip for p in scenario.road.lanes), tuple(p * flip for p in scenario.road.road_edges))
+    road = scenario.road.mapped(lambda points: points * flip)  # lanes, edges, lane lines, crosswalks, stop lines
     prompt = re.sub(r"\b(left|right|Left|Right|LEFT|RIGHT)\b", lambda m: _SIDES[m.group(1)], scenario.prompt)
     return _edited(scenario, "mirrored", ego=mirrored(scenario.ego), agents=agents, road=road, prompt=prompt)

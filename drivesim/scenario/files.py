@@ -10,8 +10,9 @@ import numpy as np
 import yaml
 
 from drivesim.errors import ScenarioError
+from drivesim.render import BUILDING_SETBACK, SIDEWALK_WIDTH, TIMES_OF_DAY, WEATHERS
 from drivesim.rigs import show_value, rig_document, rig_names
-from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames
+from drivesim.scenario.schema import CATEGORIES, LANE_LINE_TYPES, Agent, Road, Scenario, StartFrames
 from drivesim.scenario.trajectory import Trajectory
 from drivesim.scenario.validate import validate
 
@@ -20,7 +21,9 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_ITEMS = 1_000_000
 
 
-_TOP = {"name", "prompt", "rig", "fps", "duration", "seed", "start_frames", "ego", "agents", "road"}
+_TOP = {"name", "prompt", "rig", "fps", "duration", "seed", "time_of_day", "weather", "start_frames", "ego", "agents",
+        "road"}
+_ROAD = {"lanes", "road_edges", "lane_lines", "crosswalks", "stop_lines", "sidewalk_width", "building_setback"}
 _TOP_REQUIRED = ("prompt", "rig", "fps", "duration", "ego")
 
 
@@ -76,9 +79,14 @@ class _Reader:
             raise self.error(where, f"must be an integer >= 0, got {show_value(value)}")
         return value
 
-    def points(self, value, where: str) -> np.ndarray:
+    def choice(self, value, where: str, allowed) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise self.error(where, f"{show_value(value)} must be one of {', '.join(allowed)}")
+        return value
+
+    def points(self, value, where: str, minimum: int = 2) -> np.ndarray:
         rows = []
-        for i, point in enumerate(self.sequence(value, where, minimum=2)):
+        for i, point in enumerate(self.sequence(value, where, minimum=minimum)):
             if not isinstance(point, list) or len(point) not in (2, 3):
                 raise self.error(f"{where}[{i}]", f"must be [x, y] or [x, y, z], got {show_value(point)}")
             rows.append([self.number(c, f"{where}[{i}]") for c in point] + [0.0] * (3 - len(point)))
@@ -150,17 +158,35 @@ class _Reader:
         ego = self.trajectory(self.mapping(document["ego"], "ego", {"waypoints", "poses"}), "ego")
         agents = tuple(self.agent(value, f"agents[{i}]")
                        for i, value in enumerate(self.sequence(document.get("agents") or [], "agents")))
-        road_value = self.mapping(document.get("road") or {}, "road", {"lanes", "road_edges"})
-        road = Road(*(tuple(self.points(p, f"road.{name}[{i}]")
-                            for i, p in enumerate(self.sequence(road_value.get(name) or [], f"road.{name}")))
-                      for name in ("lanes", "road_edges")))
+        road = self.road(document.get("road") or {})
         name = document.get("name", "")
         if not isinstance(name, str):
             raise self.error("name", f"must be a text, got {show_value(name)}")
         prompt = self.text(document["prompt"], "prompt")
         return Scenario(rig_spec=rig, fps=fps, duration=duration, ego=ego, prompt=prompt,
                         agents=agents, road=road, name=name, seed=self.integer(document.get("seed", 0), "seed"),
-                        start_frames=start, source=self.source, base_dir=base_dir)
+                        start_frames=start, source=self.source, base_dir=base_dir,
+                        time_of_day=self.choice(document.get("time_of_day", "day"), "time_of_day", TIMES_OF_DAY),
+                        weather=self.choice(document.get("weather", "clear"), "weather", WEATHERS))
+
+    def road(self, value) -> Road:
+        """Lanes, road edges, lane lines ({type, points}), crosswalks, stop lines, sidewalk width, setback."""
+        value = self.mapping(value, "road", _ROAD)
+
+        def lines(name: str, minimum: int = 2) -> tuple:
+            return tuple(self.points(p, f"road.{name}[{i}]", minimum)
+                         for i, p in enumerate(self.sequence(value.get(name) or [], f"road.{name}")))
+
+        lane_lines = []
+        for i, item in enumerate(self.sequence(value.get("lane_lines") or [], "road.lane_lines")):
+            at = f"road.lane_lines[{i}]"
+            row = self.mapping(item, at, {"type", "points"}, ("type", "points"))
+            lane_lines.append((self.choice(row["type"], f"{at}.type", tuple(LANE_LINE_TYPES)),
+                               self.points(row["points"], f"{at}.points")))
+        widths = {name: self.number(value.get(name, default), f"road.{name}")
+                  for name, default in (("sidewalk_width", SIDEWALK_WIDTH), ("building_setback", BUILDING_SETBACK))}
+        return Road(lines("lanes"), lines("road_edges"), tuple(lane_lines), lines("crosswalks", 3), lines("stop_lines"),
+                    **widths)
 
 
 def from_dict(document, source: str = "scenario", base_dir: Path | None = None) -> Scenario:

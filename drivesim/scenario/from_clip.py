@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from drivesim.scenario.schema import CATEGORIES, Agent, Road, Scenario, StartFrames, plain_value
+from drivesim.render import clip_surroundings
+from drivesim.scenario.schema import (CATEGORIES, LANE_LINE_TYPES, Agent, Road, Scenario, StartFrames, is_closed,
+                                      plain_value)
 from drivesim.scenario.trajectory import MOVING, Trajectory, limits_for
 from drivesim.scenario.validate import kinematic_problem, validate
 
@@ -106,28 +108,55 @@ def from_clip(store_path: str | os.PathLike, clip_id: str, ego: Trajectory | Non
     else:
         agents, left_out = _agents_driving_on(clip, categories, duration, ego0_from_world), []
 
-    rotation, translation = ego0_from_world[:3, :3], ego0_from_world[:3, 3]
-    lanes, edges = [], []
-    points = clip["polylines"].astype(np.float64) @ rotation.T + translation
-    for k, type_index in enumerate(clip["poly_type"]):
-        line = points[clip["poly_offsets"][k]:clip["poly_offsets"][k + 1]]
-        kind = poly_types[int(type_index)]
-        if len(line) >= 2 and kind in ("lane", "road_edge"):
-            (lanes if kind == "lane" else edges).append(line)
+    road = _clip_road(clip, poly_types, ego0_from_world, attrs)
 
     width, height = settings.get("width"), settings.get("height")
     cameras = list(attrs.get("cameras") or settings.get("cameras") or [])
     rig = _rig_document(clip_id, width, height, cameras, clip["intrinsics"].astype(np.float64),
                         clip["ego_from_cam"].astype(np.float64))
     caption = attrs.get("caption") or f"a drive replayed from clip {clip_id}"
+    surroundings = clip_surroundings(attrs)
     scenario = Scenario(rig_spec=rig, fps=fps, duration=duration, ego=ego, prompt=caption,
-                        agents=tuple(agents), road=Road(tuple(lanes), tuple(edges)), name=clip_id,
+                        agents=tuple(agents), road=road, name=clip_id,
                         start_frames=StartFrames(str(store_path), clip_id, 0),
-                        source=f"clip {clip_id} of store {store_path}")
+                        source=f"clip {clip_id} of store {store_path}",
+                        time_of_day=surroundings.time_of_day, weather=surroundings.weather)
     if left_out:
         log.warning("clip %s: left out %d track(s) whose recorded motion breaks the physical limits even at "
                     "1 waypoint per %g s: %s", clip_id, len(left_out), THINNEST, ", ".join(left_out))
     return validate(scenario)
+
+
+def _clip_road(clip: dict, poly_types: list[str], ego0_from_world: np.ndarray, attrs: dict) -> Road:
+    """The clip's polylines in its first ego frame, each of the types drivesim.render.layout_frames_from_clip
+    keeps (MAP_POLY_TYPES), in the store's order within each type, and its sidewalk width and building setback
+    (render.clip_surroundings). A crosswalk is stored closed; the scenario holds its corners and closes it
+    again when drawn. Lines of fewer than 2 points and crosswalks of fewer than 3 corners are left out. A
+    crosswalk the store cut open at its radius (polylines_near) is the one line drawn otherwise than the
+    store's layout frames draw it: closed, by a chord across the cut."""
+    from drivesim.render import MAP_POLY_TYPES
+
+    rotation, translation = ego0_from_world[:3, :3], ego0_from_world[:3, 3]
+    points = clip["polylines"].astype(np.float64) @ rotation.T + translation
+    kinds = {store_type: kind for kind, store_type in LANE_LINE_TYPES.items()}
+    found = {"lane": [], "road_edge": [], "lane_line": [], "crosswalk": [], "stop_line": []}
+    for k, type_index in enumerate(clip["poly_type"]):
+        line = points[clip["poly_offsets"][k]:clip["poly_offsets"][k + 1]]
+        name = poly_types[int(type_index)]
+        if len(line) < 2 or name not in MAP_POLY_TYPES:
+            continue
+        if name in kinds:
+            found["lane_line"].append((kinds[name], line))
+        elif name == "crosswalk":
+            while is_closed(line):
+                line = line[:-1]
+            if len(line) >= 3:
+                found["crosswalk"].append(line)
+        else:
+            found[name].append(line)
+    surroundings = clip_surroundings(attrs)
+    return Road(*(tuple(found[name]) for name in ("lane", "road_edge", "lane_line", "crosswalk", "stop_line")),
+                sidewalk_width=surroundings.sidewalk_width, building_setback=surroundings.building_setback)
 
 
 def _replayed_agents(clip: dict, categories: list[str], times: np.ndarray, fps: float,

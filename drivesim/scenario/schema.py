@@ -13,12 +13,16 @@ import numpy as np
 from drivesim.data.nuscenes import CATEGORIES as STORE_CATEGORIES
 from drivesim.errors import ConfigError, ScenarioError
 from drivesim.rigs import Rig, _RigFile, show_value, views_folder, load_rig, rig_names
-from drivesim.render import LayoutFrame
+from drivesim.render import BUILDING_SETBACK, SIDEWALK_WIDTH, LayoutFrame, Surroundings
 from drivesim.scenario.trajectory import Trajectory
 
 CATEGORIES = tuple(name for name in STORE_CATEGORIES if name != "other")  # the 23 nuScenes categories
 MAX_SEED = 2**62  # seeds are 0 .. MAX_SEED - 1: torch takes 64-bit seeds, and a rollout adds the chunk index
 _RIG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# A painted line's kind in a scenario file -> its polyline type (drivesim.render.MAP_POLY_TYPES, the store's).
+LANE_LINE_TYPES = {"dashed": "lane_divider", "solid": "solid_line", "double_yellow": "double_yellow"}
+MAX_SIDEWALK_WIDTH, MAX_BUILDING_SETBACK = 20.0, 100.0  # metres
+CLOSED = 1e-3  # metres: a polygon whose last point lies this near its first is closed
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,10 +46,44 @@ class Agent:
 
 @dataclass(frozen=True, eq=False)
 class Road:
-    """Lane centre lines and road edges, [P, 3] world-frame polylines."""
+    """Lane centre lines, road edges, painted lines, crosswalks and stop lines, [P, 3] world-frame polylines;
+    and how wide the sidewalks beyond the road edges are and how far the buildings stand back from them."""
 
     lanes: tuple[np.ndarray, ...] = ()
     road_edges: tuple[np.ndarray, ...] = ()
+    lane_lines: tuple[tuple[str, np.ndarray], ...] = ()  # (kind: a key of LANE_LINE_TYPES, points)
+    crosswalks: tuple[np.ndarray, ...] = ()  # polygons of >= 3 corners, drawn closed
+    stop_lines: tuple[np.ndarray, ...] = ()
+    sidewalk_width: float = SIDEWALK_WIDTH      # metres, 0 to MAX_SIDEWALK_WIDTH
+    building_setback: float = BUILDING_SETBACK  # metres from the sidewalk's back, 0 to MAX_BUILDING_SETBACK
+
+    def map_polylines(self) -> tuple[list[np.ndarray], list[str]]:
+        """(float32 [P, 3] polylines, their drivesim.render.MAP_POLY_TYPES): lanes, road edges, lane lines,
+        crosswalks (closed: the first corner repeated at the end), stop lines."""
+        lines = [*(("lane", p) for p in self.lanes), *(("road_edge", p) for p in self.road_edges),
+                 *((LANE_LINE_TYPES[kind], p) for kind, p in self.lane_lines),
+                 *(("crosswalk", closed_polygon(p)) for p in self.crosswalks),
+                 *(("stop_line", p) for p in self.stop_lines)]
+        return [np.asarray(p).astype(np.float32) for _, p in lines], [kind for kind, _ in lines]
+
+    def mapped(self, transform) -> Road:
+        """The road with `transform` ([P, 3] -> [P, 3]) applied to every polyline; widths kept."""
+        return Road(tuple(transform(p) for p in self.lanes), tuple(transform(p) for p in self.road_edges),
+                    tuple((kind, transform(p)) for kind, p in self.lane_lines),
+                    tuple(transform(p) for p in self.crosswalks), tuple(transform(p) for p in self.stop_lines),
+                    self.sidewalk_width, self.building_setback)
+
+
+def is_closed(points: np.ndarray) -> bool:
+    """Whether a polygon's last point repeats its first (within CLOSED metres)."""
+    points = np.asarray(points)
+    return len(points) > 1 and bool(np.allclose(points[0], points[-1], rtol=0.0, atol=CLOSED))
+
+
+def closed_polygon(points: np.ndarray) -> np.ndarray:
+    """The polygon with its first corner repeated at the end, unless it ends there already."""
+    points = np.asarray(points)
+    return points if len(points) == 0 or is_closed(points) else np.concatenate([points, points[:1]])
 
 
 @dataclass(frozen=True)
@@ -73,6 +111,8 @@ class Scenario:
     start_frames: StartFrames | None = None
     source: str = "scenario"       # names the scenario in errors: its file, or what it came from
     base_dir: Path | None = None   # the scenario file's folder: a relative start_frames.store lies here
+    time_of_day: str = "day"       # one of drivesim.render.TIMES_OF_DAY
+    weather: str = "clear"         # one of drivesim.render.WEATHERS
 
     @cached_property
     def rig(self) -> Rig:
@@ -136,8 +176,8 @@ class Scenario:
         present = np.array([agent.present(times) for agent in self.agents]).reshape(len(self.agents), len(times))
         centres = [agent.trajectory.position(times) + [0.0, 0.0, agent.size[2] / 2] for agent in self.agents]
         yaws = [agent.trajectory.yaw(times) for agent in self.agents]
-        polylines = [p.astype(np.float32) for p in (*self.road.lanes, *self.road.road_edges)]
-        poly_types = ["lane"] * len(self.road.lanes) + ["road_edge"] * len(self.road.road_edges)
+        polylines, poly_types = self.road.map_polylines()
+        surroundings = self.surroundings()
         frames = []
         for f in range(len(times)):
             rows = [np.array([*centres[a][f], *agent.size, yaws[a][f]]) for a, agent in enumerate(self.agents)
@@ -145,26 +185,44 @@ class Scenario:
             boxes = np.array(rows, dtype=np.float32).reshape(-1, 7)
             categories = [agent.category for a, agent in enumerate(self.agents) if present[a, f]]
             frames.append(LayoutFrame(world_from_ego=poses[f], boxes=boxes, categories=categories,
-                                      polylines=polylines, poly_types=list(poly_types)))
+                                      polylines=polylines, poly_types=list(poly_types), surroundings=surroundings))
         return frames
+
+    def surroundings(self) -> Surroundings:
+        """The road's sidewalk width and building setback, the scenario's time of day and weather."""
+        return Surroundings(float(self.road.sidewalk_width), float(self.road.building_setback), self.time_of_day,
+                            self.weather)
 
     def summary(self) -> str:
         rig = self.rig
         return (f"{self.name or '(unnamed)'}: rig {rig.name} ({len(rig.cameras)} cameras), {self.duration:g} s at "
                 f"{self.fps:g} fps ({self.num_frames} frames), {len(self.agents)} agent(s), "
-                f"{len(self.road.lanes)} lane(s), {len(self.road.road_edges)} road edge(s)")
+                f"{len(self.road.lanes)} lane(s), {len(self.road.road_edges)} road edge(s)"
+                + "".join(f", {count} {what}" for count, what in ((len(self.road.lane_lines), "lane line(s)"),
+                                                                   (len(self.road.crosswalks), "crosswalk(s)"),
+                                                                   (len(self.road.stop_lines), "stop line(s)"))
+                          if count)
+                + f"; {self.time_of_day}, {self.weather}")
 
     def to_dict(self) -> dict:
         """The YAML document (load(save(s)) == s up to 1e-6 rounding)."""
         document = {"name": self.name, "prompt": self.prompt, "rig": self.rig_spec, "fps": plain_value(self.fps),
-                    "duration": plain_value(self.duration), "seed": self.seed}
+                    "duration": plain_value(self.duration), "seed": self.seed, "time_of_day": self.time_of_day,
+                    "weather": self.weather}
         if self.start_frames is not None:
             document["start_frames"] = {"store": self.start_frames.store, "clip": self.start_frames.clip,
                                         "frame": self.start_frames.frame}
         document["ego"] = _trajectory_document(self.ego)
         document["agents"] = [_agent_document(agent) for agent in self.agents]
-        document["road"] = {"lanes": [_points_document(p) for p in self.road.lanes],
-                            "road_edges": [_points_document(p) for p in self.road.road_edges]}
+        road = self.road
+        document["road"] = {"lanes": [_points_document(p) for p in road.lanes],
+                            "road_edges": [_points_document(p) for p in road.road_edges],
+                            "lane_lines": [{"type": kind, "points": _points_document(p)}
+                                           for kind, p in road.lane_lines],
+                            "crosswalks": [_points_document(p) for p in road.crosswalks],
+                            "stop_lines": [_points_document(p) for p in road.stop_lines],
+                            "sidewalk_width": plain_value(road.sidewalk_width),
+                            "building_setback": plain_value(road.building_setback)}
         return document
 
 

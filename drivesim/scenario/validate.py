@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from drivesim.data.synth.traffic import EGO_REAR_OVERHANG, EGO_SIZE
 from drivesim.errors import ScenarioError
 from drivesim.rigs import show_value
-from drivesim.scenario.schema import CATEGORIES, MAX_SEED, Scenario
+from drivesim.render import TIMES_OF_DAY, WEATHERS
+from drivesim.scenario.schema import (CATEGORIES, LANE_LINE_TYPES, MAX_BUILDING_SETBACK, MAX_SEED, MAX_SIDEWALK_WIDTH,
+                                      Road, Scenario, is_closed)
 from drivesim.scenario.trajectory import CHECK_HZ, Limits, Trajectory, limits_for
 
 MAX_FPS, MAX_DURATION = 120.0, 3600.0
@@ -123,10 +126,43 @@ def validate(scenario: Scenario) -> Scenario:
             if footprints_overlap(box, ego_start)[0]:
                 fail(where, f"overlaps the ego at the start (agent at x {position[0]:.2f}, y {position[1]:.2f}; "
                             f"ego box {EGO_SIZE[1]:g} m long, its rear axle at the ego's position)")
-    for name in ("lanes", "road_edges"):
-        for index, points in enumerate(getattr(scenario.road, name)):
-            if points.ndim != 2 or points.shape[1] != 3 or len(points) < 2:
-                fail(f"road.{name}[{index}]", "must have at least 2 points of x, y[, z]")
-            if not np.isfinite(points).all():
-                fail(f"road.{name}[{index}]", "has a value that is not a finite number")
+    for name, allowed in (("time_of_day", TIMES_OF_DAY), ("weather", WEATHERS)):
+        value = getattr(scenario, name)
+        if not isinstance(value, str) or value not in allowed:
+            fail(name, f"{show_value(value)} must be one of {', '.join(allowed)}")
+    _check_road(scenario.road, fail)
     return scenario
+
+
+def _check_road(road: Road, fail) -> None:
+    """Every polyline of the road finite and long enough, lane line kinds known, widths in range."""
+    lines = [*((f"road.lanes[{i}]", p, 2) for i, p in enumerate(road.lanes)),
+             *((f"road.road_edges[{i}]", p, 2) for i, p in enumerate(road.road_edges)),
+             *((f"road.crosswalks[{i}]", p, 3) for i, p in enumerate(road.crosswalks)),
+             *((f"road.stop_lines[{i}]", p, 2) for i, p in enumerate(road.stop_lines))]
+    for index, line in enumerate(road.lane_lines):
+        where = f"road.lane_lines[{index}]"
+        if not (isinstance(line, (tuple, list)) and len(line) == 2):
+            fail(where, f"must be a (type, points) pair, got {show_value(line)}")
+        kind, points = line
+        if not isinstance(kind, str) or kind not in LANE_LINE_TYPES:
+            fail(f"{where}.type", f"{show_value(kind)} must be one of {', '.join(LANE_LINE_TYPES)}")
+        lines.append((f"{where}.points", points, 2))
+    for where, points, minimum in lines:
+        try:
+            points = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            points = np.zeros((0, 0))
+        if points.ndim != 2 or points.shape[1] != 3:
+            fail(where, f"must be a list of at least {minimum} points of x, y[, z]")
+        if not np.isfinite(points).all():
+            fail(where, "has a value that is not a finite number")
+        # A crosswalk's closing repeat of its first corner is not a corner of its own.
+        corners = len(points) - (minimum == 3 and is_closed(points))
+        if corners < minimum:
+            fail(where, f"needs at least {minimum} {'corners' if minimum == 3 else 'points'}, got {corners}")
+    for name, top in (("sidewalk_width", MAX_SIDEWALK_WIDTH), ("building_setback", MAX_BUILDING_SETBACK)):
+        value = getattr(road, name)
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                and 0 <= value <= top):
+            fail(f"road.{name}", f"must be a finite number of metres from 0 to {top:g}, got {show_value(value)}")

@@ -3,9 +3,10 @@
 Variant i of seed s draws from numpy's generator seeded [s, i] alone, so the same seed gives the same variants and
 a larger --count adds variants without changing the first ones. A draw is one to three edits, in the order drawn:
 an agent added in a free position on a lane, one removed, one moved along its heading, the ego's or an agent's speed
-scaled, the world mirrored, the prompt's time of day and weather varied; plus a new rollout seed. A draw is kept
-only when every edit passes the strict validator, no two road users (the ego included) overlap that did not
-overlap in the scenario, and the file it becomes loads back; otherwise it is drawn again, at most MAX_DRAWS times.
+scaled, the world mirrored (its road too), the time of day and weather varied (the prompt's and the scenario's
+time_of_day and weather alike); plus a new rollout seed. A draw is kept only when every edit passes the strict
+validator, no two road users (the ego included) overlap that did not overlap in the scenario, and the file it
+becomes loads back; otherwise it is drawn again, at most MAX_DRAWS times.
 
 Start frames are real pictures of the scenario's first frame. A variant that keeps them keeps that first frame
 true: only speeds and the prompt are varied (mirroring, or adding, removing or moving agents, would contradict the
@@ -184,7 +185,9 @@ def _prompt(scenario: Scenario, rng: np.random.Generator):
     time_of_day = TIMES_OF_DAY[rng.integers(len(TIMES_OF_DAY))]
     weather = WEATHERS[rng.integers(len(WEATHERS))]
     prompt = vary_prompt(scenario.prompt, time_of_day, weather)
-    return validate(replace(scenario, prompt=prompt)), f"prompt {time_of_day}, {weather}"
+    # The scenario's own time of day and weather (the dense scene maps draw them) say what the prompt says.
+    varied = replace(scenario, prompt=prompt, time_of_day=time_of_day, weather=weather)
+    return validate(varied), f"prompt {time_of_day}, {weather}"
 
 
 EDITS = {"add agent": _add_agent, "remove agent": _remove_agent, "move agent": _move_agent,

@@ -24,3 +24,38 @@ def _write(tmp_path, document, name="s.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def assert_same_map_lines(scenario, store_path, clip_id: str) -> None:
+    """The scenario's first layout frame holds the lines and Surroundings drivesim.render.layout_frames_from_clip
+    gives for the clip, type by type in the store's order (the scenario is in the clip's first ego frame). The
+    one difference by design: a crosswalk the store cut open at its radius is drawn closed by the scenario;
+    lines of one point, and crosswalks of fewer than 3 corners, draw nothing and are not in the scenario."""
+    import numpy as np
+
+    from drivesim.data.store import open_clip, open_store
+    from drivesim.render import layout_frames_from_clip
+    from drivesim.scenario.schema import closed_polygon, is_closed
+
+    root = open_store(store_path)
+    theirs = layout_frames_from_clip(open_clip(root, clip_id), list(root.attrs["categories"]),
+                                     list(root.attrs["poly_types"]), stop=1)[0]
+    mine = scenario.layout_frames([0.0])[0]
+    assert mine.surroundings == theirs.surroundings
+    world_from_ego0 = theirs.world_from_ego
+    expected, found = {}, {}
+    for line, kind in zip(theirs.polylines, theirs.poly_types):
+        line = np.asarray(line, np.float64)
+        if kind == "crosswalk":
+            corners = line[:-1] if is_closed(line) else line
+            if len(corners) < 3:
+                continue
+            line = closed_polygon(line)
+        if len(line) >= 2:
+            expected.setdefault(kind, []).append(line)
+    for line, kind in zip(mine.polylines, mine.poly_types):
+        found.setdefault(kind, []).append(line.astype(np.float64) @ world_from_ego0[:3, :3].T + world_from_ego0[:3, 3])
+    assert {kind: len(lines) for kind, lines in found.items()} == {kind: len(lines) for kind, lines in expected.items()}
+    for kind, lines in expected.items():
+        for a, b in zip(found[kind], lines):
+            np.testing.assert_allclose(a, b, atol=1e-3, err_msg=kind)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scenario_helpers import assert_same_map_lines
 
 from drivesim import scenario as sc
 from drivesim.cli import main
@@ -145,6 +146,8 @@ def test_from_clip_replays_the_clip_in_its_first_ego_frame(clip_store, tmp_path)
     assert car.trajectory.position([0.0])[0] == pytest.approx([20.0, 0.0, 0.0], abs=1e-4)
     assert car.trajectory.yaw([0.5])[0] == pytest.approx(0.0, abs=1e-6)
     assert len(scenario.road.lanes) == 1 and len(scenario.road.road_edges) == 1
+    assert [kind for kind, _ in scenario.road.lane_lines] == ["dashed"]  # the store's lane_divider
+    assert_same_map_lines(scenario, clip_store, "scene-a-0000")
     assert scenario.rig.names == ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT") and scenario.rig.width == 32
     assert scenario.start_frames.clip == "scene-a-0000" and scenario.prompt == "day; a car ahead"
     again = sc.load(sc.save(scenario, tmp_path / "clip.yaml"))
@@ -154,7 +157,8 @@ def test_from_clip_replays_the_clip_in_its_first_ego_frame(clip_store, tmp_path)
 
 def test_every_clip_of_the_synthetic_store_replays(synthetic_store):
     """Recorded motion is thinned to 2 Hz key frames (sparser where a track still breaks the limits), so
-    the project's own logs replay; the ego stays on its recorded path at the key frames."""
+    the project's own logs replay; the ego stays on its recorded path at the key frames, and the road draws as
+    the store's layout frames draw it."""
     from drivesim.data.store import open_store, read_clip, stored_clip_ids
     from drivesim.geometry import invert
 
@@ -165,6 +169,7 @@ def test_every_clip_of_the_synthetic_store_replays(synthetic_store):
         recorded = (invert(poses[0]) @ poses)[:, :3, 3]
         key = np.arange(0, len(poses), 6)  # 2 Hz at 12 fps
         np.testing.assert_allclose(scenario.ego.position(key / scenario.fps), recorded[key], atol=1e-4)
+        assert_same_map_lines(scenario, synthetic_store, clip_id)  # every line type the town paints
 
 
 def test_from_clip_names_a_missing_clip(clip_store):
