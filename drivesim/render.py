@@ -400,7 +400,10 @@ def layout_frames_from_clip(clip, categories: list[str], poly_types: list[str], 
 
 
 def clip_surroundings(attrs: dict) -> Surroundings:
-    """A stored clip's Surroundings from its attrs: caption, and sidewalk_width / building_setback if recorded."""
+    """A stored clip's Surroundings from its attrs: sidewalk_width, building_setback, time_of_day and weather
+    where recorded (a rollout's store), else the defaults and the look its caption names."""
     time_of_day, weather = look_from_caption(attrs.get("caption", ""))
+    time_of_day = attrs.get("time_of_day") if attrs.get("time_of_day") in TIMES_OF_DAY else time_of_day
+    weather = attrs.get("weather") if attrs.get("weather") in WEATHERS else weather
     return Surroundings(float(attrs.get("sidewalk_width", SIDEWALK_WIDTH)),
                         float(attrs.get("building_setback", BUILDING_SETBACK)), time_of_day, weather)

@@ -163,6 +163,8 @@ class Rollout:
         points = [np.asarray(p, np.float32).reshape(-1, 3) for _, p in lines]
         widths = {name: float(getattr(road, name)) for name in ("sidewalk_width", "building_setback")
                   if road is not None}
+        widths.update({name: str(getattr(self.scenario, name)) for name in ("time_of_day", "weather")
+                       if getattr(self.scenario, name, None)})  # the scenario's look, over what its prompt says
         labels = self.labels
         clip = store.Clip(
             clip_id=self.clip_id(), frames=self.video, intrinsics=self.intrinsics, ego_from_cam=self.ego_from_cam,

@@ -129,7 +129,13 @@ def _coerce(value, kind, where: str):
         options = typing.get_args(kind)
         if value is None and type(None) in options:
             return None
-        kind = next(k for k in options if k is not type(None))
+        options = [k for k in options if k is not type(None)]
+        for option in options[:-1]:  # bool | str: the first type the value is
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                pass
+        kind = options[-1]
         origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
         return from_dict(kind, value, where)
