@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
+from scipy import ndimage
 
 from drivesim.errors import ConfigError
 from drivesim.geometry import box_corners, box_rotation_matrices, camera_rays, compose, invert, transform_points
@@ -52,6 +52,8 @@ KERB_WIDTH = 0.3      # metres of kerb band beyond a road edge
 LANE_REACH = 2.0      # metres from a lane centre line that count as road where no road edge is given
 SIDE_PROBE = 1.0      # metres either side of an edge segment at which the lanes are looked for
 EDGE_SAMPLE = 0.5     # metres between the samples of road edges that find a point's nearest edge
+GRID_CELL = 0.25      # metres: the grid that finds each ground point's nearest edge (then measured exactly)
+GRID_REACH = 120.0    # metres around the ego path the grid covers; farther ground is open ground
 _CLASS = {name: i for i, name in enumerate(CLASSES)}
 
 
@@ -77,13 +79,50 @@ class _Map:
     edge_a: np.ndarray        # [S, 2]
     edge_b: np.ndarray        # [S, 2]
     road_side: np.ndarray     # [S] +1: the road is left of a -> b, -1: right
-    edge_tree: cKDTree | None
-    edge_of_sample: np.ndarray
-    lane_tree: cKDTree | None
+    edge_grid: _NearestGrid | None   # the nearest road-edge segment of a point
+    lanes: tuple | None              # lane segment ends a, b [L, 2] and their _NearestGrid
     crosswalks: list[np.ndarray]
     lines: tuple[np.ndarray, np.ndarray, np.ndarray]  # segment ends a, b [L, 3] and channel [L] (LINE_CLASSES, lane last)
     walls: tuple[np.ndarray, np.ndarray]              # vertices [Q*4, 3], triangles [Q*2, 3]
     surroundings: Surroundings
+
+
+class _NearestGrid:
+    """Which of some segments is nearest each point, looked up in a grid of GRID_CELL cells over `bounds`
+    (the Euclidean distance transform of the cells the segments' samples fall in: C code without the deep
+    recursion of a k-d tree, which crashed the training process). The choice is approximate by a cell; the
+    callers measure the distance to the chosen segment exactly."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, low: np.ndarray, high: np.ndarray):
+        self.low = np.floor(low / GRID_CELL) * GRID_CELL
+        self.shape = tuple(np.ceil((high - self.low) / GRID_CELL).astype(np.int64) + 1)
+        points, segment = _samples(a, b, GRID_CELL / 2)
+        cells = np.floor((points - self.low) / GRID_CELL).astype(np.int64)
+        inside = np.all((cells >= 0) & (cells < self.shape), axis=1)
+        owner = np.full(self.shape, -1, np.int64)
+        owner[cells[inside, 0], cells[inside, 1]] = segment[inside]
+        self.empty = not inside.any()
+        if self.empty:
+            self.nearest = owner
+            return
+        _, (rows, cols) = ndimage.distance_transform_edt(owner < 0, return_distances=True, return_indices=True)
+        self.nearest = owner[rows, cols]
+
+    def query(self, points: np.ndarray) -> np.ndarray:
+        """[N, 2] -> the nearest segment's index [N]; -1 off the grid (or no segment on it)."""
+        cells = np.floor((points - self.low) / GRID_CELL).astype(np.int64)
+        inside = np.all((cells >= 0) & (cells < self.shape), axis=1)
+        found = np.full(len(points), -1, np.int64)
+        if not self.empty:
+            found[inside] = self.nearest[cells[inside, 0], cells[inside, 1]]
+        return found
+
+
+def _distance_to_segments(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of each point [N, 2] to its own segment a[N] -> b[N]."""
+    direction = b - a
+    s = np.clip(np.sum((points - a) * direction, axis=1) / np.maximum(np.sum(direction**2, axis=1), 1e-12), 0, 1)
+    return np.linalg.norm(points - (a + s[:, None] * direction), axis=1)
 
 
 def _samples(a: np.ndarray, b: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,19 +141,30 @@ def _segments_of(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[:-1] for p in pieces]), np.concatenate([p[1:] for p in pieces])
 
 
-def _road_sides(a: np.ndarray, b: np.ndarray, lane_tree: cKDTree | None, fallback: np.ndarray) -> np.ndarray:
-    """Per edge segment, +1 where the road (the nearer lane) is on its left, -1 on its right; without lanes,
-    the side of `fallback` (the first ego position)."""
+def _lane_distance(lanes: tuple[np.ndarray, np.ndarray, _NearestGrid] | None, points: np.ndarray) -> np.ndarray:
+    """Distance of points [N, 2] to the nearest lane centre line (inf off the grid or without lanes)."""
+    distance = np.full(len(points), np.inf)
+    if lanes is None:
+        return distance
+    a, b, grid = lanes
+    segment = grid.query(points)
+    found = segment >= 0
+    distance[found] = _distance_to_segments(points[found], a[segment[found]], b[segment[found]])
+    return distance
+
+
+def _road_sides(a: np.ndarray, b: np.ndarray, lanes, fallback: np.ndarray) -> np.ndarray:
+    """Per edge segment, +1 where the road (the nearer lane) is on its left, -1 on its right; without lanes
+    near it, the side of `fallback` (the first ego position)."""
     direction = b - a
     normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
     middle = (a + b) / 2
-    if lane_tree is not None:
-        left, _ = lane_tree.query(middle + SIDE_PROBE * normal)
-        right, _ = lane_tree.query(middle - SIDE_PROBE * normal)
-        return np.where(left <= right, 1.0, -1.0)
+    left = _lane_distance(lanes, middle + SIDE_PROBE * normal)
+    right = _lane_distance(lanes, middle - SIDE_PROBE * normal)
     towards = np.sum((fallback[None] - middle) * normal, axis=1)
-    return np.where(towards >= 0, 1.0, -1.0)
+    return np.where(np.isfinite(left) | np.isfinite(right), np.where(left <= right, 1.0, -1.0),
+                    np.where(towards >= 0, 1.0, -1.0))
 
 
 def _walls(a: np.ndarray, b: np.ndarray, road_side: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -133,23 +183,23 @@ def _walls(a: np.ndarray, b: np.ndarray, road_side: np.ndarray, distance: float)
     return vertices.reshape(-1, 3), triangles
 
 
-def _static_map(frame: LayoutFrame) -> _Map:
+def _static_map(frame: LayoutFrame, path: np.ndarray) -> _Map:
+    """The static map of `frame` (its polylines and Surroundings), its grids covering GRID_REACH around the
+    ego positions `path` [F, 2] (world frame)."""
     kinds = list(frame.poly_types)
     unknown = sorted(set(kinds) - set(MAP_POLY_TYPES))
     if unknown:
         raise ConfigError(f"polyline type {unknown[0]!r} must be one of {', '.join(MAP_POLY_TYPES)}")
     lines_of = {kind: [p for p, k in zip(frame.polylines, kinds) if k == kind] for kind in MAP_POLY_TYPES}
-    lane_a, lane_b = _segments_of(lines_of["lane"])
-    lane_tree = cKDTree(_samples(lane_a[:, :2], lane_b[:, :2], EDGE_SAMPLE)[0]) if len(lane_a) else None
+    low, high = path.min(axis=0) - GRID_REACH, path.max(axis=0) + GRID_REACH
+    lane_a, lane_b = (ends[:, :2] for ends in _segments_of(lines_of["lane"]))
+    lanes = (lane_a, lane_b, _NearestGrid(lane_a, lane_b, low, high)) if len(lane_a) else None
     edge_a, edge_b = _segments_of(lines_of["road_edge"])
     edge_a, edge_b = edge_a[:, :2], edge_b[:, :2]
     keep = np.linalg.norm(edge_b - edge_a, axis=1) > 1e-6
     edge_a, edge_b = edge_a[keep], edge_b[keep]
-    road_side = _road_sides(edge_a, edge_b, lane_tree, np.asarray(frame.world_from_ego, np.float64)[:2, 3])
-    edge_tree, edge_of_sample = None, np.zeros(0, np.int64)
-    if len(edge_a):
-        points, edge_of_sample = _samples(edge_a, edge_b, EDGE_SAMPLE)
-        edge_tree = cKDTree(points)
+    road_side = _road_sides(edge_a, edge_b, lanes, path[0])
+    edge_grid = _NearestGrid(edge_a, edge_b, low, high) if len(edge_a) else None
     starts, ends, channels = [np.zeros((0, 3))], [np.zeros((0, 3))], [np.zeros(0, np.int64)]
     for c, kind in enumerate((*LINE_CLASSES, "lane")):
         a, b = _segments_of(lines_of[kind])
@@ -157,7 +207,7 @@ def _static_map(frame: LayoutFrame) -> _Map:
     crosswalks = [np.asarray(p, np.float64).reshape(-1, 3)[:, :2] for p in lines_of["crosswalk"]]
     surroundings = frame.surroundings
     walls = _walls(edge_a, edge_b, road_side, surroundings.sidewalk_width + surroundings.building_setback)
-    return _Map(edge_a, edge_b, road_side, edge_tree, edge_of_sample, lane_tree,
+    return _Map(edge_a, edge_b, road_side, edge_grid, lanes,
                 [c for c in crosswalks if len(c) >= 3],
                 (np.concatenate(starts), np.concatenate(ends), np.concatenate(channels)), walls, surroundings)
 
@@ -179,23 +229,21 @@ def _ground_classes(world_map: _Map, points: np.ndarray) -> np.ndarray:
     classes = np.full(len(points), _CLASS["ground"], np.uint8)
     if not len(points):
         return classes
-    if world_map.edge_tree is not None:
-        _, sample = world_map.edge_tree.query(points)
-        segment = world_map.edge_of_sample[sample]
-        a, b = world_map.edge_a[segment], world_map.edge_b[segment]
+    if world_map.edge_grid is not None:
+        segment = world_map.edge_grid.query(points)
+        found = segment >= 0  # off the grid: far from every edge, open ground
+        a, b = world_map.edge_a[segment[found]], world_map.edge_b[segment[found]]
+        distance = _distance_to_segments(points[found], a, b)
         direction = b - a
-        length = np.linalg.norm(direction, axis=1)
-        s = np.clip(np.sum((points - a) * direction, axis=1) / length**2, 0.0, 1.0)
-        distance = np.linalg.norm(points - (a + s[:, None] * direction), axis=1)
-        side = np.sign(direction[:, 0] * (points[:, 1] - a[:, 1]) - direction[:, 1] * (points[:, 0] - a[:, 0]))
-        off_road = np.where(side * world_map.road_side[segment] > 0, -distance, distance)
+        side = np.sign(direction[:, 0] * (points[found, 1] - a[:, 1]) - direction[:, 1] * (points[found, 0] - a[:, 0]))
+        off_road = np.full(len(points), np.inf)
+        off_road[found] = np.where(side * world_map.road_side[segment[found]] > 0, -distance, distance)
         classes[off_road <= 0] = _CLASS["road"]
         classes[(off_road > 0) & (off_road <= KERB_WIDTH)] = _CLASS["kerb"]
         sidewalk = max(world_map.surroundings.sidewalk_width, KERB_WIDTH)
         classes[(off_road > KERB_WIDTH) & (off_road <= sidewalk)] = _CLASS["sidewalk"]
-    elif world_map.lane_tree is not None:
-        distance, _ = world_map.lane_tree.query(points)
-        classes[distance <= LANE_REACH] = _CLASS["road"]
+    elif world_map.lanes is not None:
+        classes[_lane_distance(world_map.lanes, points) <= LANE_REACH] = _CLASS["road"]
     road = np.flatnonzero(classes == _CLASS["road"])
     for polygon in world_map.crosswalks:
         low, high = polygon.min(axis=0), polygon.max(axis=0)
@@ -300,7 +348,8 @@ def render_scene(rig: Rig, frames: list[LayoutFrame], size: tuple[int, int] | No
            "instance": np.zeros(shape, np.int32), "box_front": np.zeros(shape, bool), "lane": np.zeros(shape, bool)}
     look = ("day", "clear")
     if frames:
-        world_map = _static_map(frames[0])
+        path = np.array([np.asarray(frame.world_from_ego, np.float64)[:2, 3] for frame in frames])
+        world_map = _static_map(frames[0], path)
         surroundings = frames[0].surroundings
         if surroundings.time_of_day not in TIMES_OF_DAY or surroundings.weather not in WEATHERS:
             raise ConfigError(f"surroundings: time_of_day {surroundings.time_of_day!r} must be one of "
