@@ -66,13 +66,20 @@ ui: setup
 # held-out synthetic log (scenarios/README.md). DEMO_SCENARIO=... to pick another scenario. The sampling
 # settings (steps, temperature, strength, ...) are generate's defaults, RolloutConfig's in drivesim/simulate.py,
 # the best measured (MODEL_CARD.md); DEMO_ARGS="--steps 4 --temperature 0.5" tries others.
+# Then a hand-drawn scenario with no start frame at all (Text2World): the street drawn from its dense scene
+# maps alone (drivesim/scene_maps.py). DEMO_T2W_SCENARIO=... to pick another.
 DEMO_SCENARIO ?= scenarios/town_left_turn.yaml
 DEMO_ROLLOUT ?= out/demo-rollout
+DEMO_T2W_SCENARIO ?= scenarios/cut_in.yaml
+DEMO_T2W_ROLLOUT ?= out/demo-text2world
 DEMO_ARGS ?=
 demo: setup
 	$(VENV)/bin/drivesim generate --scenario $(DEMO_SCENARIO) --out $(DEMO_ROLLOUT) --seed 0 --device cpu --overwrite \
 	  $(DEMO_ARGS)
-	@echo "demo: open $(DEMO_ROLLOUT)/grid.mp4 and $(DEMO_ROLLOUT)/contact_sheet.png"
+	$(VENV)/bin/drivesim generate --scenario $(DEMO_T2W_SCENARIO) --out $(DEMO_T2W_ROLLOUT) --seed 0 --device cpu \
+	  --overwrite $(DEMO_ARGS)
+	@echo "demo: open $(DEMO_ROLLOUT)/grid.mp4 and $(DEMO_ROLLOUT)/contact_sheet.png (from a start frame),"
+	@echo "      $(DEMO_T2W_ROLLOUT)/grid.mp4 and $(DEMO_T2W_ROLLOUT)/contact_sheet.png (the scenario alone)"
 
 # The data path on its own: synthetic driving logs, then the curated clip store, verified.
 demo-data: setup

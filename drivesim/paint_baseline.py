@@ -1,0 +1,123 @@
+"""The model-free baseline a Text2World model must beat: the dense scene maps painted by numbers.
+
+Each class of drivesim/scene_maps.py gets its mean colour in the training frames, shaded by depth (a
+straight line in the depth channel, fitted by least squares per class and colour channel), and a
+scenario's maps are painted with it. Whatever a world model adds to the same maps must show against this.
+The palette is fitted on a training store only: measuring on held-out logs stays fair.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from drivesim.errors import ConfigError, DataError
+from drivesim.scene_maps import CLASSES, MAX_DEPTH, SceneMaps, render_scene
+
+__all__ = ["Palette", "fit_palette", "paint", "paint_rollout"]
+
+
+@dataclass(frozen=True, eq=False)
+class Palette:
+    """Per class: colour = base + slope * min(depth / MAX_DEPTH, 1), RGB in 0..255; pixels counted."""
+
+    base: np.ndarray    # float [K, 3]
+    slope: np.ndarray   # float [K, 3]
+    pixels: np.ndarray  # int [K]: how many training pixels each class had (0: painted the mean of all)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({"classes": list(CLASSES), "base": self.base.round(3).tolist(),
+                                          "slope": self.slope.round(3).tolist(), "pixels": self.pixels.tolist()}))
+
+    @classmethod
+    def load(cls, path: Path) -> Palette:
+        try:
+            document = json.loads(Path(path).read_text())
+            if document["classes"] != list(CLASSES):
+                raise ValueError(f"classes {document['classes']} are not this version's {list(CLASSES)}")
+            return cls(np.asarray(document["base"], float), np.asarray(document["slope"], float),
+                       np.asarray(document["pixels"], np.int64))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DataError(f"palette {path}: unreadable ({error})") from None
+
+
+def _depth_feature(depth: np.ndarray) -> np.ndarray:
+    return np.minimum(np.nan_to_num(depth, posinf=MAX_DEPTH) / MAX_DEPTH, 1.0)
+
+
+def fit_palette(store, size: tuple[int, int], split: str = "train", every: int = 4, progress: bool = True) -> Palette:
+    """The palette of a store's `split`: the first frame of every `every`-th clip, at size = (width, height)."""
+    from tqdm import tqdm
+
+    from drivesim.data import store as clip_store
+    from drivesim.data.dataset import ClipDataset
+    from drivesim.render import layout_frames_from_clip
+    from drivesim.rigs import Camera, Rig
+
+    dataset = ClipDataset(store, split=split, frames=1, size=size, random_crop=False)
+    root = clip_store.open_store(dataset.path)
+    if not isinstance(every, int) or every < 1:
+        raise ConfigError(f"every={every!r} must be a positive integer")
+    count = len(CLASSES)
+    # Normal equations of [1, d] -> colour per class: sums of 1, d, d^2, c, d*c.
+    sums = np.zeros((count, 5, 3))
+    chosen = dataset.clip_ids[::every]
+    for clip_id in tqdm(chosen, desc="palette", unit="clip", disable=not progress):
+        item = dataset.read_window(clip_id, 0, list(range(len(dataset._cameras))))
+        video = ((item["video"][:, 0] + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [V, H, W, 3]
+        height, width = video.shape[1:3]
+        rig = Rig("clip", width, height, tuple(Camera(n, k, e) for n, k, e in zip(
+            dataset._cameras, item["intrinsics"].double().numpy(), item["ego_from_cam"].double().numpy())))
+        group = clip_store.open_clip(root, clip_id)
+        frames = layout_frames_from_clip(group, dataset._categories, dataset._poly_types, 0, 1)
+        maps = render_scene(rig, frames)
+        classes, depth = maps.classes[:, 0].ravel(), _depth_feature(maps.depth[:, 0]).ravel()
+        colours = video.reshape(-1, 3).astype(np.float64)
+        for column, values in enumerate((np.ones_like(depth), depth, depth**2)):
+            sums[:, column, 0] += np.bincount(classes, values, minlength=count)
+        for c in range(3):
+            sums[:, 3, c] += np.bincount(classes, colours[:, c], minlength=count)
+            sums[:, 4, c] += np.bincount(classes, depth * colours[:, c], minlength=count)
+    return _solve(sums)
+
+
+def _solve(sums: np.ndarray) -> Palette:
+    n, sd, sdd = sums[:, 0, 0], sums[:, 1, 0], sums[:, 2, 0]
+    sc, sdc = sums[:, 3], sums[:, 4]
+    base, slope = np.zeros((len(n), 3)), np.zeros((len(n), 3))
+    seen = n > 0
+    mean_all = sc[seen].sum(axis=0) / max(n[seen].sum(), 1)
+    for k in range(len(n)):
+        if not seen[k]:
+            base[k] = mean_all
+            continue
+        determinant = n[k] * sdd[k] - sd[k] ** 2
+        if determinant > 1e-9 * max(n[k], 1) ** 2:  # depth varies within the class: fit the line
+            slope[k] = (n[k] * sdc[k] - sd[k] * sc[k]) / determinant
+            base[k] = (sc[k] - slope[k] * sd[k]) / n[k]
+        else:
+            base[k] = sc[k] / n[k]
+    return Palette(base, slope, n.astype(np.int64))
+
+
+def paint(maps: SceneMaps, palette: Palette) -> np.ndarray:
+    """uint8 [V, F, H, W, 3]: every pixel its class's colour at its depth."""
+    depth = _depth_feature(maps.depth)[..., None]
+    image = palette.base[maps.classes] + palette.slope[maps.classes] * depth
+    return image.round().clip(0, 255).astype(np.uint8)
+
+
+def paint_rollout(scenario, palette: Palette, size: tuple[int, int], chunk: int = 8):
+    """The scenario painted by numbers at size = (width, height), with its labels, as a Rollout."""
+    from drivesim.rollout import Rollout
+
+    width, height = size
+    rig = scenario.rig.resized(width, height)
+    times = scenario.frame_times()
+    pieces = [paint(render_scene(rig, scenario.layout_frames(times[first:first + chunk])), palette)
+              for first in range(0, len(times), chunk)]
+    video = np.concatenate(pieces, axis=1)  # [V, F, H, W, 3]
+    return Rollout.labelled(scenario, rig, video.transpose(1, 0, 2, 3, 4))
