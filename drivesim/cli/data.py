@@ -132,11 +132,14 @@ def _add_store(commands) -> None:
     verify.set_defaults(run=_run_verify)
     sheet = actions.add_parser("sheet", help="draw a clip's cameras with its boxes and lanes projected",
                                description="Draw a few frames of every camera of one clip, with the clip's boxes "
-                                           "and map polylines projected through its own poses and calibration.")
+                                           "and map polylines projected through its own poses and calibration; "
+                                           "--maps puts each frame's dense scene map beside it.")
     sheet.add_argument("store", type=Path, help="the clip store folder")
     sheet.add_argument("--out", type=Path, required=True, metavar="PNG", help="the picture to write")
     sheet.add_argument("--clip", help="clip id (default: the first in the index)")
     sheet.add_argument("--frames", type=int, default=3, help="frames shown, evenly spaced (default 3)")
+    sheet.add_argument("--maps", action="store_true",
+                       help="draw each camera's dense scene map beside its frame, with a legend of the map's colours")
     sheet.set_defaults(run=_run_sheet)
 
 
@@ -146,7 +149,7 @@ def _run_sheet(args) -> int:
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     check_png_target(args.out, "--out")
-    print(f"clip sheet: {clip_sheet(args.store, args.out, args.clip, args.frames)}")
+    print(f"clip sheet: {clip_sheet(args.store, args.out, args.clip, args.frames, maps=args.maps)}")
     return 0
 
 
