@@ -175,7 +175,11 @@ def _walls(a: np.ndarray, b: np.ndarray, road_side: np.ndarray, distance: float)
     normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
     away = -road_side[:, None] * normal * distance
-    p, q = a + away, b + away
+    # Each quad reaches a little past its segment's ends, so the walls on the outside of a curve (offset
+    # segments fan apart there) leave no slit of sky between them: a gap of about distance x the turn.
+    along = direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+    reach = (0.25 + 0.1 * distance) * along
+    p, q = a + away - reach, b + away + reach
     low, high = np.zeros((len(a), 1)), np.full((len(a), 1), WALL_HEIGHT)
     vertices = np.stack([np.hstack([p, low]), np.hstack([q, low]), np.hstack([q, high]), np.hstack([p, high])], 1)
     base = 4 * np.arange(len(a))[:, None]
