@@ -30,7 +30,7 @@ from drivesim.wfm.pipeline import resolve_device
 
 __all__ = ["INITS", "RolloutConfig", "hold_start_frame", "reproject_start_frame", "rollout"]
 
-INITS = ("auto", "noise", "reprojected")  # what every chunk's sampling starts from (see rollout)
+INITS = ("auto", "noise", "reprojected", "painted")  # what every chunk's sampling starts from (see rollout)
 
 
 # ---------------------------------------------------------------- one chunk's inputs
@@ -106,9 +106,12 @@ class RolloutConfig:
     use_layout: bool = True              # False withholds the layout maps (the ablation)
     temperature: float = 0.0             # scale of the starting noise (1: the model's distribution; 0: its mean)
     # What every chunk starts from: reprojected redraws the scenario's start frame at the chunk's ego poses
-    # (drivesim/wfm/reproject.py), noised to flow time `strength`; auto does that when there are start frames.
+    # (drivesim/wfm/reproject.py), noised to flow time `strength`; painted paints the chunk's dense scene maps
+    # with the palette shipped beside the weights (drivesim/paint_baseline.py), noised to `paint_strength`;
+    # auto: reprojected with start frames, else painted where the weights have a palette, else noise.
     init: str = "auto"
     strength: float = 0.3
+    paint_strength: float = 0.7
 
     def validate(self) -> RolloutConfig:
         if not is_number(self.guidance) or not math.isfinite(self.guidance) or self.guidance < 0:
@@ -129,14 +132,23 @@ class RolloutConfig:
         # The sampler's own limits (steps, method, temperature, start) in one place: SamplingConfig.
         SamplingConfig(steps=self.steps, method=self.method, temperature=self.temperature,
                        start=self.strength).validate(names={"start": "strength"})
+        SamplingConfig(steps=self.steps, method=self.method, temperature=self.temperature,
+                       start=self.paint_strength).validate(names={"start": "paint_strength"})
         return self
 
-    def starting_from(self, scenario) -> str:
-        """noise or reprojected, for this scenario; ConfigError when reprojected has no start frame to redraw."""
-        init = self.init if self.init != "auto" else "reprojected" if scenario.start_frames is not None else "noise"
+    def starting_from(self, scenario, palette: bool = False) -> str:
+        """noise, reprojected or painted, for this scenario and weights that have a palette or not; ConfigError
+        when reprojected has no start frame to redraw, or painted no palette to paint with."""
+        if self.init != "auto":
+            init = self.init
+        else:
+            init = "reprojected" if scenario.start_frames is not None else "painted" if palette else "noise"
         if init == "reprojected" and scenario.start_frames is None:
             raise ConfigError(f"{scenario.source}: init reprojected redraws the scenario's start frame, and it "
                               "names no start_frames (add them, or start from noise)")
+        if init == "painted" and not palette:
+            raise ConfigError("init painted paints the scenario's dense scene maps with the palette beside the weights, "
+                              "and these weights have none (palette.json: drivesim pack-weights --palette)")
         return init
 
 
@@ -185,7 +197,7 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
     from tqdm import tqdm
 
     config = (config or RolloutConfig()).validate()
-    init = config.starting_from(scenario)
+    init = config.starting_from(scenario, pipeline.palette is not None)
     seed = scenario.seed if config.seed is None else config.seed
     if device is not None:
         pipeline.to(resolve_device(device))
@@ -196,7 +208,7 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
                           model_config.temporal_compression)
     layout = pipeline.model.layout is not None and config.use_layout
     sampling = dict(steps=config.steps, method=config.method, temperature=config.temperature,
-                    start=float(config.strength) if init == "reprojected" else 1.0,
+                    start={"reprojected": float(config.strength), "painted": float(config.paint_strength)}.get(init, 1.0),
                     **pipeline.guidance_scales(config.guidance, layout))
     s = model_config.spatial_compression
     shape = (1, len(rig.cameras), chunks.latent_frames, model_config.latent_channels, rig.height // s, rig.width // s)
@@ -223,6 +235,8 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
             guess = None
             if init == "reprojected":
                 guess = pipeline.encode_views(_reprojected(scenario, rig, given, times, frames))
+            elif init == "painted":
+                guess = pipeline.encode_views(_painted(scenario, rig, times, pipeline.palette, device))
             sampled = pipeline.sample(conditions, shape, SamplingConfig(clean_frames=k, seed=seed + index, **sampling),
                                       clean_latents=clean_latents, init=guess)
             video = pipeline.decode_views(sampled).float().clamp(-1, 1)  # [1, V, window, 3, H, W]
@@ -231,6 +245,16 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
                 on_chunk(index + 1, len(chunks.starts))
     generated = torch.cat(pieces, dim=1)[:, :scenario.num_frames]  # [V, F, 3, H, W]
     return Rollout.labelled(scenario, rig, _pixels(generated).permute(1, 0, 3, 4, 2).cpu().numpy())
+
+
+def _painted(scenario, rig, times: np.ndarray, palette, device) -> torch.Tensor:
+    """The dense scene maps of `times` painted with `palette` (paint_baseline.py): [1, V, F, 3, H, W] in [-1, 1]."""
+    from drivesim.paint_baseline import paint
+    from drivesim.scene_maps import render_scene
+
+    pixels = paint(render_scene(rig, scenario.layout_frames(times)), palette)  # [V, F, H, W, 3] uint8
+    video = torch.from_numpy(pixels).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    return video[None].to(device)
 
 
 def _reprojected(scenario, rig, given: torch.Tensor, times: np.ndarray, layout_frames: list | None) -> torch.Tensor:

@@ -152,7 +152,7 @@ def render_scenario(task: ScenarioTask) -> dict:
         if folder.is_dir() and any(folder.iterdir()):
             raise ConfigError(f"{folder} holds files and no finished rollout; move them away to render it here")
         scenario = load(task.scenario, rig=task.rig)
-        task.rollout.starting_from(scenario)
+        task.rollout.starting_from(scenario, pipeline.palette is not None)
         result = rollout(scenario, pipeline, task.rollout, progress=False)
         result.save(task.out)
     except Exception as error:  # noqa: BLE001 - one scenario's failure, whatever it is, is recorded; the rest go on

@@ -44,7 +44,8 @@ def _task_of(checkpoint: Path) -> str:
     return document.get("task", "wfm") if isinstance(document, dict) else "wfm"
 
 
-def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False, tokenizer: str | Path | None = None) -> dict:
+def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False, tokenizer: str | Path | None = None,
+         palette: str | Path | None = None) -> dict:
     """Pack a `drivesim train wfm` run or checkpoint folder (EMA weights) and its tokenizer into `out`, or a
     `drivesim train detector` one (EMA weights, float32: small enough as they are).
 
@@ -52,7 +53,8 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False, token
     world-model weight (None for a detector: its weights are stored as they are). The folder is written
     beside `out` and swapped in only once complete. `tokenizer` (world models only) packs that tokenizer
     instead of the checkpoint's own, if its encoder is the same: a decoder trained on leaves the latents,
-    and so the world model, as they were.
+    and so the world model, as they were. `palette` (world models only): a paint_baseline palette (JSON) for
+    Text2World's painted starts, kept beside the weights (a packed folder's own palette is kept otherwise).
     """
     from drivesim.folders import check_out_dir
     from drivesim.train.checkpoint import resolve_checkpoint
@@ -62,10 +64,10 @@ def pack(checkpoint: str | Path, out: str | Path, overwrite: bool = False, token
     task = "detector" if _task_of(Path(checkpoint)) == "detector" else "wfm"
     path, document = resolve_checkpoint(Path(checkpoint), task, report=lambda text: None)
     if task == "detector":
-        if tokenizer is not None:
-            raise ConfigError("--tokenizer: a detector has no tokenizer")
+        if tokenizer is not None or palette is not None:
+            raise ConfigError("--tokenizer / --palette: a detector has neither")
         return _pack_detector(path, document, out)
-    return _pack_world_model(path, document, out, tokenizer)
+    return _pack_world_model(path, document, out, tokenizer, palette)
 
 
 def _write_packed(staging: Path, out: Path, document: dict, path: Path, step: int | None) -> int:
@@ -94,6 +96,8 @@ def _pack_detector(path: Path, document: dict, out: Path) -> dict:
     try:
         state = {name: tensor.contiguous() for name, tensor in detector.model.state_dict().items()}
         save_file(state, str(staging / "ema.safetensors"))
+        if pipeline.palette is not None:
+            pipeline.palette.save(staging / PALETTE_FILE)
         size = _write_packed(staging, out, document, path, step)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -115,12 +119,16 @@ def same_encoder_tokenizer(source: str | Path, current):
     return replacement
 
 
-def _pack_world_model(path: Path, document: dict, out: Path, tokenizer: str | Path | None = None) -> dict:
+def _pack_world_model(path: Path, document: dict, out: Path, tokenizer: str | Path | None = None,
+                      palette: str | Path | None = None) -> dict:
     from drivesim.folders import staging_folder
+    from drivesim.paint_baseline import Palette
     from drivesim.tokenizer.pretrained import save_pretrained
-    from drivesim.wfm.pipeline import WorldModelPipeline
+    from drivesim.wfm.pipeline import PALETTE_FILE, WorldModelPipeline
 
     pipeline = WorldModelPipeline.from_pretrained(path, "cpu")
+    if palette is not None:
+        pipeline.palette = Palette.load(Path(palette))  # DataError naming the file when it is not one
     if tokenizer is not None:
         pipeline.tokenizer = same_encoder_tokenizer(tokenizer, pipeline.tokenizer)
         document = {**document, "tokenizer_from": str(tokenizer)}
@@ -135,6 +143,8 @@ def _pack_world_model(path: Path, document: dict, out: Path, tokenizer: str | Pa
                           for name, tensor in persistent.items() if tensor.is_floating_point() and tensor.numel()),
                          default=0.0)
         save_file(state, str(staging / "ema.safetensors"))
+        if pipeline.palette is not None:
+            pipeline.palette.save(staging / PALETTE_FILE)
         document = {**document, "data": {**(document.get("data") or {}), "tokenizer": TOKENIZER_FOLDER}}
         size = _write_packed(staging, out, document, path, step)
     except BaseException:

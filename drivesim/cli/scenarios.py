@@ -262,13 +262,18 @@ def _add_generate(commands) -> None:
                              "model's distribution; lower gives smoother, likelier pictures; 0: the mean)")
     parser.add_argument("--no-layout", action="store_true",
                         help="withhold the scenario's layout maps from the model (an ablation for evaluation)")
-    parser.add_argument("--init", choices=("auto", "noise", "reprojected"), default=default["init"],
-                        help="what each chunk's sampling starts from: noise, or the scenario's start frame redrawn "
-                             "at the chunk's ego poses (reprojected; needs start_frames), or auto: reprojected "
-                             f"when the scenario has start frames, else noise (default {default['init']})")
+    parser.add_argument("--init", choices=("auto", "noise", "reprojected", "painted"), default=default["init"],
+                        help="what each chunk's sampling starts from: noise; the scenario's start frame redrawn "
+                             "at the chunk's ego poses (reprojected; needs start_frames); the chunk's dense scene "
+                             "maps painted with the palette beside the weights (painted); or auto: reprojected "
+                             "when the scenario has start frames, else painted when the weights have a palette, "
+                             f"else noise (default {default['init']})")
     parser.add_argument("--strength", type=float, default=default["strength"],
                         help="with reprojected: the flow time the redrawn frames are noised to, in (0, 1] "
                              f"(1: all noise; lower keeps more of them; default {default['strength']:g})")
+    parser.add_argument("--paint-strength", type=float, default=default["paint_strength"],
+                        help="with painted: the flow time the painted maps are noised to, in (0, 1] "
+                             f"(default {default['paint_strength']:g})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--overwrite", action="store_true", help="replace what is in a non-empty --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -283,7 +288,7 @@ def _add_generate(commands) -> None:
 
 # RolloutConfig's fields as generate's flags: library errors name the field, the command line its flag.
 _GENERATE_FLAGS = {"steps": "--steps", "guidance": "--guidance", "seed": "--seed", "temperature": "--temperature",
-                   "strength": "--strength", "init": "--init"}
+                   "strength": "--strength", "init": "--init", "paint_strength": "--paint-strength"}
 
 
 def _as_flags(error: ConfigError) -> ConfigError:
@@ -300,7 +305,8 @@ def _run_generate(args) -> int:
     from drivesim.simulate import RolloutConfig
 
     config = RolloutConfig(steps=args.steps, guidance=args.guidance, seed=args.seed, use_layout=not args.no_layout,
-                           temperature=args.temperature, init=args.init, strength=args.strength)
+                           temperature=args.temperature, init=args.init, strength=args.strength,
+                           paint_strength=args.paint_strength)
     try:
         config.validate()
     except ConfigError as error:
@@ -315,7 +321,7 @@ def _run_generate(args) -> int:
         raise ConfigError(f"--scenario {args.scenario}: no such file")
     scenario = load(args.scenario, rig=args.rig)
     try:
-        config.starting_from(scenario)
+        config.starting_from(scenario, palette=True)  # whether the weights have a palette shows once loaded
     except ConfigError as error:
         raise _as_flags(error) from None
     with writer_lock(args.out, "--out"):  # a second generate into the same --out is refused, not mixed in

@@ -108,13 +108,17 @@ def _add_pack_weights(commands) -> None:
                         help="world models: pack this tokenizer (a `drivesim train tokenizer` run, checkpoint or "
                              "tokenizer folder) in place of the checkpoint's own; refused unless its encoder equals "
                              "the one the world model was trained on (a retrained decoder)")
+    parser.add_argument("--palette", type=Path, metavar="JSON",
+                        help="world models: the paint palette (`drivesim fit-palette`) kept beside the weights for "
+                             "Text2World's painted starts (--init painted)")
     parser.set_defaults(run=_run_pack_weights)
 
 
 def _run_pack_weights(args) -> int:
     from drivesim.weights import pack
 
-    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite, tokenizer=args.tokenizer)
+    packed = pack(args.checkpoint, args.out, overwrite=args.overwrite, tokenizer=args.tokenizer,
+                  palette=args.palette)
     rounding = ("weights as trained (float32)" if packed["max_difference"] is None
                 else f"largest float16 rounding of a weight {packed['max_difference']:.2e}")
     print(f"{packed['folder']}: step {packed['step']}, {packed['bytes'] / 2**20:.1f} MiB, {rounding}")
@@ -126,3 +130,34 @@ def add(commands) -> None:
     _add_train(commands)
     _add_tokenizer(commands)
     _add_pack_weights(commands)
+    _add_fit_palette(commands)
+
+
+def _add_fit_palette(commands) -> None:
+    parser = commands.add_parser(
+        "fit-palette", help="fit the paint palette of the dense scene maps on a training store",
+        description="Each class of the dense scene maps (drivesim/scene_maps.py) gets its mean colour in the "
+                    "store's training frames, as a line in depth: the paint baseline, and the painted starts of "
+                    "Text2World once packed beside the weights (pack-weights --palette).")
+    parser.add_argument("--store", type=Path, required=True, help="a clip store (its train split is used)")
+    parser.add_argument("--size", default="256x128", help="WIDTHxHEIGHT the frames are read at (default 256x128)")
+    parser.add_argument("--every", type=int, default=2, help="use every N-th training clip (default 2)")
+    parser.add_argument("--out", type=Path, required=True, metavar="JSON", help="the palette file to write")
+    parser.set_defaults(run=_run_fit_palette)
+
+
+def _run_fit_palette(args) -> int:
+    from drivesim.folders import check_writable
+    from drivesim.paint_baseline import fit_palette
+    from drivesim.rigs import parse_size
+
+    if args.every < 1:
+        raise ConfigError(f"--every must be a positive integer, got {args.every}")
+    if args.out.suffix.lower() != ".json" or args.out.is_dir():
+        raise ConfigError(f"--out must name a .json file, got {args.out}")
+    check_writable(args.out, "--out")
+    palette = fit_palette(args.store, parse_size(args.size), every=args.every)
+    palette.save(args.out)
+    print(f"{args.out}: {int((palette.pixels > 0).sum())} of {len(palette.pixels)} classes seen in "
+          f"{int(palette.pixels.sum())} pixels")
+    return 0

@@ -22,6 +22,7 @@ from drivesim.wfm.model import WorldModel, model_config, with_tokenizer
 __all__ = ["DEFAULT_FRAMES", "WorldModelPipeline", "load_tokenizer", "resolve_device"]
 
 DEFAULT_FRAMES = 9  # chunk length of a checkpoint whose config names no data.frames
+PALETTE_FILE = "palette.json"  # beside the weights: the colours Text2World's painted starts use
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -46,6 +47,7 @@ class WorldModelPipeline:
     tokenizer: CausalVideoTokenizer
     frames: int = DEFAULT_FRAMES
     size: tuple[int, int] | None = None
+    palette: object | None = None  # a paint_baseline.Palette when the weights have one (init painted)
 
     # ---------------------------------------------------------------- loading
 
@@ -77,6 +79,10 @@ class WorldModelPipeline:
                               f"{str(error).splitlines()[0]}") from None
         data = document.get("data") or {}
         pipeline = cls(model.eval(), tokenizer.eval(), int(data.get("frames", DEFAULT_FRAMES)), _trained_size(data))
+        if (path / PALETTE_FILE).is_file():  # the painted starts of Text2World (paint_baseline.py)
+            from drivesim.paint_baseline import Palette
+
+            pipeline.palette = Palette.load(path / PALETTE_FILE)
         return pipeline.to(device)
 
     def to(self, device: str | torch.device) -> WorldModelPipeline:
