@@ -133,7 +133,8 @@ def checks(scores: dict) -> list[tuple[str, bool]]:
     for key, label, spec in (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f")):
         found.append((f"Text2World {label} above paint ({_cell(t2w[key], spec)} vs {_cell(paint[key], spec)})",
                       t2w[key] > paint[key]))
-    for key, label, spec in (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"), ("layout_psnr_in", "in-box PSNR", ".2f")):
+    for key, label, spec in (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"),
+                             ("layout_psnr_in", "in-box PSNR", ".2f")):
         found.append((f"Image2World {label} above reprojection only ({_cell(i2w[key], spec)} vs "
                       f"{_cell(reprojection[key], spec)})", i2w[key] > reprojection[key]))
     return found
@@ -141,7 +142,8 @@ def checks(scores: dict) -> list[tuple[str, bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--new", type=Path, required=True, help="the world model on dense maps (run, checkpoint or folder)")
+    parser.add_argument("--new", type=Path, required=True,
+                        help="the world model on dense maps (run, checkpoint or folder)")
     parser.add_argument("--shipped", type=Path, default=Path("out/shipped-before-23"),
                         help="the model to compare with (default: a copy of the weights shipped before issue 23)")
     parser.add_argument("--heldout", type=Path, nargs="+", required=True, help="held-out clip stores")
@@ -200,7 +202,8 @@ def main() -> int:
                "frames over the same detector on the real frames. Lower is better for CSE, TSE, ATE.\n",
                f"{heading(started, ('torch',), load, command)}\n\nSampling: {args.steps} steps, temperature "
                f"{args.temperature:g}; Image2World strength {args.strength:g}. Real frames: detector NDS "
-               f"{_cell(real.get('det_nds'), '.3f')}, mAP {_cell(real.get('det_map'), '.3f')}.\n\n{markdown}\n\n{lines}\n")
+               f"{_cell(real.get('det_nds'), '.3f')}, mAP {_cell(real.get('det_map'), '.3f')}.\n\n{markdown}\n\n"
+               f"{lines}\n")
         print("recorded in benchmarks/RESULTS.md")
     return 0
 

@@ -54,7 +54,8 @@ def main() -> int:
         moment = result.num_frames - 1
         cameras = [camera.name for camera in scenario.rig.cameras]
         generated = grid_frames(result.video[moment:moment + 1], cameras)[0]
-        maps = picture(render_scene(scenario.rig, scenario.layout_frames([moment / scenario.fps]), size=(width, height)))
+        frames = scenario.layout_frames([moment / scenario.fps])
+        maps = picture(render_scene(scenario.rig, frames, size=(width, height)))
         drawn = grid_frames(maps[:, 0][None], cameras)[0]
         row = Image.fromarray(np.concatenate([generated, drawn], axis=1))
         ImageDraw.Draw(row).text((4, 2), f"{scenario.name}: t = {moment / scenario.fps:.2f} s", fill="white")

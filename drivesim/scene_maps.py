@@ -82,7 +82,7 @@ class _Map:
     edge_grid: _NearestGrid | None   # the nearest road-edge segment of a point
     lanes: tuple | None              # lane segment ends a, b [L, 2] and their _NearestGrid
     crosswalks: list[np.ndarray]
-    lines: tuple[np.ndarray, np.ndarray, np.ndarray]  # segment ends a, b [L, 3] and channel [L] (LINE_CLASSES, lane last)
+    lines: tuple[np.ndarray, np.ndarray, np.ndarray]  # segment ends a, b [L, 3], channel [L]: LINE_CLASSES, lane
     walls: tuple[np.ndarray, np.ndarray]              # vertices [Q*4, 3], triangles [Q*2, 3]
     surroundings: Surroundings
 
@@ -357,7 +357,8 @@ def render_scene(rig: Rig, frames: list[LayoutFrame], size: tuple[int, int] | No
         surroundings = frames[0].surroundings
         if surroundings.time_of_day not in TIMES_OF_DAY or surroundings.weather not in WEATHERS:
             raise ConfigError(f"surroundings: time_of_day {surroundings.time_of_day!r} must be one of "
-                              f"{', '.join(TIMES_OF_DAY)} and weather {surroundings.weather!r} one of {', '.join(WEATHERS)}")
+                              f"{', '.join(TIMES_OF_DAY)} and weather {surroundings.weather!r} one of "
+                              f"{', '.join(WEATHERS)}")
         look = (surroundings.time_of_day, surroundings.weather)
         rays_cam = camera_rays(rig.intrinsics, width, height).reshape(views, -1, 3)
         for f, frame in enumerate(frames):

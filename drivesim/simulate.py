@@ -147,7 +147,8 @@ class RolloutConfig:
             raise ConfigError(f"{scenario.source}: init reprojected redraws the scenario's start frame, and it "
                               "names no start_frames (add them, or start from noise)")
         if init == "painted" and not palette:
-            raise ConfigError("init painted paints the scenario's dense scene maps with the palette beside the weights, "
+            raise ConfigError("init painted paints the scenario's dense scene maps with the palette beside the "
+                              "weights, "
                               "and these weights have none (palette.json: drivesim pack-weights --palette)")
         return init
 
@@ -208,7 +209,8 @@ def rollout(scenario, pipeline, config: RolloutConfig | None = None, *, device: 
                           model_config.temporal_compression)
     layout = pipeline.model.layout is not None and config.use_layout
     sampling = dict(steps=config.steps, method=config.method, temperature=config.temperature,
-                    start={"reprojected": float(config.strength), "painted": float(config.paint_strength)}.get(init, 1.0),
+                    start={"reprojected": float(config.strength),
+                           "painted": float(config.paint_strength)}.get(init, 1.0),
                     **pipeline.guidance_scales(config.guidance, layout))
     s = model_config.spatial_compression
     shape = (1, len(rig.cameras), chunks.latent_frames, model_config.latent_channels, rig.height // s, rig.width // s)

@@ -96,8 +96,6 @@ def _pack_detector(path: Path, document: dict, out: Path) -> dict:
     try:
         state = {name: tensor.contiguous() for name, tensor in detector.model.state_dict().items()}
         save_file(state, str(staging / "ema.safetensors"))
-        if pipeline.palette is not None:
-            pipeline.palette.save(staging / PALETTE_FILE)
         size = _write_packed(staging, out, document, path, step)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

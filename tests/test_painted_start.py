@@ -21,7 +21,8 @@ WIDTH, HEIGHT, FRAMES = 64, 32, 5
 
 def _palette() -> Palette:
     rng = np.random.default_rng(0)
-    return Palette(rng.uniform(20, 235, (len(CLASSES), 3)), np.zeros((len(CLASSES), 3)), np.ones(len(CLASSES), np.int64))
+    count = len(CLASSES)
+    return Palette(rng.uniform(20, 235, (count, 3)), np.zeros((count, 3)), np.ones(count, np.int64))
 
 
 @pytest.fixture(scope="module")

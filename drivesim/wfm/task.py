@@ -158,7 +158,8 @@ class WfmTask:
 
             channels = channel_count(self.layout)
             if config.layout_channels != channels or config.layout_maps != self.layout:
-                raise ConfigError(f"data.layout={self.layout} renders {channels} channels of {self.layout} maps but the "
+                raise ConfigError(f"data.layout={self.layout} renders {channels} channels of {self.layout} maps but "
+                                  "the "
                                   f"model takes model.layout_channels={config.layout_channels} of "
                                   f"model.layout_maps={config.layout_maps}: set model.layout_channels={channels} "
                                   f"model.layout_maps={self.layout}")
