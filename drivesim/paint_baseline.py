@@ -1,8 +1,8 @@
 """The model-free baseline a Text2World model must beat: the dense scene maps painted by numbers.
 
-Each class of drivesim/scene_maps.py gets its mean colour in the training frames, shaded by depth (a
-straight line in the depth channel, fitted by least squares per class and colour channel), and a
-scenario's maps are painted with it. Whatever a world model adds to the same maps must show against this.
+Each class of drivesim/scene_maps.py gets its mean colour in the training frames of the same time of
+day (the maps carry it), shaded by depth (a straight line in the depth channel, fitted by least squares
+per time of day, class and colour channel), and a scenario's maps are painted with it. Whatever a world model adds to the same maps must show against this.
 The palette is fitted on a training store only: measuring on held-out logs stays fair.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from drivesim.errors import ConfigError, DataError
+from drivesim.render import TIMES_OF_DAY
 from drivesim.scene_maps import CLASSES, MAX_DEPTH, SceneMaps, render_scene
 
 __all__ = ["Palette", "fit_palette", "paint", "paint_rollout"]
@@ -22,24 +23,30 @@ __all__ = ["Palette", "fit_palette", "paint", "paint_rollout"]
 
 @dataclass(frozen=True, eq=False)
 class Palette:
-    """Per class: colour = base + slope * min(depth / MAX_DEPTH, 1), RGB in 0..255; pixels counted."""
+    """Per time of day and class: colour = base + slope * min(depth / MAX_DEPTH, 1), RGB in 0..255."""
 
-    base: np.ndarray    # float [K, 3]
-    slope: np.ndarray   # float [K, 3]
-    pixels: np.ndarray  # int [K]: how many training pixels each class had (0: painted the mean of all)
+    base: np.ndarray    # float [T, K, 3]: T = len(TIMES_OF_DAY), K = len(CLASSES)
+    slope: np.ndarray   # float [T, K, 3]
+    pixels: np.ndarray  # int [T, K]: training pixels seen (0: the class's colour over all times, else all classes')
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"classes": list(CLASSES), "base": self.base.round(3).tolist(),
-                                          "slope": self.slope.round(3).tolist(), "pixels": self.pixels.tolist()}))
+        Path(path).write_text(json.dumps({"classes": list(CLASSES), "times_of_day": list(TIMES_OF_DAY),
+                                          "base": self.base.round(3).tolist(), "slope": self.slope.round(3).tolist(),
+                                          "pixels": self.pixels.tolist()}))
 
     @classmethod
     def load(cls, path: Path) -> Palette:
         try:
             document = json.loads(Path(path).read_text())
-            if document["classes"] != list(CLASSES):
-                raise ValueError(f"classes {document['classes']} are not this version's {list(CLASSES)}")
-            return cls(np.asarray(document["base"], float), np.asarray(document["slope"], float),
-                       np.asarray(document["pixels"], np.int64))
+            if document["classes"] != list(CLASSES) or document["times_of_day"] != list(TIMES_OF_DAY):
+                raise ValueError(f"classes and times of day are not this version's {list(CLASSES)}, "
+                                 f"{list(TIMES_OF_DAY)}")
+            palette = cls(np.asarray(document["base"], float), np.asarray(document["slope"], float),
+                          np.asarray(document["pixels"], np.int64))
+            shape = (len(TIMES_OF_DAY), len(CLASSES))
+            if palette.base.shape != (*shape, 3) or palette.slope.shape != (*shape, 3) or palette.pixels.shape != shape:
+                raise ValueError(f"base, slope and pixels must be {shape} (x 3)")
+            return palette
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise DataError(f"palette {path}: unreadable ({error})") from None
 
@@ -62,8 +69,8 @@ def fit_palette(store, size: tuple[int, int], split: str = "train", every: int =
     if not isinstance(every, int) or every < 1:
         raise ConfigError(f"every={every!r} must be a positive integer")
     count = len(CLASSES)
-    # Normal equations of [1, d] -> colour per class: sums of 1, d, d^2, c, d*c.
-    sums = np.zeros((count, 5, 3))
+    # Normal equations of [1, d] -> colour per time of day and class: sums of 1, d, d^2, c, d*c.
+    sums = np.zeros((len(TIMES_OF_DAY), count, 5, 3))
     chosen = dataset.clip_ids[::every]
     for clip_id in tqdm(chosen, desc="palette", unit="clip", disable=not progress):
         item = dataset.read_window(clip_id, 0, list(range(len(dataset._cameras))))
@@ -76,15 +83,24 @@ def fit_palette(store, size: tuple[int, int], split: str = "train", every: int =
         maps = render_scene(rig, frames)
         classes, depth = maps.classes[:, 0].ravel(), _depth_feature(maps.depth[:, 0]).ravel()
         colours = video.reshape(-1, 3).astype(np.float64)
+        look = sums[TIMES_OF_DAY.index(maps.look[0])]
         for column, values in enumerate((np.ones_like(depth), depth, depth**2)):
-            sums[:, column, 0] += np.bincount(classes, values, minlength=count)
+            look[:, column, 0] += np.bincount(classes, values, minlength=count)
         for c in range(3):
-            sums[:, 3, c] += np.bincount(classes, colours[:, c], minlength=count)
-            sums[:, 4, c] += np.bincount(classes, depth * colours[:, c], minlength=count)
+            look[:, 3, c] += np.bincount(classes, colours[:, c], minlength=count)
+            look[:, 4, c] += np.bincount(classes, depth * colours[:, c], minlength=count)
     return _solve(sums)
 
 
 def _solve(sums: np.ndarray) -> Palette:
+    """sums [T, K, 5, 3] -> the palette; a time of day that never showed a class paints it as all times did."""
+    overall = _solve_one(sums.sum(axis=0))
+    parts = [_solve_one(look, overall) for look in sums]
+    return Palette(np.stack([p.base for p in parts]), np.stack([p.slope for p in parts]),
+                   np.stack([p.pixels for p in parts]))
+
+
+def _solve_one(sums: np.ndarray, fallback: Palette | None = None) -> Palette:
     n, sd, sdd = sums[:, 0, 0], sums[:, 1, 0], sums[:, 2, 0]
     sc, sdc = sums[:, 3], sums[:, 4]
     base, slope = np.zeros((len(n), 3)), np.zeros((len(n), 3))
@@ -92,7 +108,10 @@ def _solve(sums: np.ndarray) -> Palette:
     mean_all = sc[seen].sum(axis=0) / max(n[seen].sum(), 1)
     for k in range(len(n)):
         if not seen[k]:
-            base[k] = mean_all
+            if fallback is not None:
+                base[k], slope[k] = fallback.base[k], fallback.slope[k]
+            else:
+                base[k] = mean_all
             continue
         determinant = n[k] * sdd[k] - sd[k] ** 2
         if determinant > 1e-9 * max(n[k], 1) ** 2:  # depth varies within the class: fit the line
@@ -104,9 +123,10 @@ def _solve(sums: np.ndarray) -> Palette:
 
 
 def paint(maps: SceneMaps, palette: Palette) -> np.ndarray:
-    """uint8 [V, F, H, W, 3]: every pixel its class's colour at its depth."""
+    """uint8 [V, F, H, W, 3]: every pixel its class's colour at its depth, at the maps' time of day."""
     depth = _depth_feature(maps.depth)[..., None]
-    image = palette.base[maps.classes] + palette.slope[maps.classes] * depth
+    look = TIMES_OF_DAY.index(maps.look[0])
+    image = palette.base[look][maps.classes] + palette.slope[look][maps.classes] * depth
     return image.round().clip(0, 255).astype(np.uint8)
 
 

@@ -12,6 +12,7 @@ from rollout_helpers import CAMERAS, make_scenario
 
 from drivesim.errors import ConfigError
 from drivesim.paint_baseline import Palette, paint
+from drivesim.render import TIMES_OF_DAY
 from drivesim.scene_maps import CLASSES, render_scene
 from drivesim.simulate import RolloutConfig, rollout
 from drivesim.wfm.pipeline import WorldModelPipeline
@@ -21,8 +22,8 @@ WIDTH, HEIGHT, FRAMES = 64, 32, 5
 
 def _palette() -> Palette:
     rng = np.random.default_rng(0)
-    count = len(CLASSES)
-    return Palette(rng.uniform(20, 235, (count, 3)), np.zeros((count, 3)), np.ones(count, np.int64))
+    shape = (len(TIMES_OF_DAY), len(CLASSES))
+    return Palette(rng.uniform(20, 235, (*shape, 3)), np.zeros((*shape, 3)), np.ones(shape, np.int64))
 
 
 @pytest.fixture(scope="module")

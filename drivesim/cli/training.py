@@ -158,6 +158,6 @@ def _run_fit_palette(args) -> int:
     check_writable(args.out, "--out")
     palette = fit_palette(args.store, parse_size(args.size), every=args.every)
     palette.save(args.out)
-    print(f"{args.out}: {int((palette.pixels > 0).sum())} of {len(palette.pixels)} classes seen in "
-          f"{int(palette.pixels.sum())} pixels")
+    seen = palette.pixels.sum(axis=0)
+    print(f"{args.out}: {int((seen > 0).sum())} of {len(seen)} classes seen in {int(seen.sum())} pixels")
     return 0
