@@ -2,8 +2,10 @@
 
 Each class of drivesim/scene_maps.py gets its mean colour in the training frames of the same time of
 day (the maps carry it), shaded by depth (a straight line in the depth channel, fitted by least squares
-per time of day, class and colour channel), and a scenario's maps are painted with it. Whatever a world model adds to the same maps must show against this.
-The palette is fitted on a training store only: measuring on held-out logs stays fair.
+per time of day, class and colour channel), and a scenario's maps are painted with it. Whatever a world
+model adds to the same maps must show against this. The palette is fitted on a training store only:
+measuring on held-out logs stays fair. Packed beside the weights, it is also where Text2World starts
+(simulate.py, init painted).
 """
 
 from __future__ import annotations
