@@ -157,6 +157,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clips", type=int, help="at most this many clips per store (a quick look; not recorded)")
     parser.add_argument("--palette-every", type=int, default=2, help="fit the palette on every N-th training clip")
+    parser.add_argument("--score-only", action="store_true",
+                        help="score the rollouts an earlier run left in --out (their seconds from its seconds.json)")
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,12 +175,20 @@ def main() -> int:
     size = pipelines["new"].trained_size()
     if args.record and args.clips:
         parser.error("--record takes every clip: leave out --clips")
-    palette = fit_palette(args.palette_store, size, every=args.palette_every)
-    palette.save(args.out / "palette.json")
+    # The palette packed beside the new weights (drivesim fit-palette on the training store) when it has one.
+    palette = pipelines["new"].palette
+    if palette is None and not args.score_only:
+        palette = fit_palette(args.palette_store, size, every=args.palette_every)
+    if palette is not None:
+        palette.save(args.out / "palette.json")
     print(f"new {args.new}, shipped {args.shipped}, held out {', '.join(map(str, args.heldout))}; {args.steps} steps, "
           f"temperature {args.temperature:g}, strength {args.strength:g}", flush=True)
-    seconds = render(args.heldout, args.out, pipelines, palette, args.steps, args.temperature, args.strength,
-                     args.clips)
+    if args.score_only:
+        seconds = json.loads((args.out / "seconds.json").read_text())
+    else:
+        seconds = render(args.heldout, args.out, pipelines, palette, args.steps, args.temperature, args.strength,
+                         args.clips)
+        (args.out / "seconds.json").write_text(json.dumps(seconds))
     scores = score(args.heldout, args.out, args.frame_step)
     rows = [("", *(label for _, label, _ in COLUMNS), "s per rollout")]
     for name in (*VARIANTS, "ground truth"):
