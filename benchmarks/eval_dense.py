@@ -8,8 +8,9 @@ model shipped before them, the model-free baselines and the ground truth, in one
 Every clip of every held-out store (synth seeds no training run used) becomes a scenario (scenario.from_clip:
 its rig, ego path, tracks, road, look and its first frame as start frame), rendered at the model's size:
 
-- Text2World (no start frame: the scenario's start_frames withheld while sampling, so every chunk starts from
-  noise): the new model; the shipped model; paint, the dense maps painted by numbers with each class's mean
+- Text2World (no start frame: the scenario's start_frames withheld while sampling; each chunk starts as
+  generate starts it, from the painted maps where the weights have a palette, else from noise): the new
+  model; the shipped model; paint, the dense maps painted by numbers with each class's mean
   training colour shaded by depth (drivesim/paint_baseline.py, fitted on --palette-store's training clips).
 - Image2World (the start frame given, every chunk started from it redrawn at its ego poses, as generate does):
   the new model; the shipped model; reprojection only (the start frame redrawn, no model).
@@ -73,7 +74,8 @@ def render(stores: list[Path], out: Path, pipelines: dict, palette, steps: int, 
                 elif which == "reprojection only":
                     result = reproject_start_frame(scenario, size)
                 else:
-                    init = "noise" if mode == "T2W" else "reprojected"
+                    # as generate does: Text2World painted where the weights have a palette, else from noise
+                    init = "auto" if mode == "T2W" else "reprojected"
                     config = RolloutConfig(steps=steps, seed=0, temperature=temperature, init=init, strength=strength)
                     result = rollout(alone if mode == "T2W" else scenario, pipelines[which], config, progress=False)
                 seconds[variant].append(time.perf_counter() - started)

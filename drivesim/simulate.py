@@ -111,7 +111,7 @@ class RolloutConfig:
     # auto: reprojected with start frames, else painted where the weights have a palette, else noise.
     init: str = "auto"
     strength: float = 0.3
-    paint_strength: float = 0.7
+    paint_strength: float = 0.5  # the best of 0.5-1 on val clips (benchmarks/tune_paint_strength.py, MODEL_CARD.md)
 
     def validate(self) -> RolloutConfig:
         if not is_number(self.guidance) or not math.isfinite(self.guidance) or self.guidance < 0:
