@@ -23,6 +23,7 @@ def test_maps_drawn_before_are_kept_and_the_rest_drawn():
 
 def test_every_chunk_gets_the_maps_of_its_frames_each_drawn_once(tiny_wfm_run, monkeypatch):
     import drivesim.render
+    import drivesim.scene_maps
     import drivesim.simulate as simulate
 
     pipeline = WorldModelPipeline.from_pretrained(tiny_wfm_run)
@@ -39,7 +40,7 @@ def test_every_chunk_gets_the_maps_of_its_frames_each_drawn_once(tiny_wfm_run, m
         return draw(rig, layout_frames, *args, **kwargs)
 
     monkeypatch.setattr(simulate, "_chunk_conditions", spy_conditions)
-    monkeypatch.setattr(drivesim.render, "render_layout", spy_draw)
+    monkeypatch.setattr(drivesim.scene_maps, "render_layout", spy_draw)  # sparse maps: what render_maps draws
     rollout(scenario, pipeline, RolloutConfig(steps=1), progress=False)
     monkeypatch.undo()
     rig = scenario.rig.resized(*pipeline.trained_size())

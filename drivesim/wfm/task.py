@@ -38,6 +38,10 @@ class WfmData:
     # again skips reading, resizing, rendering and the tokenizer; 0: compute every window every time.
     cache_gb: float = 0.0
 
+    def __post_init__(self):  # from_dict builds it: a bad value is refused with the config's other errors
+        if not (isinstance(self.layout, bool) or self.layout in ("sparse", "dense")):
+            raise ConfigError(f"data.layout must be true, false, sparse or dense, got {self.layout!r}")
+
 
 @dataclass
 class DropRates:
