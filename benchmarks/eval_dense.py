@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_model import _cell  # noqa: E402  (a table cell: n/a for NaN)
 from results import heading, record, table  # noqa: E402
 
 from drivesim.simulate import RolloutConfig  # noqa: E402
@@ -120,10 +121,6 @@ def score(stores: list[Path], out: Path, frame_step: int) -> dict:
 
 def _number(value) -> float:
     return math.nan if value is None else float(value)
-
-
-def _cell(value, spec: str) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def checks(scores: dict) -> list[tuple[str, bool]]:

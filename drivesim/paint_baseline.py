@@ -18,7 +18,7 @@ import numpy as np
 
 from drivesim.errors import ConfigError, DataError
 from drivesim.render import TIMES_OF_DAY
-from drivesim.scene_maps import CLASSES, MAX_DEPTH, SceneMaps, render_scene
+from drivesim.scene_maps import CLASSES, MAX_DEPTH, SCENE_CHANNELS, SceneMaps, render_scene
 
 __all__ = ["Palette", "fit_palette", "paint", "paint_rollout"]
 
@@ -58,34 +58,28 @@ def _depth_feature(depth: np.ndarray) -> np.ndarray:
 
 
 def fit_palette(store, size: tuple[int, int], split: str = "train", every: int = 4, progress: bool = True) -> Palette:
-    """The palette of a store's `split`: the first frame of every `every`-th clip, at size = (width, height)."""
+    """The palette of a store's `split`: the first frame of every `every`-th clip, at size = (width, height),
+    with the dense maps the dataset draws for it (data.layout: dense), as training sees them."""
     from tqdm import tqdm
 
-    from drivesim.data import store as clip_store
     from drivesim.data.dataset import ClipDataset
-    from drivesim.render import layout_frames_from_clip
-    from drivesim.rigs import Camera, Rig
 
-    dataset = ClipDataset(store, split=split, frames=1, size=size, random_crop=False)
-    root = clip_store.open_store(dataset.path)
     if not isinstance(every, int) or every < 1:
         raise ConfigError(f"every={every!r} must be a positive integer")
+    dataset = ClipDataset(store, split=split, frames=1, size=size, random_crop=False, layout="dense")
+    channel = {name: i for i, name in enumerate(SCENE_CHANNELS)}
     count = len(CLASSES)
     # Normal equations of [1, d] -> colour per time of day and class: sums of 1, d, d^2, c, d*c.
     sums = np.zeros((len(TIMES_OF_DAY), count, 5, 3))
-    chosen = dataset.clip_ids[::every]
-    for clip_id in tqdm(chosen, desc="palette", unit="clip", disable=not progress):
+    for clip_id in tqdm(dataset.clip_ids[::every], desc="palette", unit="clip", disable=not progress):
         item = dataset.read_window(clip_id, 0, list(range(len(dataset._cameras))))
         video = ((item["video"][:, 0] + 1) * 127.5).permute(0, 2, 3, 1).numpy()  # [V, H, W, 3]
-        height, width = video.shape[1:3]
-        rig = Rig("clip", width, height, tuple(Camera(n, k, e) for n, k, e in zip(
-            dataset._cameras, item["intrinsics"].double().numpy(), item["ego_from_cam"].double().numpy())))
-        group = clip_store.open_clip(root, clip_id)
-        frames = layout_frames_from_clip(group, dataset._categories, dataset._poly_types, 0, 1)
-        maps = render_scene(rig, frames)
-        classes, depth = maps.classes[:, 0].ravel(), _depth_feature(maps.depth[:, 0]).ravel()
+        maps = item["layout"][:, 0].numpy()  # [V, C, H, W], channels SCENE_CHANNELS
+        classes = maps[:, :count].argmax(axis=1).ravel()  # one-hot: the class
+        depth = maps[:, channel["depth"]].ravel()  # min(depth / MAX_DEPTH, 1), as _depth_feature
+        time_of_day = next((name for name in ("night", "dusk") if maps[0, channel[name], 0, 0]), "day")
         colours = video.reshape(-1, 3).astype(np.float64)
-        look = sums[TIMES_OF_DAY.index(maps.look[0])]
+        look = sums[TIMES_OF_DAY.index(time_of_day)]
         for column, values in enumerate((np.ones_like(depth), depth, depth**2)):
             look[:, column, 0] += np.bincount(classes, values, minlength=count)
         for c in range(3):
